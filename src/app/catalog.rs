@@ -1,0 +1,137 @@
+//! Finding things on disk: the bank files of the models folder and the images of a folder.
+//! Header reads and directory walks only (no libtorch); run off the GUI thread.
+use crate::bank::{self, BankMeta};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One bank file of the models folder. A file that claims to be a bank but cannot be read is
+/// listed with its error, so the operator sees why a category is missing.
+#[derive(Clone, Debug)]
+pub struct CatalogEntry {
+    pub path: PathBuf,
+    pub file_name: String,
+    pub meta: Result<BankMeta, String>,
+}
+
+impl CatalogEntry {
+    /// One-line description for the picker: category, backbone, training images, threshold.
+    pub fn summary(&self) -> String {
+        match &self.meta {
+            Ok(m) => format!(
+                "{} — {}, {} train images, threshold {:.3}",
+                m.category, m.backbone, m.n_train_images, m.calibration.threshold
+            ),
+            Err(e) => format!("{} — unusable: {e}", self.file_name),
+        }
+    }
+
+    pub fn category(&self) -> &str {
+        match &self.meta {
+            Ok(m) => &m.category,
+            Err(_) => &self.file_name,
+        }
+    }
+}
+
+/// Does this safetensors file carry our metadata key? Backbone weights files sit in the same
+/// folder and must be skipped silently, while a damaged bank must be reported.
+fn has_patchcore_key(path: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut len8 = [0u8; 8];
+    if f.read_exact(&mut len8).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(len8);
+    if n > 64 << 20 {
+        return false;
+    }
+    let mut head = vec![0u8; n as usize];
+    if f.read_exact(&mut head).is_err() {
+        // Truncated file: if the key is in what we could read, it is a damaged bank.
+        return String::from_utf8_lossy(&head).contains("\"patchcore\"");
+    }
+    match serde_json::from_slice::<serde_json::Value>(&head) {
+        Ok(v) => v
+            .get("__metadata__")
+            .and_then(|m| m.get("patchcore"))
+            .is_some(),
+        Err(_) => String::from_utf8_lossy(&head).contains("\"patchcore\""),
+    }
+}
+
+/// All bank files of `dir`, sorted by file name.
+pub fn scan_models(dir: &Path) -> Result<Vec<CatalogEntry>, String> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read models folder {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in rd.flatten() {
+        let path = entry.path();
+        let is_st = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        if !is_st || !path.is_file() {
+            continue;
+        }
+        let meta = match bank::read_meta(&path) {
+            Ok(m) => Ok(m),
+            Err(_) if !has_patchcore_key(&path) => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(CatalogEntry {
+            file_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path,
+            meta,
+        });
+    }
+    out.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    Ok(out)
+}
+
+/// Extensions the decoders handle (the content is checked when decoding).
+pub fn is_image_path(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    !hidden
+        && path.extension().is_some_and(|e| {
+            let e = e.to_string_lossy().to_ascii_lowercase();
+            matches!(e.as_str(), "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff")
+        })
+}
+
+/// Images under `dir` (sub-folders included, e.g. MVTec's `test/<defect>/`), sorted by path.
+/// Mask folders (`ground_truth`) are skipped: they are not parts to inspect.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    if !dir.is_dir() {
+        return Err(format!("folder {} does not exist", dir.display()));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if depth == 0 => return Err(format!("cannot read {}: {e}", d.display())),
+            Err(_) => continue,
+        };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                let skip = p
+                    .file_name()
+                    .is_some_and(|n| n == "ground_truth" || n.to_string_lossy().starts_with('.'));
+                if depth < 4 && !skip {
+                    stack.push((p, depth + 1));
+                }
+            } else if is_image_path(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

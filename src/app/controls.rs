@@ -1,0 +1,159 @@
+//! The left panel: what the loaded bank is, the threshold (raw and normalised), filter and
+//! sort, live counts, and the score histogram.
+use super::histogram;
+use super::paint::{ACCEPT, ERROR, REJECT};
+use super::state::{Filter, SortKey};
+use super::workstation::{Action, Workstation};
+use egui::{ComboBox, Grid, RichText, ScrollArea, Slider, Ui};
+
+pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    ScrollArea::vertical()
+        .id_salt("controls")
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            bank_info(ui, ws);
+            ui.separator();
+            decision(ui, ws, actions);
+            ui.separator();
+            display(ui, ws, actions);
+            ui.separator();
+            ui.label(RichText::new("Score histogram").strong());
+            histogram::show(ui, ws, actions);
+        });
+}
+
+fn bank_info(ui: &mut Ui, ws: &Workstation) {
+    let Some(b) = &ws.insp.bank else {
+        ui.label(RichText::new("No category loaded").strong());
+        ui.label("Pick one in the Category list above.");
+        return;
+    };
+    let m = &b.meta;
+    ui.heading(&m.category);
+    Grid::new("bank_info")
+        .num_columns(2)
+        .spacing([8.0, 2.0])
+        .show(ui, |ui| {
+            ui.weak("Backbone");
+            ui.label(&m.backbone);
+            ui.end_row();
+            ui.weak("Training images");
+            ui.label(m.n_train_images.to_string());
+            ui.end_row();
+            ui.weak("Calibrated threshold");
+            ui.label(format!("{:.3}", m.calibration.threshold));
+            ui.end_row();
+            ui.weak("Good scores");
+            ui.label(format!(
+                "{:.3} – {:.3}",
+                m.calibration.min, m.calibration.max
+            ));
+            ui.end_row();
+            ui.weak("Device");
+            ui.label(&b.device);
+            ui.end_row();
+        })
+        .response
+        .on_hover_text(format!("{}\nfitted {}", b.path.display(), m.created));
+}
+
+fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    ui.label(RichText::new("Decision").strong());
+    let Some(bank) = &ws.insp.bank else {
+        ui.weak("The threshold appears once a category is loaded.");
+        return;
+    };
+    let meta = bank.meta.clone();
+    let calibrated = bank.calibrated_threshold();
+    let (lo, hi) = ws.insp.threshold_range();
+    let mut t = ws.insp.threshold();
+    ui.spacing_mut().slider_width = (ui.available_width() - 70.0).max(80.0);
+    let r = ui.add(
+        Slider::new(&mut t, lo..=hi)
+            .text("Threshold")
+            .max_decimals(4)
+            .clamping(egui::SliderClamping::Never),
+    );
+    ws.slider_ids.push(r.id);
+    if r.changed() {
+        actions.push(Action::SetThreshold(t));
+    }
+    let mut n = meta.normalize(t);
+    let (nlo, nhi) = (meta.normalize(lo), meta.normalize(hi));
+    let r = ui
+        .add(
+            Slider::new(&mut n, nlo..=nhi)
+                .text("Normalised threshold")
+                .max_decimals(3),
+        )
+        .on_hover_text("0 = best good training image, 1 = worst good training image");
+    ws.slider_ids.push(r.id);
+    if r.changed() {
+        let c = &meta.calibration;
+        let span = (c.max - c.min).max(f32::EPSILON);
+        actions.push(Action::SetThreshold(c.min + n * span));
+    }
+    ui.horizontal(|ui| {
+        let differs = (t - calibrated).abs() > f32::EPSILON * calibrated.abs().max(1.0);
+        if ui
+            .add_enabled(differs, egui::Button::new("Reset to calibrated"))
+            .on_hover_text(format!("Back to {calibrated:.4}"))
+            .clicked()
+        {
+            actions.push(Action::ResetThreshold);
+        }
+        if differs {
+            ui.colored_label(ERROR, "manual");
+        }
+    });
+
+    ui.add_space(4.0);
+    let filter = ws.insp.filter();
+    ui.horizontal(|ui| {
+        ui.label("Show");
+        for (f, text) in [
+            (Filter::All, "All"),
+            (Filter::Accepted, "Accepted"),
+            (Filter::Rejected, "Rejected"),
+        ] {
+            if ui.selectable_label(filter == f, text).clicked() && filter != f {
+                actions.push(Action::SetFilter(f));
+            }
+        }
+    });
+    let c = ws.insp.counts();
+    Grid::new("counts").num_columns(2).show(ui, |ui| {
+        ui.label(format!("Images: {}", c.total));
+        ui.colored_label(ACCEPT, format!("Accepted: {}", c.accepted));
+        ui.end_row();
+        ui.colored_label(REJECT, format!("Rejected: {}", c.rejected));
+        ui.colored_label(ERROR, format!("Errors: {}", c.failed));
+        ui.end_row();
+        if c.pending > 0 {
+            ui.weak(format!("Pending: {}", c.pending));
+            ui.end_row();
+        }
+    });
+}
+
+fn display(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let sort = ws.insp.sort();
+    let label = ui.label("Sort by");
+    let text = |s: SortKey| match s {
+        SortKey::ScoreDesc => "Score, worst first",
+        SortKey::ScoreAsc => "Score, best first",
+        SortKey::Name => "Name",
+    };
+    ComboBox::from_id_salt("sort")
+        .selected_text(text(sort))
+        .show_ui(ui, |ui| {
+            for s in [SortKey::ScoreDesc, SortKey::ScoreAsc, SortKey::Name] {
+                if ui.selectable_label(sort == s, text(s)).clicked() && sort != s {
+                    actions.push(Action::SetSort(s));
+                }
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    ui.checkbox(&mut ws.prefs.overlay_in_gallery, "Heatmap on thumbnails");
+}

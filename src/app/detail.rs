@@ -1,0 +1,247 @@
+//! The detail view: the selected image large with its heatmap on the category's fixed scale,
+//! the top patch outlined, and a zoomed crop of that patch beside it. Arrow keys (handled by
+//! the workstation) step through the filtered gallery order.
+use super::decode::Size;
+use super::paint::{self, ERROR, REJECT};
+use super::state::{Decision, ItemStatus};
+use super::textures::ImageState;
+use super::workstation::{Action, Workstation};
+use egui::{Color32, CornerRadius, Pos2, Rect, RichText, Sense, Slider, Ui, Vec2};
+
+const SIDE: f32 = 270.0;
+
+pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let Some(index) = ws.selected else { return };
+    let Some(item) = ws.insp.items.get(index).cloned() else {
+        return;
+    };
+    let threshold = ws.insp.threshold();
+    let view_len = ws.insp.view().len();
+    let pos = ws.insp.view_position(index);
+    let scale = ws.insp.bank.as_ref().map(|b| b.scale);
+    let decision = item.decision(threshold);
+
+    ui.horizontal(|ui| {
+        if ui
+            .button("« Back to gallery")
+            .on_hover_text("Esc")
+            .clicked()
+        {
+            actions.push(Action::CloseDetail);
+        }
+        ui.separator();
+        if ui
+            .add_enabled(pos.is_some_and(|p| p > 0), egui::Button::new("Previous"))
+            .on_hover_text("Left or Up arrow key")
+            .clicked()
+        {
+            actions.push(Action::Step(-1));
+        }
+        if ui
+            .add_enabled(
+                pos.is_some_and(|p| p + 1 < view_len),
+                egui::Button::new("Next"),
+            )
+            .on_hover_text("Right or Down arrow key")
+            .clicked()
+        {
+            actions.push(Action::Step(1));
+        }
+        match pos {
+            Some(p) => ui.label(format!("{} / {}", p + 1, view_len)),
+            None => ui.weak("not in the current filter"),
+        };
+        ui.separator();
+        ui.label(RichText::new(&item.name).strong().size(16.0));
+        if let Some(d) = decision {
+            let text = match d {
+                Decision::Accept => "ACCEPTED",
+                Decision::Reject => "REJECTED",
+            };
+            ui.label(
+                RichText::new(format!(" {text} "))
+                    .strong()
+                    .color(Color32::WHITE)
+                    .background_color(paint::decision_color(d)),
+            );
+        }
+    });
+    ui.horizontal(|ui| {
+        match &item.status {
+            ItemStatus::Scored(ins) => {
+                let [x, y, w, h] = ins.top_patch.box_original;
+                ui.label(format!(
+                    "Score {:.4}   normalised {:.3}   threshold {:.4}   defect at x {x}, y {y} ({w}×{h} px)",
+                    ins.score, ins.normalized, threshold
+                ));
+            }
+            ItemStatus::Pending => {
+                ui.spinner();
+                ui.label("Scoring…");
+            }
+            ItemStatus::Failed(e) => {
+                ui.colored_label(REJECT, format!("Not scored: {e}"));
+            }
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.checkbox(&mut ws.prefs.overlay_in_detail, "Show heatmap");
+        let r = ui.add(
+            Slider::new(&mut ws.prefs.opacity, 0.0..=1.0)
+                .text("Overlay opacity")
+                .max_decimals(2),
+        );
+        ws.slider_ids.push(r.id);
+        if let Some(s) = &scale {
+            ui.separator();
+            ui.weak("heat scale");
+            paint::legend(ui, s, 200.0);
+        }
+    });
+    ui.separator();
+
+    let avail = ui.available_rect_before_wrap();
+    let side_w = SIDE.min(avail.width() * 0.35);
+    let main = Rect::from_min_max(
+        avail.min,
+        Pos2::new(avail.max.x - side_w - 8.0, avail.max.y),
+    );
+    let side = Rect::from_min_max(Pos2::new(main.max.x + 8.0, avail.min.y), avail.max);
+    ui.allocate_rect(avail, Sense::hover());
+
+    let overlay = ws.prefs.overlay_in_detail;
+    let opacity = ws.prefs.opacity;
+    let ctx = ui.ctx().clone();
+    // Full image if decoded, else the thumbnail meanwhile (instant feedback while stepping).
+    let full = match ws.textures.image(&ws.decode, &item.path, Size::Full) {
+        ImageState::Ready(t) => Ok(Some(t.clone())),
+        ImageState::Loading => Ok(None),
+        ImageState::Failed(e) => Err(e.to_string()),
+    };
+    let texture = match full {
+        Ok(Some(t)) => Ok(Some(t)),
+        Ok(None) => Ok(ws.textures.existing(&item.path, Size::Thumb).cloned()),
+        Err(e) => Err(e),
+    };
+    let painter = ui.painter_at(main);
+    painter.rect_filled(main, CornerRadius::same(4), ui.visuals().extreme_bg_color);
+    let inspection = item.inspection().cloned();
+    match texture {
+        Ok(Some(tex)) => {
+            let (region, image_size) = match &inspection {
+                Some(ins) => {
+                    let s = Vec2::new(
+                        ins.geometry.orig_width as f32,
+                        ins.geometry.orig_height as f32,
+                    );
+                    (Rect::from_min_size(Pos2::ZERO, s), s)
+                }
+                None => (
+                    Rect::from_min_size(Pos2::ZERO, tex.size_vec2()),
+                    tex.size_vec2(),
+                ),
+            };
+            let screen = paint::fit(main.shrink(4.0), image_size);
+            painter.image(tex.id(), screen, unit_uv(), Color32::WHITE);
+            if let (Some(ins), Some(scale)) = (&inspection, &scale) {
+                if overlay {
+                    let heat = ws.textures.heat(&ctx, &item.path, ins, scale);
+                    paint::draw_heat(&painter, heat.id(), &ins.geometry, region, screen, opacity);
+                }
+                paint::draw_box(
+                    &painter,
+                    ins.top_patch.box_original,
+                    region,
+                    screen,
+                    Color32::WHITE,
+                );
+            }
+            // The zoomed patch: about 3x the patch, square, inside the image.
+            if let Some(ins) = &inspection {
+                let zoom = zoom_region(ins.top_patch.box_original, image_size);
+                let mut side_ui = ui.new_child(egui::UiBuilder::new().max_rect(side));
+                side_ui.label(RichText::new("Top patch").strong());
+                let (zr, _) =
+                    side_ui.allocate_exact_size(Vec2::splat(side.width()), Sense::hover());
+                let zp = side_ui.painter_at(zr);
+                zp.rect_filled(zr, CornerRadius::ZERO, Color32::BLACK);
+                let zscreen = paint::fit(zr, zoom.size());
+                let uv = Rect::from_min_max(
+                    Pos2::new(zoom.min.x / image_size.x, zoom.min.y / image_size.y),
+                    Pos2::new(zoom.max.x / image_size.x, zoom.max.y / image_size.y),
+                );
+                zp.image(tex.id(), zscreen, uv, Color32::WHITE);
+                if let Some(scale) = &scale {
+                    if overlay {
+                        let heat = ws.textures.heat(&ctx, &item.path, ins, scale);
+                        paint::draw_heat(&zp, heat.id(), &ins.geometry, zoom, zscreen, opacity);
+                    }
+                }
+                paint::draw_box(
+                    &zp,
+                    ins.top_patch.box_original,
+                    zoom,
+                    zscreen,
+                    Color32::WHITE,
+                );
+                side_ui.label(format!(
+                    "patch score {:.4} (row {}, col {})",
+                    ins.top_patch.score, ins.top_patch.row, ins.top_patch.col
+                ));
+                side_ui.add_space(6.0);
+                side_ui.weak(item.path.display().to_string());
+                if !item.scored_at.is_empty() {
+                    side_ui.weak(format!("scored {}", item.scored_at));
+                }
+                let t = ins.times;
+                if t.features_ms + t.search_ms > 0.0 {
+                    side_ui.weak(format!(
+                        "decode {:.0} ms · features {:.0} ms · search {:.0} ms · map {:.0} ms",
+                        t.decode_ms, t.features_ms, t.search_ms, t.map_ms
+                    ));
+                }
+            }
+        }
+        Ok(None) => {
+            painter.text(
+                main.center(),
+                egui::Align2::CENTER_CENTER,
+                "loading…",
+                egui::FontId::proportional(16.0),
+                ui.visuals().weak_text_color(),
+            );
+        }
+        Err(e) => {
+            let galley = painter.layout(
+                format!("This image cannot be shown:\n{e}"),
+                egui::FontId::proportional(15.0),
+                ERROR,
+                main.width() - 40.0,
+            );
+            painter.galley(main.min + Vec2::splat(20.0), galley, ERROR);
+        }
+    }
+}
+
+fn unit_uv() -> Rect {
+    Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0))
+}
+
+/// A square around the top patch, three times its size (at least 1/8 of the image), shifted
+/// to stay inside the image.
+fn zoom_region(b: [u32; 4], image: Vec2) -> Rect {
+    let center = Pos2::new(
+        b[0] as f32 + b[2] as f32 / 2.0,
+        b[1] as f32 + b[3] as f32 / 2.0,
+    );
+    let side = (b[2].max(b[3]) as f32 * 3.0)
+        .max(image.x.min(image.y) / 8.0)
+        .min(image.x.min(image.y));
+    let mut r = Rect::from_center_size(center, Vec2::splat(side));
+    let shift = Vec2::new(
+        (-r.min.x).max(0.0) - (r.max.x - image.x).max(0.0),
+        (-r.min.y).max(0.0) - (r.max.y - image.y).max(0.0),
+    );
+    r = r.translate(shift);
+    r
+}

@@ -1,0 +1,149 @@
+//! The operator workstation (`patchcore gui`): pick a category, see every image of a folder
+//! with its heatmap and decision, move the threshold, inspect the worst parts, export rejects.
+//!
+//! Threads: the GUI thread draws and never touches libtorch; one [`worker`] thread owns the
+//! device and the loaded models; a small [`decode`] pool makes thumbnails; the [`inbox`]
+//! poller and short tasks (folder listing, CSV export) run on their own threads. They all talk
+//! to the GUI over crossbeam channels with plain-data messages ([`protocol`]) and wake it with
+//! `request_repaint`.
+pub mod catalog;
+pub mod colormap;
+mod controls;
+pub mod decode;
+mod detail;
+pub mod dialogs;
+pub mod export;
+mod gallery;
+mod histogram;
+pub mod inbox;
+mod paint;
+pub mod protocol;
+mod rejects;
+pub mod settings;
+pub mod state;
+pub mod synthetic;
+mod textures;
+mod toolbar;
+pub mod torch_backend;
+pub mod worker;
+pub mod workstation;
+
+pub use dialogs::{Dialogs, NativeDialogs, ScriptedDialogs};
+pub use export::{write_csv, write_csv_file, CsvRecord, ExportError, CSV_COLUMNS};
+pub use protocol::{Backend, BackendFactory, JobId, Reply, Request};
+pub use settings::Settings;
+pub use state::Decision;
+pub use synthetic::SyntheticBackend;
+pub use torch_backend::TorchBackend;
+pub use workstation::{Services, Workstation};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of `patchcore gui`.
+#[derive(Clone, Debug)]
+pub struct GuiOptions {
+    /// Folder of bank files (and backbone weights). Default: the remembered one, else `models`.
+    pub models_dir: Option<PathBuf>,
+    /// Watch this folder and score new images as they arrive.
+    pub inbox: Option<PathBuf>,
+    /// Settings file; `None` = `<platform config dir>/patchcore/gui.json`. Tests point it at a
+    /// temp folder.
+    pub settings_path: Option<PathBuf>,
+    /// Images per forward pass on the device.
+    pub batch_size: usize,
+    /// How often the inbox folder is listed.
+    pub inbox_poll: Duration,
+}
+
+impl Default for GuiOptions {
+    fn default() -> Self {
+        GuiOptions {
+            models_dir: None,
+            inbox: None,
+            settings_path: None,
+            batch_size: 8,
+            inbox_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The eframe app: a thin shell around [`Workstation`].
+pub struct GuiApp {
+    pub workstation: Workstation,
+}
+
+impl eframe::App for GuiApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.workstation.ui(ui);
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.workstation.flush_settings();
+    }
+}
+
+/// Opens the workstation window with the real libtorch worker; returns when it is closed.
+pub fn run(mut opts: GuiOptions) -> anyhow::Result<()> {
+    let settings = load_settings(&opts);
+    let models_dir = opts
+        .models_dir
+        .clone()
+        .or_else(|| settings.models_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("models"));
+    opts.models_dir = Some(models_dir.clone());
+    let backend = TorchBackend::factory(models_dir, opts.batch_size);
+    run_with(opts, move |ctx| Services {
+        backend,
+        dialogs: Box::new(NativeDialogs {
+            repaint: repaint_for(ctx),
+        }),
+    })
+}
+
+/// Opens the window with the given services (e.g. the synthetic backend for a demo).
+pub fn run_with(
+    opts: GuiOptions,
+    services: impl FnOnce(&egui::Context) -> Services + 'static,
+) -> anyhow::Result<()> {
+    let w = load_settings(&opts).window;
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title("PatchCore inspection")
+        .with_app_id("patchcore")
+        .with_inner_size([w.width.max(960.0), w.height.max(600.0)])
+        .with_min_inner_size([960.0, 600.0])
+        .with_maximized(w.maximized);
+    if let (Some(x), Some(y)) = (w.x, w.y) {
+        viewport = viewport.with_position([x, y]);
+    }
+    let native = eframe::NativeOptions {
+        viewport,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "patchcore",
+        native,
+        Box::new(move |cc| {
+            let services = services(&cc.egui_ctx);
+            Ok(Box::new(GuiApp {
+                workstation: Workstation::new(opts, services),
+            }))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the workstation window: {e}"))
+}
+
+fn load_settings(opts: &GuiOptions) -> Settings {
+    opts.settings_path
+        .clone()
+        .or_else(settings::default_path)
+        .map(|p| Settings::load(&p).0)
+        .unwrap_or_default()
+}
+
+/// A repaint callback for background threads.
+pub fn repaint_for(ctx: &egui::Context) -> worker::Repaint {
+    let ctx = ctx.clone();
+    Arc::new(move || ctx.request_repaint())
+}

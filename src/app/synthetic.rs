@@ -1,0 +1,185 @@
+//! A stand-in scorer without libtorch, for GUI tests and demos: it reads the real bank header,
+//! really decodes each image (so unreadable files fail as they would in the engine), and
+//! returns made-up but well-formed results — a smooth anomaly map with one hot spot whose peak
+//! is the image score, geometry from the bank's crop mode, and the top patch under the peak.
+use super::protocol::{Backend, BackendFactory};
+use crate::bank::{BankMeta, CropMode};
+use crate::data::Geometry;
+use crate::engine::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default)]
+pub struct SyntheticBackend {
+    /// Score per file name; names not listed get a deterministic score from a hash of the name.
+    pub scores: HashMap<String, f32>,
+    /// Pause per image, to see progress and cancel in action.
+    pub delay: Duration,
+    /// Side of the generated maps (the real engine uses the crop size); 0 = crop size.
+    pub map_side: u32,
+}
+
+/// FNV-1a: a stable hash so the same file always gets the same made-up result.
+fn hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl SyntheticBackend {
+    pub fn factory(self) -> BackendFactory {
+        Arc::new(move || Ok(Box::new(self.clone()) as Box<dyn Backend>))
+    }
+
+    /// Where the hot spot of `file_name` sits, as fractions of the crop (x, y). Demos draw
+    /// their fake defect there so the overlay lands on it.
+    pub fn hot_spot(file_name: &str) -> (f32, f32) {
+        let h = hash(file_name);
+        let fx = 0.2 + 0.6 * ((h & 0xffff) as f32 / 65535.0);
+        let fy = 0.2 + 0.6 * (((h >> 16) & 0xffff) as f32 / 65535.0);
+        (fx, fy)
+    }
+
+    fn score_for(&self, file_name: &str, meta: &BankMeta) -> f32 {
+        if let Some(s) = self.scores.get(file_name) {
+            return *s;
+        }
+        let c = &meta.calibration;
+        let u = ((hash(file_name) >> 32) & 0xffff) as f32 / 65535.0;
+        // About a fifth of the images land above the threshold.
+        if u > 0.8 {
+            c.threshold * (1.05 + 2.0 * (u - 0.8))
+        } else {
+            c.min + (c.threshold - c.min) * (u / 0.8) * 0.95
+        }
+    }
+
+    fn inspect_one(&self, path: &Path, meta: &BankMeta) -> Result<Inspection, String> {
+        let img = crate::data::load_rgb8(path).map_err(|e| e.to_string())?;
+        let (w, h) = img.dimensions();
+        let geometry = geometry_for(meta.crop, w, h);
+        let crop = geometry.crop;
+        let side = if self.map_side == 0 {
+            crop
+        } else {
+            self.map_side.min(crop)
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let score = self.score_for(&name, meta);
+        let (fx, fy) = Self::hot_spot(&name);
+        let background = meta.calibration.min * 0.55;
+        let sigma = side as f32 / 14.0;
+        let mut values = Vec::with_capacity((side * side) as usize);
+        for y in 0..side {
+            for x in 0..side {
+                let dx = x as f32 - fx * side as f32;
+                let dy = y as f32 - fy * side as f32;
+                let g = (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp();
+                values.push(background + (score - background) * g);
+            }
+        }
+        let [rows, cols] = meta.grid;
+        let (rows, cols) = (rows.max(1), cols.max(1));
+        let row = ((fy * rows as f32) as u32).min(rows - 1);
+        let col = ((fx * cols as f32) as u32).min(cols - 1);
+        let cell_w = crop as f64 / cols as f64;
+        let cell_h = crop as f64 / rows as f64;
+        let box_original = geometry.crop_rect_to_original(
+            col as f64 * cell_w,
+            row as f64 * cell_h,
+            (col + 1) as f64 * cell_w,
+            (row + 1) as f64 * cell_h,
+        );
+        Ok(Inspection {
+            path: path.to_path_buf(),
+            score,
+            normalized: meta.normalize(score),
+            map: AnomalyMap {
+                width: side,
+                height: side,
+                values,
+            },
+            geometry: Geometry {
+                // The map covers the crop whatever its resolution: rescale crop pixels.
+                scale_x: geometry.scale_x * side as f64 / crop as f64,
+                scale_y: geometry.scale_y * side as f64 / crop as f64,
+                off_x: geometry.off_x * side as f64 / crop as f64,
+                off_y: geometry.off_y * side as f64 / crop as f64,
+                crop: side,
+                ..geometry
+            },
+            top_patch: TopPatch {
+                row,
+                col,
+                score,
+                box_original,
+            },
+            times: PhaseTimes::default(),
+        })
+    }
+}
+
+/// The crop the engine would take of a `w` x `h` image (resize shorter side, centre crop; or
+/// squash the whole image).
+pub fn geometry_for(crop: CropMode, w: u32, h: u32) -> Geometry {
+    match crop {
+        CropMode::Center { resize, crop } => {
+            let s = resize as f64 / w.min(h).max(1) as f64;
+            let (rw, rh) = (w as f64 * s, h as f64 * s);
+            Geometry {
+                orig_width: w,
+                orig_height: h,
+                scale_x: s,
+                scale_y: s,
+                off_x: ((rw - crop as f64) / 2.0).max(0.0),
+                off_y: ((rh - crop as f64) / 2.0).max(0.0),
+                crop,
+            }
+        }
+        CropMode::Full { size } => Geometry {
+            orig_width: w,
+            orig_height: h,
+            scale_x: size as f64 / w.max(1) as f64,
+            scale_y: size as f64 / h.max(1) as f64,
+            off_x: 0.0,
+            off_y: 0.0,
+            crop: size,
+        },
+    }
+}
+
+impl Backend for SyntheticBackend {
+    fn load(&mut self, bank: &Path) -> Result<BankMeta, String> {
+        crate::bank::read_meta(bank).map_err(|e| e.to_string())
+    }
+
+    fn inspect(
+        &mut self,
+        bank: &Path,
+        paths: &[PathBuf],
+        on_each: &mut dyn FnMut(usize, Result<Inspection, String>) -> bool,
+    ) -> Result<(), String> {
+        let meta = self.load(bank)?;
+        for (i, p) in paths.iter().enumerate() {
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
+            }
+            if !on_each(i, self.inspect_one(p, &meta)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn device_name(&self) -> String {
+        "synthetic (no model)".into()
+    }
+}

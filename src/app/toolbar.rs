@@ -1,0 +1,193 @@
+//! The top bar: category picker, folder, inbox, export, scoring progress, and notices. Each
+//! error is shown next to the control it concerns.
+use super::paint::{ACCEPT, ERROR, REJECT};
+use super::workstation::{Action, Workstation};
+use egui::{Button, ComboBox, Label, ProgressBar, RichText, Ui};
+
+pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    ui.add_space(4.0);
+    ui.horizontal_wrapped(|ui| {
+        category_picker(ui, ws, actions);
+        ui.separator();
+        folder(ui, ws, actions);
+        ui.separator();
+        inbox(ui, ws, actions);
+        ui.separator();
+        export(ui, ws, actions);
+        ui.separator();
+        progress(ui, ws, actions);
+    });
+    for (i, n) in ws.notices.iter().enumerate() {
+        ui.horizontal(|ui| {
+            ui.colored_label(REJECT, format!("{n}"));
+            if ui.small_button("Dismiss").clicked() {
+                actions.push(Action::DismissNotice(i));
+            }
+        });
+    }
+    ui.add_space(2.0);
+}
+
+fn category_picker(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let label = ui.label(RichText::new("Category").strong());
+    let current = ws.insp.bank.as_ref().map(|b| b.path.clone());
+    let selected_text = match (&ws.loading, &ws.insp.bank) {
+        (Some(p), _) => ws
+            .catalog
+            .iter()
+            .find(|c| &c.path == p)
+            .map(|c| c.category().to_string())
+            .unwrap_or_else(|| p.display().to_string()),
+        (None, Some(b)) => format!("{} ({})", b.meta.category, b.meta.backbone),
+        (None, None) => "Choose a category".into(),
+    };
+    ComboBox::from_id_salt("category")
+        .selected_text(selected_text)
+        .width(220.0)
+        .show_ui(ui, |ui| {
+            ui.set_min_width(420.0);
+            if ws.catalog.is_empty() {
+                ui.label(format!(
+                    "No bank files in {} — fit one with `patchcore fit`",
+                    ws.models_dir.display()
+                ));
+            }
+            for entry in &ws.catalog {
+                match &entry.meta {
+                    Ok(_) => {
+                        let is_current = current.as_ref() == Some(&entry.path);
+                        if ui
+                            .selectable_label(is_current, entry.summary())
+                            .on_hover_text(entry.path.display().to_string())
+                            .clicked()
+                        {
+                            actions.push(Action::ChooseBank(entry.path.clone()));
+                        }
+                    }
+                    Err(_) => {
+                        ui.colored_label(ERROR, entry.summary());
+                    }
+                }
+            }
+        })
+        .response
+        .labelled_by(label.id)
+        .on_hover_text("One entry per bank file in the models folder");
+    if ui
+        .add_enabled(!ws.scanning, Button::new("Rescan"))
+        .on_hover_text(format!(
+            "Look for bank files in {}",
+            ws.models_dir.display()
+        ))
+        .clicked()
+    {
+        actions.push(Action::RescanModels);
+    }
+    if let Some(p) = &ws.loading {
+        ui.spinner();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        ui.label(format!("Loading {}…", name.unwrap_or_default()));
+    } else if let Some(e) = &ws.bank_error {
+        ui.add(Label::new(RichText::new(format!("{e}")).color(REJECT)).truncate())
+            .on_hover_text(e);
+    } else if let Some(e) = &ws.catalog_error {
+        ui.colored_label(REJECT, format!("{e}"));
+    } else if let Some(b) = &ws.insp.bank {
+        ui.weak(format!("on {}", b.device));
+    }
+}
+
+fn folder(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let has_bank = ws.insp.bank.is_some();
+    if ui
+        .add_enabled(has_bank, Button::new("Open folder..."))
+        .on_hover_text("Score another folder of images with this category")
+        .on_disabled_hover_text("Choose a category first")
+        .clicked()
+    {
+        actions.push(Action::OpenFolderDialog);
+    }
+    if let Some((_, dir)) = &ws.listing {
+        ui.spinner();
+        ui.label(format!("Listing {}…", dir.display()));
+    } else if let Some(dir) = &ws.insp.source {
+        let name = dir.display().to_string();
+        ui.add(Label::new(RichText::new(&name).monospace()).truncate())
+            .on_hover_text(name);
+    }
+    if let Some(e) = &ws.folder_error {
+        ui.colored_label(REJECT, format!("{e}"));
+    }
+}
+
+fn inbox(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let mut on = ws.inbox_on();
+    let hover = match &ws.inbox_dir {
+        Some(d) => format!("Score new images arriving in {}", d.display()),
+        None => "Choose a folder to watch for new images".into(),
+    };
+    if ui
+        .checkbox(&mut on, "Watch inbox")
+        .on_hover_text(hover)
+        .changed()
+    {
+        actions.push(Action::InboxEnabled(on));
+    }
+    if on {
+        if let Some(d) = &ws.inbox_dir {
+            ui.weak(d.display().to_string());
+        }
+    }
+    if !ws.inbox_waiting.is_empty() {
+        ui.colored_label(
+            ERROR,
+            format!("{} new images wait for a category", ws.inbox_waiting.len()),
+        );
+    }
+    if let Some(e) = &ws.inbox_error {
+        ui.colored_label(REJECT, format!("{e}"));
+    }
+}
+
+fn export(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let can = ws.insp.bank.is_some() && !ws.exporting;
+    if ui
+        .add_enabled(can, Button::new("Export rejects..."))
+        .on_hover_text("Save the reject list as CSV")
+        .clicked()
+    {
+        actions.push(Action::ExportDialog);
+    }
+    match &ws.export_status {
+        Some(Ok(msg)) => {
+            ui.colored_label(ACCEPT, msg);
+        }
+        Some(Err(e)) => {
+            ui.colored_label(REJECT, format!("Export failed: {e}"));
+        }
+        None if ws.exporting => {
+            ui.spinner();
+        }
+        None => {}
+    }
+}
+
+fn progress(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let (done, total) = ws.overall_progress();
+    if total == 0 || !ws.insp.is_busy() {
+        let c = ws.insp.counts();
+        if c.total > 0 {
+            ui.label(format!("{} images scored", c.total - c.pending));
+        }
+        return;
+    }
+    ui.spinner();
+    ui.add(
+        ProgressBar::new(done as f32 / total.max(1) as f32)
+            .desired_width(180.0)
+            .text(format!("Scoring {done} / {total}")),
+    );
+    if ui.button("Cancel").clicked() {
+        actions.push(Action::CancelScoring);
+    }
+}

@@ -1,0 +1,106 @@
+//! The real scorer: `PatchCore` on a libtorch device, living on the worker thread only.
+//!
+//! Loaded models are kept in a small least-recently-used cache so switching back and forth
+//! between two categories does not reload backbone weights each time, while a workstation
+//! with many categories does not fill the GPU.
+use super::protocol::{Backend, BackendFactory};
+use crate::bank::BankMeta;
+use crate::engine::{Inspection, PatchCore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// How many categories stay loaded at once.
+pub const CACHE_SIZE: usize = 2;
+
+struct Cached {
+    bank: PathBuf,
+    /// Modification time at load: a refitted bank file is loaded again.
+    modified: Option<SystemTime>,
+    model: PatchCore,
+}
+
+pub struct TorchBackend {
+    models_dir: PathBuf,
+    device: tch::Device,
+    batch_size: usize,
+    /// Most recently used last.
+    cache: Vec<Cached>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl TorchBackend {
+    /// A factory for the worker: picks CUDA when available, else the CPU. It runs on the
+    /// worker thread, so the GUI thread never initialises libtorch.
+    pub fn factory(models_dir: PathBuf, batch_size: usize) -> BackendFactory {
+        Arc::new(move || {
+            Ok(Box::new(TorchBackend {
+                models_dir: models_dir.clone(),
+                device: tch::Device::cuda_if_available(),
+                batch_size: batch_size.max(1),
+                cache: Vec::new(),
+            }) as Box<dyn Backend>)
+        })
+    }
+
+    /// The model for `bank`, loading it (and evicting the oldest) when needed.
+    fn model(&mut self, bank: &Path) -> Result<&PatchCore, String> {
+        let stamp = modified(bank);
+        let hit = self
+            .cache
+            .iter()
+            .position(|c| c.bank == bank && c.modified == stamp);
+        let entry = match hit {
+            Some(i) => self.cache.remove(i),
+            None => {
+                self.cache.retain(|c| c.bank != bank);
+                if self.cache.len() >= CACHE_SIZE {
+                    self.cache.remove(0);
+                }
+                let model = PatchCore::load(bank, &self.models_dir, self.device)
+                    .map_err(|e| e.to_string())?;
+                Cached {
+                    bank: bank.to_path_buf(),
+                    modified: stamp,
+                    model,
+                }
+            }
+        };
+        self.cache.push(entry);
+        self.cache
+            .last()
+            .map(|c| &c.model)
+            .ok_or_else(|| "model cache is empty".to_string())
+    }
+}
+
+impl Backend for TorchBackend {
+    fn load(&mut self, bank: &Path) -> Result<BankMeta, String> {
+        self.model(bank).map(|m| m.meta().clone())
+    }
+
+    fn inspect(
+        &mut self,
+        bank: &Path,
+        paths: &[PathBuf],
+        on_each: &mut dyn FnMut(usize, Result<Inspection, String>) -> bool,
+    ) -> Result<(), String> {
+        let batch = self.batch_size;
+        let model = self.model(bank)?;
+        model.inspect_paths(paths, batch, |i, r| {
+            on_each(i, r.map_err(|e| e.to_string()))
+        });
+        Ok(())
+    }
+
+    fn device_name(&self) -> String {
+        match self.device {
+            tch::Device::Cpu => "cpu".into(),
+            tch::Device::Cuda(i) => format!("cuda:{i}"),
+            other => format!("{other:?}").to_lowercase(),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The backbone registry: for each supported name, its stages (stride, channels), the stages
+//! PatchCore uses by default, the input normalisation its weights were trained with, the weights
+//! file setup writes into `models/`, and its native resolution.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use super::efficientnet_lite::Variant;
+use super::{efficientnet_lite, wide_resnet, BackboneError};
+
+/// Per-channel input normalisation a backbone's weights expect.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Normalization {
+    /// torchvision's ImageNet mean/std.
+    ImageNet,
+    /// TensorFlow's `(x * 255 - 127) / 128`, used to train the EfficientNet-Lite weights.
+    TfSymmetric,
+}
+
+impl Normalization {
+    /// (mean, std) per RGB channel on 0..1 pixel values: the input is `(pixel - mean) / std`.
+    pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Normalization::ImageNet => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            Normalization::TfSymmetric => ([127.0 / 255.0; 3], [128.0 / 255.0; 3]),
+        }
+    }
+}
+
+/// One feature map a backbone can return.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StageInfo {
+    pub name: &'static str,
+    /// Input pixels per output pixel (the map is `ceil(H / stride)` x `ceil(W / stride)` for
+    /// EfficientNet-Lite, `H / stride` rounded by the conv arithmetic for ResNets).
+    pub stride: u32,
+    pub channels: u32,
+}
+
+/// Which architecture builds a registry entry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Arch {
+    WideResNet50_2,
+    EfficientNetLite(Variant),
+}
+
+/// A registered backbone.
+#[derive(Debug)]
+pub struct BackboneSpec {
+    pub name: &'static str,
+    /// Stages in network order; `forward` stops after the last one requested.
+    pub stages: Vec<StageInfo>,
+    pub default_stages: &'static [&'static str],
+    pub normalization: Normalization,
+    /// File name in the models folder, e.g. "efficientnet_lite2.safetensors".
+    pub weights_file: &'static str,
+    /// Native (training) resolution; any input size works.
+    pub input_size: u32,
+    pub(super) arch: Arch,
+}
+
+impl BackboneSpec {
+    /// The stage called `name`, or an error listing this backbone's stages.
+    pub fn stage(&self, name: &str) -> Result<&StageInfo, BackboneError> {
+        self.stage_index(name).map(|i| &self.stages[i])
+    }
+
+    pub(super) fn stage_index(&self, name: &str) -> Result<usize, BackboneError> {
+        self.stages
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| BackboneError::UnknownStage {
+                backbone: self.name,
+                stage: name.to_string(),
+                known: self
+                    .stages
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+fn efficientnet_lite(
+    variant: Variant,
+    default_stages: &'static [&'static str],
+    weights_file: &'static str,
+) -> BackboneSpec {
+    BackboneSpec {
+        name: variant.name(),
+        stages: variant.stages(),
+        default_stages,
+        normalization: Normalization::TfSymmetric,
+        weights_file,
+        input_size: variant.coefficients().2,
+        arch: Arch::EfficientNetLite(variant),
+    }
+}
+
+fn build() -> Vec<BackboneSpec> {
+    vec![
+        BackboneSpec {
+            name: "wide_resnet50_2",
+            stages: wide_resnet::STAGES.to_vec(),
+            default_stages: &["layer2", "layer3"],
+            normalization: Normalization::ImageNet,
+            weights_file: "wide_resnet50_2.safetensors",
+            input_size: 224,
+            arch: Arch::WideResNet50_2,
+        },
+        // Defaults mirror WRN's layer2 + layer3: the last block at stride 8 and at stride 16.
+        efficientnet_lite(
+            Variant::Lite0,
+            &["block4", "block10"],
+            "efficientnet_lite0.safetensors",
+        ),
+        efficientnet_lite(
+            Variant::Lite1,
+            &["block6", "block14"],
+            "efficientnet_lite1.safetensors",
+        ),
+        efficientnet_lite(
+            Variant::Lite2,
+            &["block6", "block14"],
+            "efficientnet_lite2.safetensors",
+        ),
+    ]
+}
+
+/// All supported backbones.
+pub fn registry() -> &'static [BackboneSpec] {
+    static REGISTRY: OnceLock<Vec<BackboneSpec>> = OnceLock::new();
+    REGISTRY.get_or_init(build)
+}
+
+/// The backbone called `name`; an unknown name's error lists the known ones.
+pub fn find(name: &str) -> Result<&'static BackboneSpec, BackboneError> {
+    registry()
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| BackboneError::UnknownBackbone {
+            name: name.to_string(),
+            known: registry()
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// WideResNet-50-2 (the paper's backbone) when its weights are in `models_dir`, else
+/// EfficientNet-Lite2, whose weights setup can always install offline.
+pub fn default_backbone(models_dir: &Path) -> &'static BackboneSpec {
+    let name = if models_dir.join("wide_resnet50_2.safetensors").is_file() {
+        "wide_resnet50_2"
+    } else {
+        "efficientnet_lite2"
+    };
+    let registry = registry();
+    registry
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or(&registry[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_stages_exist_and_strides_grow() {
+        for spec in registry() {
+            for stage in spec.default_stages {
+                assert!(
+                    spec.stage(stage).is_ok(),
+                    "{} lacks default stage {stage}",
+                    spec.name
+                );
+            }
+            assert!(
+                spec.stages.windows(2).all(|w| w[0].stride <= w[1].stride),
+                "{}",
+                spec.name
+            );
+            assert!(spec.weights_file.starts_with(spec.name));
+        }
+        let lite2 = find("efficientnet_lite2")
+            .map(|s| (s.stage("block6").copied(), s.stage("block14").copied()));
+        assert!(matches!(
+            lite2,
+            Ok((
+                Ok(StageInfo {
+                    stride: 8,
+                    channels: 48,
+                    ..
+                }),
+                Ok(StageInfo {
+                    stride: 16,
+                    channels: 120,
+                    ..
+                })
+            ))
+        ));
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let err = find("resnet18").map(|s| s.name).unwrap_err().to_string();
+        assert!(
+            err.contains("resnet18")
+                && err.contains("wide_resnet50_2")
+                && err.contains("efficientnet_lite2"),
+            "{err}"
+        );
+        let err = find("wide_resnet50_2")
+            .and_then(|s| s.stage("layer9"))
+            .map(|s| s.name)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer9") && err.contains("layer2"), "{err}");
+    }
+
+    #[test]
+    fn tf_symmetric_is_minus_one_to_one() {
+        let (mean, std) = Normalization::TfSymmetric.mean_std();
+        assert!(((0.0 - mean[0]) / std[0] + 127.0 / 128.0).abs() < 1e-6);
+        assert!(((1.0 - mean[0]) / std[0] - 1.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,324 @@
+//! The on-disk memory bank: one safetensors file per category holding the coreset rows and
+//! everything needed to score exactly as at fit time. Saved atomically, validated on load.
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use crate::data::CropMode;
+
+/// Bumped whenever the meaning of a stored field changes; older readers refuse newer files.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BankError {
+    #[error("{path}: cannot read bank file: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid bank file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: bank format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// Leave-one-image-out image scores of the training set, and the threshold derived from them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Where the scores came from: "leave-one-image-out" or "validation folder <dir>".
+    pub source: String,
+    pub scores: Vec<f32>,
+    pub min: f32,
+    pub max: f32,
+    /// Default accept/reject threshold (see `Calibration::from_scores` for the rule).
+    pub threshold: f32,
+}
+
+/// Everything stored next to the bank rows. Serialised as JSON under the `patchcore` key of
+/// the safetensors metadata, so the GUI can list banks by reading the header only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BankMeta {
+    pub format_version: u32,
+    pub category: String,
+    pub backbone: String,
+    pub weights_sha256: String,
+    pub stages: Vec<String>,
+    /// Index into `stages` of the stage whose grid the patch rows live on.
+    pub grid_stage: u32,
+    /// Normalisation mean and std per RGB channel, on 0..1 pixel values.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub crop: CropMode,
+    /// Neighbourhood size of the local patch aggregation (3 in the paper).
+    pub patch_size: u32,
+    /// Dimension each stage is pooled to, and the final embedding dimension.
+    pub pretrain_dim: u32,
+    pub embed_dim: u32,
+    /// Patch grid of one image (rows, cols).
+    pub grid: [u32; 2],
+    pub k: u32,
+    pub reweight: bool,
+    pub squared: bool,
+    pub blur_sigma: f32,
+    pub coreset_ratio: f32,
+    pub coreset_size: u32,
+    pub coreset_projection: u32,
+    pub seed: u64,
+    pub n_train_images: u32,
+    pub n_patches: u64,
+    pub train_dir: PathBuf,
+    /// Test images of the category, when the fit data had them (the GUI opens these first).
+    pub test_dir: Option<PathBuf>,
+    pub created: String,
+    pub bank_dtype: BankDtype,
+    pub calibration: Calibration,
+}
+
+impl Calibration {
+    /// The default threshold is the largest leave-one-out score: a new part is rejected when it
+    /// looks less like the bank than every good training part did with its own patches removed.
+    pub fn from_scores(source: String, scores: Vec<f32>) -> Calibration {
+        let min = scores.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        Calibration {
+            source,
+            threshold: max,
+            scores,
+            min,
+            max,
+        }
+    }
+}
+
+impl BankMeta {
+    /// `(score - min) / (max - min)` over the calibration scores; 1.0 is the worst good training image.
+    pub fn normalize(&self, score: f32) -> f32 {
+        let c = &self.calibration;
+        let span = (c.max - c.min).max(f32::EPSILON);
+        (score - c.min) / span
+    }
+}
+
+/// Key of the JSON metadata inside the safetensors header.
+const META_KEY: &str = "patchcore";
+/// A header larger than this is not ours (guards against reading garbage as a length).
+const MAX_HEADER: u64 = 64 << 20;
+
+/// Storage precision of the bank rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BankDtype {
+    F32,
+    F16,
+}
+
+/// A bank in memory: metadata, rows `(n_rows, embed_dim)` as f32, and each row's training image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BankFile {
+    pub meta: BankMeta,
+    pub rows: Vec<f32>,
+    pub source_image: Vec<i32>,
+}
+
+impl BankFile {
+    pub fn n_rows(&self) -> usize {
+        self.source_image.len()
+    }
+
+    /// Writes atomically: a temporary file in the same folder, flushed, then renamed over `path`.
+    pub fn save(&self, path: &Path) -> Result<(), BankError> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let io = |source| BankError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let d = self.meta.embed_dim as usize;
+        let n = self.n_rows();
+        let row_bytes: Vec<u8> = match self.meta.bank_dtype {
+            BankDtype::F32 => self.rows.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            BankDtype::F16 => self
+                .rows
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        };
+        let dtype = match self.meta.bank_dtype {
+            BankDtype::F32 => Dtype::F32,
+            BankDtype::F16 => Dtype::F16,
+        };
+        let src_bytes: Vec<u8> = self.source_image.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let invalid = |reason: String| BankError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let views = [
+            (
+                "bank",
+                TensorView::new(dtype, vec![n, d], &row_bytes).map_err(|e| invalid(e.to_string()))?,
+            ),
+            (
+                "source_image",
+                TensorView::new(Dtype::I32, vec![n], &src_bytes).map_err(|e| invalid(e.to_string()))?,
+            ),
+        ];
+        let meta_json = serde_json::to_string(&self.meta).map_err(|e| invalid(e.to_string()))?;
+        let metadata = std::collections::HashMap::from([(META_KEY.to_string(), meta_json)]);
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| invalid(e.to_string()))?;
+        write_atomic(path, &bytes).map_err(io)
+    }
+
+    /// Reads and validates a whole bank file.
+    pub fn load(path: &Path) -> Result<BankFile, BankError> {
+        let bytes = std::fs::read(path).map_err(|source| BankError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |reason: String| BankError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let meta = parse_meta(path, &bytes)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(format!("{e} (truncated or not a safetensors file?)")))?;
+        let bank = st
+            .tensor("bank")
+            .map_err(|_| invalid("missing tensor `bank`".into()))?;
+        let src = st
+            .tensor("source_image")
+            .map_err(|_| invalid("missing tensor `source_image`".into()))?;
+        let d = meta.embed_dim as usize;
+        let n = bank.shape().first().copied().unwrap_or(0);
+        if bank.shape() != [n, d] {
+            return Err(invalid(format!(
+                "tensor `bank` has shape {:?}, expected [rows, {d}] (embed_dim in the metadata)",
+                bank.shape()
+            )));
+        }
+        if n == 0 || n as u64 != meta.coreset_size as u64 {
+            return Err(invalid(format!(
+                "tensor `bank` has {n} rows but the metadata says coreset_size {}",
+                meta.coreset_size
+            )));
+        }
+        if src.shape() != [n] || src.dtype() != safetensors::Dtype::I32 {
+            return Err(invalid(format!(
+                "tensor `source_image` is {:?} {:?}, expected I32 [{n}]",
+                src.dtype(),
+                src.shape()
+            )));
+        }
+        use safetensors::Dtype;
+        let rows: Vec<f32> = match (bank.dtype(), meta.bank_dtype) {
+            (Dtype::F32, BankDtype::F32) => bank
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            (Dtype::F16, BankDtype::F16) => bank
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            (found, want) => {
+                return Err(invalid(format!(
+                    "tensor `bank` is {found:?} but the metadata says {want:?}"
+                )))
+            }
+        };
+        if rows.iter().any(|v| !v.is_finite()) {
+            return Err(invalid("tensor `bank` holds NaN or infinite values".into()));
+        }
+        let source_image = src
+            .data()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(BankFile {
+            meta,
+            rows,
+            source_image,
+        })
+    }
+}
+
+/// Temp file beside the target, fsync, rename: readers see the old file or the new one, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn parse_meta(path: &Path, bytes: &[u8]) -> Result<BankMeta, BankError> {
+    let invalid = |reason: String| BankError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < 8 {
+        return Err(invalid(format!("file is {} bytes long, too short for a header (truncated?)", bytes.len())));
+    }
+    let mut len8 = [0u8; 8];
+    len8.copy_from_slice(&bytes[..8]);
+    let n = u64::from_le_bytes(len8);
+    if n > MAX_HEADER || 8 + n > bytes.len() as u64 {
+        return Err(invalid(format!(
+            "header length {n} does not fit in the {}-byte file (truncated or not a bank file)",
+            bytes.len()
+        )));
+    }
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n as usize])
+        .map_err(|e| invalid(format!("header is not JSON: {e}")))?;
+    let meta_json = header
+        .get("__metadata__")
+        .and_then(|m| m.get(META_KEY))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| invalid(format!("no `{META_KEY}` metadata: a safetensors file, but not a patchcore bank")))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(meta_json).map_err(|e| invalid(format!("metadata is not JSON: {e}")))?;
+    let found = raw.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+    if found != FORMAT_VERSION {
+        return Err(BankError::Version {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    serde_json::from_value(raw).map_err(|e| invalid(format!("metadata: {e}")))
+}
+
+/// Reads only the header of a bank file (no tensors, no libtorch): what the GUI lists.
+pub fn read_meta(path: &Path) -> Result<BankMeta, BankError> {
+    use std::io::Read;
+    let io = |source| BankError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut len8 = [0u8; 8];
+    f.read_exact(&mut len8).map_err(|_| BankError::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("file is {file_len} bytes long, too short for a header (truncated?)"),
+    })?;
+    let n = u64::from_le_bytes(len8).min(MAX_HEADER).min(file_len.saturating_sub(8));
+    let mut head = len8.to_vec();
+    head.resize(8 + n as usize, 0);
+    f.read_exact(&mut head[8..]).map_err(io)?;
+    // parse_meta re-checks the declared length against what we could read.
+    let declared = u64::from_le_bytes(len8);
+    if declared != n {
+        return Err(BankError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("header length {declared} does not fit in the {file_len}-byte file (truncated or not a bank file)"),
+        });
+    }
+    parse_meta(path, &head)
+}

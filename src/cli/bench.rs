@@ -1,0 +1,206 @@
+//! `patchcore bench`: fit and predict timed phase by phase (decode, features, coreset,
+//! calibration, search, maps), images per second and peak RSS, for any backbone, device,
+//! precision and batch size, on a data folder or on generated images. Prints a table, writes JSON.
+use super::args::RuntimeArgs;
+use super::fit::MethodArgs;
+use super::progress::Bars;
+use crate::bank::{write_atomic, BankDtype};
+use crate::data::{self, synthetic};
+use crate::engine::{FitOptions, PatchCore};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Dataset to fit and predict on (MVTec category, folder or split.json); default: generated parts.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Generated training images when no --data is given.
+    #[arg(long, default_value_t = 16)]
+    pub synthetic: usize,
+    /// Use at most this many training images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub fit_images: usize,
+    /// Images to predict (taken from the test set, else the training set; repeated as needed).
+    #[arg(long, default_value_t = 32)]
+    pub predict_images: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub coreset_ratio: f64,
+    /// Leave-one-out calibration images (0 = all).
+    #[arg(long, default_value_t = 64)]
+    pub calibration_images: usize,
+    /// Storage precision of the bank: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    pub bank_dtype: String,
+    #[command(flatten)]
+    pub method: MethodArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+pub struct BenchReport {
+    pub backbone: String,
+    pub device: String,
+    pub precision: String,
+    pub batch_size: usize,
+    pub fit_images: usize,
+    pub bank_rows: u32,
+    pub fit_features_s: f64,
+    pub fit_coreset_s: f64,
+    pub fit_calibration_s: f64,
+    pub fit_total_s: f64,
+    pub fit_peak_rss_mb: f64,
+    pub predict_images: usize,
+    pub predict_decode_ms: f64,
+    pub predict_features_ms: f64,
+    pub predict_search_ms: f64,
+    pub predict_maps_ms: f64,
+    pub predict_ms_per_image: f64,
+    pub predict_images_per_s: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Peak resident set size of this process so far (Linux `VmHWM`), in MB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let method = a.method.method(&a.runtime)?;
+    let tmp;
+    let dataset = match &a.data {
+        Some(d) => data::open(d, a.category.as_deref())?,
+        None => {
+            tmp = tempfile::tempdir().context("creating a temporary folder")?;
+            let spec = synthetic::SyntheticSpec {
+                n_train: a.synthetic.max(1),
+                ..Default::default()
+            };
+            synthetic::generate(tmp.path(), "bench", &spec)?
+        }
+    };
+    let mut train = dataset.train.clone();
+    if a.fit_images > 0 {
+        train.truncate(a.fit_images);
+    }
+    let pool: Vec<PathBuf> = if dataset.test.is_empty() {
+        dataset.train.clone()
+    } else {
+        dataset.test.iter().map(|s| s.path.clone()).collect()
+    };
+    if pool.is_empty() || train.is_empty() {
+        bail!("bench needs at least one training and one test image");
+    }
+    let predict: Vec<PathBuf> = pool.iter().cycle().take(a.predict_images.max(1)).cloned().collect();
+    let device = a.runtime.device()?;
+    let precision = a.runtime.precision()?;
+    let opts = FitOptions {
+        weights: a.runtime.weights_for(&method.backbone)?,
+        device,
+        precision,
+        batch_size: a.runtime.batch_size,
+        coreset_ratio: a.coreset_ratio,
+        coreset_size: None,
+        projection_dim: 128,
+        seed: 0,
+        bank_dtype: match a.bank_dtype.as_str() {
+            "f16" => BankDtype::F16,
+            _ => BankDtype::F32,
+        },
+        calibration_images: a.calibration_images,
+        category: dataset.name.clone(),
+        train_dir: dataset.root.clone(),
+        test_dir: None,
+        method,
+    };
+    let t = Instant::now();
+    let (model, file, times) = PatchCore::fit(&train, &opts, &Bars::default())?;
+    let fit_total_s = t.elapsed().as_secs_f64();
+    let fit_peak_rss_mb = peak_rss_mb();
+
+    let (mut decode, mut features, mut search, mut maps) = (0.0, 0.0, 0.0, 0.0);
+    let mut failure = None;
+    let t = Instant::now();
+    model.inspect_paths(&predict, a.runtime.batch_size, |_, r| match r {
+        Ok(i) => {
+            decode += i.times.decode_ms as f64;
+            features += i.times.features_ms as f64;
+            search += i.times.search_ms as f64;
+            maps += i.times.map_ms as f64;
+            true
+        }
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let predict_s = t.elapsed().as_secs_f64();
+    let n = predict.len() as f64;
+    let r = BenchReport {
+        backbone: file.meta.backbone.clone(),
+        device: format!("{device:?}"),
+        precision: a.runtime.precision.clone(),
+        batch_size: a.runtime.batch_size,
+        fit_images: train.len(),
+        bank_rows: file.meta.coreset_size,
+        fit_features_s: times.features_s,
+        fit_coreset_s: times.coreset_s,
+        fit_calibration_s: times.calibration_s,
+        fit_total_s,
+        fit_peak_rss_mb,
+        predict_images: predict.len(),
+        predict_decode_ms: decode / n,
+        predict_features_ms: features / n,
+        predict_search_ms: search / n,
+        predict_maps_ms: maps / n,
+        predict_ms_per_image: predict_s * 1000.0 / n,
+        predict_images_per_s: n / predict_s,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    println!("| backbone | device | precision | batch | fit images | features s | coreset s | calibration s | fit s | fit peak RSS MB | predict ms/img (decode/features/search/maps) | img/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} ({:.1}/{:.1}/{:.1}/{:.1}) | {:.1} |",
+        r.backbone,
+        r.device,
+        r.precision,
+        r.batch_size,
+        r.fit_images,
+        r.fit_features_s,
+        r.fit_coreset_s,
+        r.fit_calibration_s,
+        r.fit_total_s,
+        r.fit_peak_rss_mb,
+        r.predict_ms_per_image,
+        r.predict_decode_ms,
+        r.predict_features_ms,
+        r.predict_search_ms,
+        r.predict_maps_ms,
+        r.predict_images_per_s
+    );
+    if let Some(path) = &a.json {
+        write_atomic(path, serde_json::to_string_pretty(&r)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

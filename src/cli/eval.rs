@@ -1,0 +1,228 @@
+//! `patchcore eval`: scores a labelled test set and reports image AUROC, pixel AUROC (sklearn's
+//! tie rule), PRO (AUPRO up to FPR 0.3) and the F1-max threshold.
+use super::args::RuntimeArgs;
+use super::progress::Bars;
+use crate::bank::write_atomic;
+use crate::data;
+use crate::engine::{PatchCore, Progress};
+use crate::metrics;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub bank: PathBuf,
+    /// MVTec AD category folder (or parent with --category) or split.json.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Write the metrics and per-image scores as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write each anomaly map (crop resolution, float32 .npy) under this folder.
+    #[arg(long)]
+    pub dump_maps: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Serialize)]
+pub struct ImageResult {
+    pub path: PathBuf,
+    pub label: u8,
+    pub defect: String,
+    pub score: f32,
+    pub top_patch: [u32; 2],
+}
+
+#[derive(Serialize)]
+pub struct Timings {
+    pub load: f64,
+    pub decode: f64,
+    pub features: f64,
+    pub search: f64,
+    pub maps: f64,
+    pub metrics: f64,
+    pub total: f64,
+    pub ms_per_image: f64,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub bank: PathBuf,
+    pub backbone: String,
+    pub n_images: usize,
+    pub image_auroc: f64,
+    pub pixel_auroc: Option<f64>,
+    pub pro: Option<f64>,
+    pub f1_max: f64,
+    pub f1_threshold: f32,
+    pub calibrated_threshold: f32,
+    pub timings_s: Timings,
+    pub images: Vec<ImageResult>,
+}
+
+/// Writes a little-endian float32 `.npy` (the format numpy reads with `np.load`).
+pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    // Magic + version + 2-byte length + header, padded with spaces to a multiple of 64, ending in \n.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    write_atomic(path, &bytes)
+}
+
+pub fn run(a: EvalArgs) -> Result<Report> {
+    let t_all = Instant::now();
+    let dataset = data::open(&a.data, a.category.as_deref())?;
+    if dataset.test.is_empty() {
+        bail!("{}: no test images found", a.data.display());
+    }
+    let device = a.runtime.device()?;
+    let precision = a.runtime.precision()?;
+    let meta = crate::bank::read_meta(&a.bank)?;
+    let weights = a.runtime.weights_for(&meta.backbone)?;
+    let t = Instant::now();
+    let model = PatchCore::load_with_weights(&a.bank, &weights, device, precision)?;
+    let load_s = t.elapsed().as_secs_f64();
+
+    let paths: Vec<PathBuf> = dataset.test.iter().map(|s| s.path.clone()).collect();
+    let bars = Bars::default();
+    bars.start("scoring", paths.len() as u64);
+    let mut inspections = Vec::with_capacity(paths.len());
+    let mut failure = None;
+    model.inspect_paths(&paths, a.runtime.batch_size, |_, r| {
+        bars.advance(1);
+        match r {
+            Ok(i) => {
+                inspections.push(i);
+                true
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    });
+    bars.finish();
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+
+    let t = Instant::now();
+    let labels: Vec<bool> = dataset.test.iter().map(|s| s.is_anomalous()).collect();
+    let scores: Vec<f32> = inspections.iter().map(|i| i.score).collect();
+    let image_auroc = metrics::auroc(&scores, &labels)?;
+    let (f1_max, f1_threshold) = metrics::f1_max(&scores, &labels)?;
+    let size = model.meta().crop.output_size() as usize;
+    let masks: Vec<Vec<u8>> = dataset
+        .test
+        .iter()
+        .map(|s| match &s.mask {
+            Some(m) => data::load_mask(m, model.meta().crop).map_err(anyhow::Error::from),
+            None => Ok(vec![0u8; size * size]),
+        })
+        .collect::<Result<_>>()?;
+    let has_defect_pixels = masks.iter().any(|m| m.iter().any(|&v| v > 0));
+    let (pixel_auroc, pro) = if has_defect_pixels {
+        let maps: Vec<&[f32]> = inspections.iter().map(|i| i.map.values.as_slice()).collect();
+        let mask_refs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
+        let flat_scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
+        let flat_labels: Vec<bool> = masks.iter().flat_map(|m| m.iter().map(|&v| v > 0)).collect();
+        (
+            Some(metrics::auroc(&flat_scores, &flat_labels)?),
+            Some(metrics::pro_auc(&maps, &mask_refs, size, size, 0.3)?),
+        )
+    } else {
+        (None, None)
+    };
+    let metrics_s = t.elapsed().as_secs_f64();
+
+    if let Some(dir) = &a.dump_maps {
+        for (s, i) in dataset.test.iter().zip(&inspections) {
+            let rel = s.path.strip_prefix(&dataset.root).unwrap_or(&s.path);
+            let out = dir.join(rel).with_extension("npy");
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            write_npy(&out, &[size, size], &i.map.values).with_context(|| format!("writing {}", out.display()))?;
+        }
+    }
+
+    let n = inspections.len() as f64;
+    let sum = |f: fn(&crate::engine::PhaseTimes) -> f32| inspections.iter().map(|i| f(&i.times) as f64).sum::<f64>() / 1000.0;
+    let timings = Timings {
+        load: load_s,
+        decode: sum(|t| t.decode_ms),
+        features: sum(|t| t.features_ms),
+        search: sum(|t| t.search_ms),
+        maps: sum(|t| t.map_ms),
+        metrics: metrics_s,
+        total: t_all.elapsed().as_secs_f64(),
+        ms_per_image: 0.0,
+    };
+    let timings = Timings {
+        ms_per_image: (timings.decode + timings.features + timings.search + timings.maps) * 1000.0 / n,
+        ..timings
+    };
+    let report = Report {
+        bank: a.bank.clone(),
+        backbone: model.meta().backbone.clone(),
+        n_images: inspections.len(),
+        image_auroc,
+        pixel_auroc,
+        pro,
+        f1_max,
+        f1_threshold,
+        calibrated_threshold: model.meta().calibration.threshold,
+        images: dataset
+            .test
+            .iter()
+            .zip(&inspections)
+            .map(|(s, i)| ImageResult {
+                path: s.path.clone(),
+                label: u8::from(s.is_anomalous()),
+                defect: s.label.clone(),
+                score: i.score,
+                top_patch: [i.top_patch.row, i.top_patch.col],
+            })
+            .collect(),
+        timings_s: timings,
+    };
+    let pct = |v: Option<f64>| v.map(|v| format!("{:.2}", v * 100.0)).unwrap_or_else(|| "n/a".into());
+    println!(
+        "eval: {} images, image AUROC {:.2}, pixel AUROC {}, PRO {}, F1-max {:.3} at {:.4} (calibrated threshold {:.4})",
+        report.n_images,
+        image_auroc * 100.0,
+        pct(pixel_auroc),
+        pct(pro),
+        f1_max,
+        f1_threshold,
+        report.calibrated_threshold
+    );
+    let tm = &report.timings_s;
+    println!(
+        "time: load {:.1} s, decode {:.1} s, features {:.1} s, search {:.1} s, maps {:.1} s, metrics {:.1} s, total {:.1} s ({:.0} ms per image)",
+        tm.load, tm.decode, tm.features, tm.search, tm.maps, tm.metrics, tm.total, tm.ms_per_image
+    );
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}

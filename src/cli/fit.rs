@@ -1,0 +1,209 @@
+//! `patchcore fit`: memory bank from good images, calibrated, saved atomically.
+use super::args::RuntimeArgs;
+use super::progress::Bars;
+use crate::backbone;
+use crate::bank::{BankDtype, CropMode};
+use crate::data;
+use crate::engine::{FitOptions, Method, PatchCore};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How features are computed; every field defaults to the backbone's registered setting.
+#[derive(Args, Clone, Debug, Default)]
+pub struct MethodArgs {
+    /// Backbone name (see `patchcore backbones`); default: wide_resnet50_2 when its weights are present.
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// Comma-separated stages, e.g. layer2,layer3.
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Option<Vec<String>>,
+    /// Index (into --stages) of the stage whose grid the patches live on.
+    #[arg(long)]
+    pub grid_stage: Option<usize>,
+    /// Resize the whole image to a square instead of shorter-side resize + centre crop (elongated parts).
+    #[arg(long)]
+    pub no_crop: bool,
+    /// Shorter side after resizing (centre-crop mode).
+    #[arg(long)]
+    pub resize: Option<u32>,
+    /// Model input size: the crop, or the square in --no-crop mode.
+    #[arg(long)]
+    pub input: Option<u32>,
+    /// Neighbourhood size of the local aggregation.
+    #[arg(long)]
+    pub patch_size: Option<i64>,
+    /// Dimension each stage is pooled to.
+    #[arg(long)]
+    pub pretrain_dim: Option<i64>,
+    /// Final embedding dimension.
+    #[arg(long)]
+    pub embed_dim: Option<i64>,
+    /// Nearest neighbours averaged into a patch score.
+    #[arg(long)]
+    pub k: Option<i64>,
+    /// The paper's Eq. 7 image-score reweighting.
+    #[arg(long)]
+    pub reweight: bool,
+    /// Report squared L2 distances (as the official code and faiss do).
+    #[arg(long)]
+    pub squared: bool,
+    /// Gaussian blur of the anomaly map; 0 disables it.
+    #[arg(long)]
+    pub blur_sigma: Option<f64>,
+}
+
+impl MethodArgs {
+    pub fn method(&self, rt: &RuntimeArgs) -> Result<Method> {
+        let spec = match &self.backbone {
+            Some(name) => backbone::find(name)?,
+            None => backbone::default_backbone(&rt.models_dir()),
+        };
+        let mut m = Method::defaults_for(spec);
+        if let Some(s) = &self.stages {
+            m.stages = s.clone();
+        }
+        if let Some(g) = self.grid_stage {
+            m.grid_stage = g;
+        }
+        let (default_resize, default_input) = match m.crop {
+            CropMode::Center { resize, crop } => (resize, crop),
+            CropMode::Full { size } => (size * 8 / 7, size),
+        };
+        let input = self.input.unwrap_or(default_input);
+        m.crop = if self.no_crop {
+            CropMode::Full { size: input }
+        } else {
+            // Keep the paper's 256/224 ratio when only the input size is given.
+            let resize = self.resize.unwrap_or(if self.input.is_some() { input * 8 / 7 } else { default_resize });
+            if resize < input {
+                bail!("--resize {resize} is smaller than the input size {input}");
+            }
+            CropMode::Center { resize, crop: input }
+        };
+        if let Some(p) = self.patch_size {
+            m.embed.patch_size = p;
+        }
+        if let Some(p) = self.pretrain_dim {
+            m.embed.pretrain_dim = p;
+        }
+        if let Some(p) = self.embed_dim {
+            m.embed.embed_dim = p;
+        }
+        if let Some(k) = self.k {
+            if k < 1 {
+                bail!("--k must be at least 1");
+            }
+            m.k = k;
+        }
+        m.reweight |= self.reweight;
+        m.squared |= self.squared;
+        if let Some(s) = self.blur_sigma {
+            m.blur_sigma = s;
+        }
+        Ok(m)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    /// MVTec AD category folder (or its parent with --category), a folder of good images, or a split.json.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Bank file to write (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub method: MethodArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Fraction of patches kept in the coreset; 1 keeps all.
+    #[arg(long, default_value_t = 0.1)]
+    pub coreset_ratio: f64,
+    /// Exact number of coreset rows (overrides --coreset-ratio).
+    #[arg(long)]
+    pub coreset_size: Option<usize>,
+    /// Dimension of the coreset's random projection.
+    #[arg(long, default_value_t = 128)]
+    pub coreset_projection: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Storage precision of the bank: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    pub bank_dtype: String,
+    /// Training images scored leave-one-out for the threshold (evenly spread); 0 = all.
+    #[arg(long, default_value_t = 64)]
+    pub calibration_images: usize,
+}
+
+pub fn run(a: FitArgs) -> Result<()> {
+    let t_all = Instant::now();
+    let method = a.method.method(&a.runtime)?;
+    let dataset = data::open(&a.data, a.category.as_deref())?;
+    if dataset.train.is_empty() {
+        bail!("{}: no training images found", a.data.display());
+    }
+    let bank_dtype = match a.bank_dtype.as_str() {
+        "f32" => BankDtype::F32,
+        "f16" => BankDtype::F16,
+        other => bail!("--bank-dtype must be f32 or f16, not {other:?}"),
+    };
+    let train_dir = dataset
+        .train
+        .first()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dataset.root.clone());
+    let opts = FitOptions {
+        weights: a.runtime.weights_for(&method.backbone)?,
+        device: a.runtime.device()?,
+        precision: a.runtime.precision()?,
+        batch_size: a.runtime.batch_size,
+        coreset_ratio: a.coreset_ratio,
+        coreset_size: a.coreset_size,
+        projection_dim: a.coreset_projection,
+        seed: a.seed,
+        bank_dtype,
+        calibration_images: a.calibration_images,
+        category: a.category.clone().unwrap_or_else(|| dataset.name.clone()),
+        train_dir,
+        test_dir: (!dataset.test.is_empty()).then(|| dataset.root.clone()),
+        method,
+    };
+    eprintln!(
+        "fit: {} training images of {} with {} (stages {}) on {:?}",
+        dataset.train.len(),
+        opts.category,
+        opts.method.backbone,
+        opts.method.stages.join("+"),
+        opts.device
+    );
+    let (_model, file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
+    let t = Instant::now();
+    file.save(&a.out).with_context(|| format!("saving {}", a.out.display()))?;
+    let save_s = t.elapsed().as_secs_f64();
+    let c = &file.meta.calibration;
+    println!(
+        "bank: {} ({} of {} patches, {} x {}), threshold {:.4} (calibration {:.4}..{:.4})",
+        a.out.display(),
+        file.meta.coreset_size,
+        file.meta.n_patches,
+        file.meta.coreset_size,
+        file.meta.embed_dim,
+        c.threshold,
+        c.min,
+        c.max
+    );
+    println!(
+        "time: features {:.1} s, coreset {:.1} s, calibration {:.1} s, save {:.1} s, total {:.1} s",
+        times.features_s,
+        times.coreset_s,
+        times.calibration_s,
+        save_s,
+        t_all.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Command-line interface: `fit`, `eval`, `predict`, `gui`, `demo`, `backbones`, `bench`.
+//! Errors become `anyhow` only here, at the binary's edge.
+mod args;
+mod backbones;
+mod bench;
+mod demo;
+mod eval;
+mod fit;
+mod predict;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "patchcore", version, about = "PatchCore anomaly detection: fit a memory bank on good parts, inspect new ones")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fit a memory bank on good images of one category.
+    Fit(fit::FitArgs),
+    /// Score a labelled test set and report image AUROC, pixel AUROC, PRO and F1-max.
+    Eval(eval::EvalArgs),
+    /// Inspect images with a fitted bank: scores, decisions, CSV and heatmaps.
+    Predict(predict::PredictArgs),
+    /// List the backbones, their stages and which weights are present.
+    Backbones(backbones::BackbonesArgs),
+    /// Time fit and predict phase by phase, with peak memory.
+    Bench(bench::BenchArgs),
+    /// The main job on an embedded demo: synthetic parts, fit, evaluate, open the operator app.
+    Demo(demo::DemoArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Fit(a) => fit::run(a),
+        Command::Eval(a) => eval::run(a).map(|_| ()),
+        Command::Predict(a) => predict::run(a),
+        Command::Backbones(a) => backbones::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

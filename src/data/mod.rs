@@ -1,0 +1,18 @@
+//! Images and datasets: decoding, PIL-exact resizing, dataset layouts, the synthetic generator.
+//! Nothing here touches libtorch: the GUI thread uses these directly.
+mod geometry;
+
+pub mod dataset;
+mod error;
+pub mod image;
+pub mod preprocess;
+pub mod resize;
+pub mod synthetic;
+
+pub use dataset::{list_images, open, Dataset, TestSample};
+pub use error::DataError;
+pub use geometry::Geometry;
+pub use image::{load_luma8, load_rgb8};
+pub use preprocess::{load_mask, preprocess, to_chw_f32, CropMode};
+pub use resize::{resize_bilinear_pil, resize_bilinear_pil_gray};
+pub use synthetic::{generate, SyntheticSpec};

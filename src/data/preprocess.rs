@@ -1,0 +1,164 @@
+//! The model-input pipeline of the reference implementation (torchvision on PIL images):
+//! `Resize` + `CenterCrop` (or a plain square resize), then `ToTensor` + `Normalize`.
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use super::resize::{resize_bilinear_pil, resize_bilinear_pil_gray};
+use super::{load_luma8, DataError, Geometry};
+
+/// How the image is turned into the model input. Sizes of 0 are treated as 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CropMode {
+    /// torchvision `Resize(resize)` (shorter side to `resize`) then `CenterCrop(crop)`: the paper's
+    /// preprocessing. Parts near the border of elongated images are cut off.
+    Center { resize: u32, crop: u32 },
+    /// Resize the whole image to `size` x `size`, ignoring the aspect ratio (elongated parts).
+    Full { size: u32 },
+}
+
+impl CropMode {
+    /// Side of the square model input this mode produces.
+    pub fn output_size(&self) -> u32 {
+        match *self {
+            CropMode::Center { crop, .. } => crop.max(1),
+            CropMode::Full { size } => size.max(1),
+        }
+    }
+}
+
+/// Where the resized image goes and which square of it is kept.
+struct Plan {
+    width: u32,
+    height: u32,
+    left: i64,
+    top: i64,
+    size: u32,
+}
+
+fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
+    match mode {
+        CropMode::Center { resize, crop } => {
+            let (resize, crop) = (resize.max(1), crop.max(1));
+            // torchvision `_compute_resized_output_size`: the long side is
+            // `int(resize * long / short)`, a float64 quotient truncated.
+            let (short, long) = if w <= h { (w, h) } else { (h, w) };
+            let new_long = ((resize as u64 * long as u64) as f64 / short.max(1) as f64) as u32;
+            let (width, height) = if w <= h {
+                (resize, new_long.max(1))
+            } else {
+                (new_long.max(1), resize)
+            };
+            Plan {
+                width,
+                height,
+                left: center_crop_offset(width, crop),
+                top: center_crop_offset(height, crop),
+                size: crop,
+            }
+        }
+        CropMode::Full { size } => {
+            let size = size.max(1);
+            Plan {
+                width: size,
+                height: size,
+                left: 0,
+                top: 0,
+                size,
+            }
+        }
+    }
+}
+
+/// torchvision `center_crop`: `int(round((n - crop) / 2.0))` (Python rounds halves to even);
+/// a crop larger than the image zero-pads it with `(crop - n) // 2` before.
+fn center_crop_offset(n: u32, crop: u32) -> i64 {
+    if crop > n {
+        return -(((crop - n) / 2) as i64);
+    }
+    let d = (n - crop) as i64;
+    let (q, odd) = (d / 2, d % 2 == 1);
+    if odd && q % 2 == 1 {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// Copies the `size` x `size` square at (`left`, `top`), zero outside the image.
+fn crop_square<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    left: i64,
+    top: i64,
+    size: u32,
+) -> ImageBuffer<P, Vec<u8>> {
+    let c = P::CHANNEL_COUNT as usize;
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let n = size as usize;
+    let mut out = vec![0u8; n * n * c];
+    let src = img.as_raw();
+    let x0 = left.max(0);
+    let x1 = (left + size as i64).min(w);
+    if x1 > x0 {
+        for (y, row) in out.chunks_mut(n * c).enumerate() {
+            let sy = top + y as i64;
+            if sy < 0 || sy >= h {
+                continue;
+            }
+            let s = ((sy * w + x0) as usize) * c;
+            let d = ((x0 - left) as usize) * c;
+            let len = ((x1 - x0) as usize) * c;
+            row[d..d + len].copy_from_slice(&src[s..s + len]);
+        }
+    }
+    ImageBuffer::from_raw(size, size, out).expect("crop buffer has size*size pixels")
+}
+
+/// Turns a decoded image into the square model input and says where it sits in the original.
+/// Bit-exact with torchvision `Resize` + `CenterCrop` on a PIL RGB image.
+pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
+    let p = plan(img.width(), img.height(), mode);
+    let resized = resize_bilinear_pil(img, p.width, p.height);
+    let geometry = Geometry {
+        orig_width: img.width(),
+        orig_height: img.height(),
+        scale_x: p.width as f64 / img.width().max(1) as f64,
+        scale_y: p.height as f64 / img.height().max(1) as f64,
+        off_x: p.left as f64,
+        off_y: p.top as f64,
+        crop: p.size,
+    };
+    (crop_square(&resized, p.left, p.top, p.size), geometry)
+}
+
+/// Loads a ground-truth mask and maps it onto the model input exactly as `preprocess` maps its
+/// image (Pillow bilinear on the 8-bit mask, as the reference dataset does), then binarises with
+/// `value >= 128`. MVTec masks are 0/255; magnetic-tile masks have grey anti-aliased borders,
+/// which this counts as defect when they are at least half intensity. Returns `crop * crop`
+/// values in {0, 1}, row-major. The mask is resized from its own size, which must equal the
+/// image's for the two to line up (it does in MVTec AD and magnetic tile).
+pub fn load_mask(path: &Path, mode: CropMode) -> Result<Vec<u8>, DataError> {
+    let mask = load_luma8(path)?;
+    let p = plan(mask.width(), mask.height(), mode);
+    let resized: GrayImage = resize_bilinear_pil_gray(&mask, p.width, p.height);
+    let cropped = crop_square(&resized, p.left, p.top, p.size);
+    Ok(cropped
+        .into_raw()
+        .into_iter()
+        .map(|v| u8::from(v >= 128))
+        .collect())
+}
+
+/// torchvision `ToTensor` + `Normalize(mean, std)`: CHW float32 `(v / 255 - mean) / std`, with
+/// each step rounded to f32 in the same order as torch so the result matches it bit for bit.
+pub fn to_chw_f32(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    let n = (img.width() * img.height()) as usize;
+    let mut out = vec![0f32; 3 * n];
+    for (c, plane) in out.chunks_mut(n.max(1)).enumerate().take(3) {
+        for (dst, px) in plane.iter_mut().zip(img.pixels()) {
+            *dst = (px.0[c] as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! Patch-score grid to anomaly map (paper Sec. 3.3): bilinear upsampling to the input resolution,
+//! then a Gaussian blur (sigma 4) that matches `scipy.ndimage.gaussian_filter` (truncate 4.0,
+//! mode "reflect", i.e. half-sample symmetric borders) as the official code uses it.
+use tch::{Device, Kind, Tensor};
+
+/// scipy's kernel radius rule: `int(truncate * sigma + 0.5)`.
+fn radius(sigma: f64) -> i64 {
+    (4.0 * sigma + 0.5) as i64
+}
+
+/// Normalised 1-D Gaussian taps, computed in f64 as scipy does.
+pub fn gaussian_kernel(sigma: f64) -> Vec<f64> {
+    let r = radius(sigma);
+    let taps: Vec<f64> = (-r..=r)
+        .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
+        .collect();
+    let sum: f64 = taps.iter().sum();
+    taps.into_iter().map(|t| t / sum).collect()
+}
+
+/// Half-sample symmetric source index for every padded position (`d c b a | a b c d | d c b a`).
+fn reflect_indices(n: i64, r: i64, device: Device) -> Tensor {
+    let idx: Vec<i64> = (-r..n + r)
+        .map(|mut j| {
+            // Repeated folding keeps it valid even when the radius exceeds the size.
+            loop {
+                if j < 0 {
+                    j = -j - 1;
+                } else if j >= n {
+                    j = 2 * n - j - 1;
+                } else {
+                    return j;
+                }
+            }
+        })
+        .collect();
+    Tensor::from_slice(&idx).to_device(device)
+}
+
+/// Separable Gaussian blur of `(B, H, W)` f32 maps; `sigma <= 0` returns the input.
+pub fn gaussian_blur(maps: &Tensor, sigma: f64) -> Tensor {
+    if sigma <= 0.0 {
+        return maps.shallow_clone();
+    }
+    let (b, h, w) = maps.size3().expect("maps are (B, H, W)");
+    let device = maps.device();
+    let r = radius(sigma);
+    let k: Vec<f32> = gaussian_kernel(sigma).iter().map(|&v| v as f32).collect();
+    let kernel = Tensor::from_slice(&k).to_device(device);
+    let x = maps.view([b, 1, h, w]);
+    let x = x
+        .index_select(3, &reflect_indices(w, r, device))
+        .conv2d(&kernel.view([1, 1, 1, 2 * r + 1]), None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    let x = x
+        .index_select(2, &reflect_indices(h, r, device))
+        .conv2d(&kernel.view([1, 1, 2 * r + 1, 1]), None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    x.view([b, h, w])
+}
+
+/// `(B, h, w)` patch scores to `(B, size, size)` anomaly maps.
+pub fn anomaly_maps(patch_scores: &Tensor, size: i64, sigma: f64) -> Tensor {
+    let (b, h, w) = patch_scores.size3().expect("patch scores are (B, h, w)");
+    let up = patch_scores
+        .to_kind(Kind::Float)
+        .view([b, 1, h, w])
+        .upsample_bilinear2d([size, size], false, None, None)
+        .view([b, size, size]);
+    gaussian_blur(&up, sigma)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 2-D convolution with explicit mirrored lookups, in f64.
+    fn reference_blur(img: &[f64], h: usize, w: usize, sigma: f64) -> Vec<f64> {
+        let k = gaussian_kernel(sigma);
+        let r = (k.len() / 2) as i64;
+        let mirror = |j: i64, n: i64| -> usize {
+            let mut j = j;
+            loop {
+                if j < 0 {
+                    j = -j - 1;
+                } else if j >= n {
+                    j = 2 * n - j - 1;
+                } else {
+                    return j as usize;
+                }
+            }
+        };
+        let mut out = vec![0.0; h * w];
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                let mut acc = 0.0;
+                for dy in -r..=r {
+                    for dx in -r..=r {
+                        let v = img[mirror(y + dy, h as i64) * w + mirror(x + dx, w as i64)];
+                        acc += v * k[(dy + r) as usize] * k[(dx + r) as usize];
+                    }
+                }
+                out[y as usize * w + x as usize] = acc;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kernel_matches_scipy_rule() {
+        let k = gaussian_kernel(4.0);
+        assert_eq!(k.len(), 33);
+        assert!((k.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // scipy.ndimage._gaussian_kernel1d(4, 0, 16)[16] = 0.09973... (exp(0)/sum)
+        let expected_centre = 1.0 / (-16i64..=16).map(|x| (-(x * x) as f64 / 32.0).exp()).sum::<f64>();
+        assert!((k[16] - expected_centre).abs() < 1e-15);
+    }
+
+    #[test]
+    fn blur_matches_direct_convolution_with_reflected_borders() {
+        let (h, w) = (20usize, 23usize);
+        // A spike near a corner and a ramp: borders matter.
+        let img: Vec<f64> = (0..h * w)
+            .map(|i| ((i % w) as f64) * 0.1 + if i == w + 1 { 10.0 } else { 0.0 })
+            .collect();
+        let t = Tensor::from_slice(&img.iter().map(|&v| v as f32).collect::<Vec<_>>()).view([1, h as i64, w as i64]);
+        let got: Vec<f32> = gaussian_blur(&t, 2.5).view([-1]).try_into().unwrap();
+        let want = reference_blur(&img, h, w, 2.5);
+        for (g, e) in got.iter().zip(&want) {
+            assert!((*g as f64 - e).abs() < 1e-5, "{g} vs {e}");
+        }
+        // The blur preserves the mean of the image up to border effects only through reflection:
+        // a constant image stays constant.
+        let c = Tensor::full([1, 8, 8], 3.0, (Kind::Float, Device::Cpu));
+        let cb = gaussian_blur(&c, 4.0);
+        assert!((cb - 3.0).abs().max().double_value(&[]) < 1e-5);
+    }
+}

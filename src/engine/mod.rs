@@ -1,0 +1,11 @@
+//! The PatchCore method: patch embedding, coreset, nearest-neighbour search, anomaly maps, and
+//! the `PatchCore` object that ties them together for every caller.
+pub mod anomaly_map;
+pub mod coreset;
+pub mod embed;
+pub mod inspection;
+pub mod knn;
+pub mod patchcore;
+
+pub use inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
+pub use patchcore::{EngineError, FitOptions, FitTimes, Method, PatchCore, Precision, Progress};

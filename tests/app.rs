@@ -1,0 +1,781 @@
+//! The operator workstation driven headless through its accessibility tree (egui_kittest),
+//! with the synthetic backend standing in for libtorch: real worker thread, real decode pool,
+//! real bank headers and image files, fake scores.
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use patchcore::app::{
+    Backend, GuiOptions, ScriptedDialogs, Services, Settings, SyntheticBackend, Workstation,
+    CSV_COLUMNS,
+};
+use patchcore::bank::{BankDtype, BankFile, BankMeta, Calibration, CropMode, FORMAT_VERSION};
+use patchcore::engine::Inspection;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+// ------------------------------------------------------------------------------ fixtures
+
+fn meta(category: &str, test_dir: &Path, threshold: f32) -> BankMeta {
+    let scores = vec![threshold * 0.5, threshold * 0.75, threshold];
+    BankMeta {
+        format_version: FORMAT_VERSION,
+        category: category.into(),
+        backbone: "efficientnet_lite0".into(),
+        weights_sha256: "0".repeat(64),
+        stages: vec!["s2".into(), "s3".into()],
+        grid_stage: 0,
+        mean: [0.5; 3],
+        std: [0.25; 3],
+        crop: CropMode::Center {
+            resize: 64,
+            crop: 56,
+        },
+        patch_size: 3,
+        pretrain_dim: 8,
+        embed_dim: 4,
+        grid: [7, 7],
+        k: 1,
+        reweight: false,
+        squared: false,
+        blur_sigma: 4.0,
+        coreset_ratio: 0.1,
+        coreset_size: 2,
+        coreset_projection: 4,
+        seed: 0,
+        n_train_images: 12,
+        n_patches: 588,
+        train_dir: test_dir.to_path_buf(),
+        test_dir: Some(test_dir.to_path_buf()),
+        created: "2024-05-01T10:00:00Z".into(),
+        bank_dtype: BankDtype::F32,
+        calibration: Calibration::from_scores("test".into(), scores),
+    }
+}
+
+fn write_bank(models: &Path, file: &str, meta: BankMeta) -> PathBuf {
+    std::fs::create_dir_all(models).expect("models dir");
+    let path = models.join(file);
+    BankFile {
+        rows: vec![0.0; (meta.coreset_size * meta.embed_dim) as usize],
+        source_image: vec![0; meta.coreset_size as usize],
+        meta,
+    }
+    .save(&path)
+    .expect("save bank");
+    path
+}
+
+/// A small non-square PNG (so the crop geometry matters).
+fn write_png(path: &Path, shade: u8) {
+    let img = image::RgbImage::from_fn(80, 64, |x, y| {
+        image::Rgb([shade, (x * 3) as u8, (y * 3) as u8])
+    });
+    img.save(path).expect("png");
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    models: PathBuf,
+    images: PathBuf,
+    settings: PathBuf,
+    bank: PathBuf,
+}
+
+/// Bank "widget" (calibrated threshold 1.0) and five images: two good, two bad, one broken.
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().to_path_buf();
+    let models = root.join("models");
+    let images = root.join("widget").join("test");
+    std::fs::create_dir_all(images.join("good")).expect("dirs");
+    std::fs::create_dir_all(images.join("crack")).expect("dirs");
+    write_png(&images.join("good").join("good_a.png"), 10);
+    write_png(&images.join("good").join("good_b.png"), 20);
+    write_png(&images.join("crack").join("bad_c.png"), 200);
+    write_png(&images.join("crack").join("bad_d.png"), 250);
+    std::fs::write(images.join("crack").join("broken.png"), b"not a png at all").expect("w");
+    let bank = write_bank(&models, "widget.safetensors", meta("widget", &images, 1.0));
+    // Backbone weights live in the same folder and must not show up as categories.
+    let weights =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8, 0, 0, 0])
+            .expect("view");
+    let bytes = safetensors::serialize([("w", weights)], None).expect("serialize");
+    std::fs::write(models.join("efficientnet_lite0.safetensors"), bytes).expect("w");
+    Fixture {
+        settings: root.join("config").join("gui.json"),
+        _tmp: tmp,
+        root,
+        models,
+        images,
+        bank,
+    }
+}
+
+fn scores() -> HashMap<String, f32> {
+    HashMap::from([
+        ("good_a.png".to_string(), 0.6),
+        ("good_b.png".to_string(), 0.8),
+        ("bad_c.png".to_string(), 1.6),
+        ("bad_d.png".to_string(), 2.4),
+        ("panic.png".to_string(), 0.7),
+        ("arrival.png".to_string(), 0.9),
+        ("x.png".to_string(), 0.5),
+    ])
+}
+
+fn synthetic() -> SyntheticBackend {
+    SyntheticBackend {
+        scores: scores(),
+        delay: Duration::ZERO,
+        map_side: 28,
+    }
+}
+
+fn options(f: &Fixture) -> GuiOptions {
+    GuiOptions {
+        models_dir: Some(f.models.clone()),
+        settings_path: Some(f.settings.clone()),
+        inbox_poll: Duration::from_millis(50),
+        ..GuiOptions::default()
+    }
+}
+
+fn harness(opts: GuiOptions, services: Services) -> Harness<'static, Workstation> {
+    Harness::builder()
+        .with_size([1500.0, 950.0])
+        .build_ui_state(
+            |ui, ws: &mut Workstation| ws.ui(ui),
+            Workstation::new(opts, services),
+        )
+}
+
+/// Steps frames until `cond` holds (the worker and decoders run on real threads).
+fn wait_for(
+    h: &mut Harness<'static, Workstation>,
+    what: &str,
+    mut cond: impl FnMut(&mut Harness<'static, Workstation>) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if cond(h) {
+            // One more frame so the tree reflects the state that satisfied `cond`.
+            h.step();
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Two frames: one where the view sees the input and queues the action, one that shows the
+/// result.
+fn settle(h: &mut Harness<'static, Workstation>) {
+    h.step();
+    h.step();
+}
+
+fn has_label(h: &Harness<'static, Workstation>, label: &str) -> bool {
+    h.query_by_label(label).is_some()
+}
+
+fn has_label_containing(h: &Harness<'static, Workstation>, label: &str) -> bool {
+    h.query_by_label_contains(label).is_some()
+}
+
+/// Opens the category list and picks the entry of `category`.
+fn choose_category(h: &mut Harness<'static, Workstation>, category: &str) {
+    wait_for(h, "the bank list", |h| h.state().catalog_len() > 0);
+    h.get_by_label("Category").click();
+    settle(h);
+    h.get_by_label_contains(&format!("{category} — ")).click();
+    settle(h);
+}
+
+fn wait_scored(h: &mut Harness<'static, Workstation>) {
+    wait_for(h, "all images scored", |h| {
+        has_label(h, "Images: 5") && !has_label_containing(h, "Pending:")
+    });
+}
+
+// ------------------------------------------------------------------------------ tests
+
+#[test]
+fn operator_flow_category_threshold_filter_detail_export() {
+    let f = fixture();
+    let out = f.root.join("reports").join("rejects.csv");
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("dir");
+    std::fs::write(&out, "old contents\n").expect("old");
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(ScriptedDialogs {
+            folder: None,
+            save: Some(out.clone()),
+        }),
+    };
+    let mut h = harness(options(&f), services);
+
+    // The backbone weights file is not a category; the bank is, with its facts.
+    wait_for(&mut h, "the bank list", |h| h.state().catalog_len() > 0);
+    assert_eq!(h.state().catalog_len(), 1);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+
+    // Calibrated threshold 1.0: two accepted, two rejected, one unreadable.
+    assert!(has_label(&h, "Accepted: 2"));
+    assert!(has_label(&h, "Rejected: 2"));
+    assert!(has_label(&h, "Errors: 1"));
+    assert!(has_label(&h, "Rejects (2)"));
+    assert!(has_label_containing(&h, "bad_d.png: REJECT 2.400"));
+    assert!(has_label_containing(&h, "good_a.png: OK 0.600"));
+    assert!(has_label_containing(&h, "broken.png: error"));
+    assert_eq!(h.state().threshold(), 1.0);
+    // Worst first.
+    let order = h.state_mut().gallery_paths();
+    assert!(order[0].ends_with("bad_d.png"), "{order:?}");
+
+    // Raise the threshold: decisions change at once, nothing is rescored.
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Threshold")
+        .set_value_accesskit(2.0);
+    settle(&mut h);
+    assert_eq!(h.state().threshold(), 2.0);
+    assert!(has_label(&h, "Accepted: 3"));
+    assert!(has_label(&h, "Rejected: 1"));
+    assert!(has_label(&h, "Rejects (1)"));
+    assert!(has_label_containing(&h, "bad_c.png: OK 1.600"));
+
+    // Filter to the rejects: only bad_d is left in the gallery.
+    h.get_by_label("Rejected").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "showing 1 of 5 images"));
+    assert!(!has_label_containing(&h, "good_a.png:"));
+    assert!(has_label_containing(&h, "bad_d.png: REJECT"));
+
+    // Open it: detail view with decision and position.
+    h.get_by_label_contains("bad_d.png: REJECT").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "Back to gallery"));
+    assert!(has_label_containing(&h, "REJECTED"));
+    assert!(has_label(&h, "1 / 1"));
+    assert!(h
+        .query_by_role_and_label(egui::accesskit::Role::Slider, "Overlay opacity")
+        .is_some());
+    assert_eq!(
+        h.state().selected_path().and_then(|p| p.file_name()),
+        Some(std::ffi::OsStr::new("bad_d.png"))
+    );
+
+    // Back to all images; arrow keys walk the gallery order from the detail view.
+    h.get_by_label_contains("Back to gallery").click();
+    settle(&mut h);
+    h.get_by_label("All").click();
+    settle(&mut h);
+    h.get_by_label_contains("bad_d.png: REJECT").click();
+    settle(&mut h);
+    h.key_press(egui::Key::ArrowRight);
+    settle(&mut h);
+    let sel = h.state().selected_path().map(Path::to_path_buf);
+    assert!(
+        sel.is_some_and(|p| p.ends_with("bad_c.png")),
+        "second worst is next"
+    );
+    h.key_press(egui::Key::ArrowLeft);
+    settle(&mut h);
+    let sel = h.state().selected_path().map(Path::to_path_buf);
+    assert!(sel.is_some_and(|p| p.ends_with("bad_d.png")));
+
+    // Clicking a name in the reject table opens it too.
+    h.get_by_label_contains("Back to gallery").click();
+    settle(&mut h);
+    h.get_by_label("bad_d.png").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "Back to gallery"));
+
+    // Export the reject list: replaces the old file whole.
+    h.get_by_label("Export rejects...").click();
+    wait_for(&mut h, "the export", |h| {
+        has_label_containing(h, "Exported 1 rejects")
+    });
+    let csv = std::fs::read_to_string(&out).expect("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert_eq!(lines[0], CSV_COLUMNS.join(","));
+    let cols: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(cols.len(), CSV_COLUMNS.len(), "{}", lines[1]);
+    assert!(cols[0].ends_with("bad_d.png"));
+    assert_eq!(cols[1], "2.4");
+    assert_eq!(cols[3], "2");
+    assert_eq!(cols[4], "reject");
+    assert!(cols[5..9].iter().all(|v| v.parse::<u32>().is_ok()));
+    assert_eq!(cols[9], "widget");
+    assert_eq!(cols[10], f.bank.display().to_string());
+    assert!(cols[11].ends_with('Z'));
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().expect("parent"))
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name() != "rejects.csv")
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    h.check_accessibility();
+    drop(h);
+
+    // Settings: category and the manual threshold come back on the next start.
+    let (saved, err) = Settings::load(&f.settings);
+    assert!(err.is_none());
+    assert_eq!(saved.last_bank.as_deref(), Some("widget.safetensors"));
+    assert_eq!(
+        saved.threshold_for("widget.safetensors", "2024-05-01T10:00:00Z"),
+        Some(2.0)
+    );
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(ScriptedDialogs::default()),
+    };
+    let mut h = harness(options(&f), services);
+    wait_scored(&mut h);
+    assert_eq!(h.state().threshold(), 2.0);
+    assert!(has_label(&h, "Rejected: 1"));
+}
+
+#[test]
+fn open_folder_scores_another_folder() {
+    let f = fixture();
+    let other = f.root.join("line2");
+    std::fs::create_dir_all(&other).expect("dir");
+    write_png(&other.join("bad_c.png"), 1);
+    write_png(&other.join("x.png"), 2);
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(ScriptedDialogs {
+            folder: Some(other.clone()),
+            save: None,
+        }),
+    };
+    let mut h = harness(options(&f), services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    h.get_by_label("Open folder...").click();
+    wait_for(&mut h, "the other folder", |h| {
+        has_label(h, "Images: 2") && !has_label_containing(h, "Pending:")
+    });
+    assert!(has_label_containing(&h, "bad_c.png: REJECT"));
+    assert!(!has_label_containing(&h, "good_a.png"));
+}
+
+/// Panics on the first image named `panic.png`, then behaves.
+struct Flaky {
+    inner: SyntheticBackend,
+    fired: Arc<AtomicBool>,
+}
+
+impl Backend for Flaky {
+    fn load(&mut self, bank: &Path) -> Result<BankMeta, String> {
+        self.inner.load(bank)
+    }
+    fn inspect(
+        &mut self,
+        bank: &Path,
+        paths: &[PathBuf],
+        on_each: &mut dyn FnMut(usize, Result<Inspection, String>) -> bool,
+    ) -> Result<(), String> {
+        if paths.iter().any(|p| p.ends_with("panic.png"))
+            && !self.fired.swap(true, Ordering::SeqCst)
+        {
+            panic!("simulated CUDA failure");
+        }
+        self.inner.inspect(bank, paths, on_each)
+    }
+    fn device_name(&self) -> String {
+        "flaky".into()
+    }
+}
+
+#[test]
+fn worker_panic_is_shown_and_worker_restarts() {
+    let f = fixture();
+    write_png(&f.images.join("panic.png"), 9);
+    let fired = Arc::new(AtomicBool::new(false));
+    let fired2 = fired.clone();
+    let backend: patchcore::app::BackendFactory = Arc::new(move || {
+        Ok(Box::new(Flaky {
+            inner: synthetic(),
+            fired: fired2.clone(),
+        }) as Box<dyn Backend>)
+    });
+    let services = Services {
+        backend,
+        dialogs: Box::new(ScriptedDialogs {
+            folder: Some(f.images.clone()),
+            save: None,
+        }),
+    };
+    let mut h = harness(options(&f), services);
+    choose_category(&mut h, "widget");
+    wait_for(&mut h, "the crash report", |h| {
+        has_label_containing(h, "simulated CUDA failure")
+    });
+    assert!(fired.load(Ordering::SeqCst));
+    // Images of the crashed job say why they have no result; the app keeps working.
+    assert!(has_label_containing(&h, "Worker: worker crashed"));
+    assert!(has_label(&h, "Errors: 6"));
+    h.get_by_label("Open folder...").click();
+    wait_for(&mut h, "rescoring after the restart", |h| {
+        has_label(h, "Rejected: 2")
+            && has_label(h, "Images: 6")
+            && !has_label_containing(h, "Pending:")
+    });
+    assert!(has_label(&h, "Errors: 1"), "only the broken file fails now");
+    h.get_by_label("Dismiss").click();
+    settle(&mut h);
+    assert!(!has_label_containing(&h, "simulated CUDA failure"));
+}
+
+#[test]
+fn inbox_images_are_scored_on_arrival_and_listed_first() {
+    let f = fixture();
+    let inbox = f.root.join("inbox");
+    std::fs::create_dir_all(&inbox).expect("dir");
+    write_png(&inbox.join("old.png"), 3); // present before watching: not rescored
+    let mut opts = options(&f);
+    opts.inbox = Some(inbox.clone());
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(ScriptedDialogs::default()),
+    };
+    let mut h = harness(opts, services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    // Written elsewhere, then moved in (as a camera PC would).
+    let tmp = f.root.join("arrival.png");
+    write_png(&tmp, 77);
+    std::fs::rename(&tmp, inbox.join("arrival.png")).expect("move");
+    wait_for(&mut h, "the inbox image", |h| {
+        has_label(h, "Images: 6") && !has_label_containing(h, "Pending:")
+    });
+    let order = h.state_mut().gallery_paths();
+    assert!(order[0].ends_with("arrival.png"), "{order:?}");
+    assert!(!order.iter().any(|p| p.ends_with("old.png")));
+    // Unchecking stops the watch.
+    h.get_by_label("Watch inbox").click();
+    settle(&mut h);
+    assert!(!h.state().inbox_on());
+}
+
+/// A bank whose model cannot be loaded (e.g. weights mismatch) shows the reason next to the
+/// picker; a damaged bank file is listed as unusable; the app stays usable.
+struct Refuses;
+
+impl Backend for Refuses {
+    fn load(&mut self, _bank: &Path) -> Result<BankMeta, String> {
+        Err("fitted with other efficientnet_lite0 weights".into())
+    }
+    fn inspect(
+        &mut self,
+        _bank: &Path,
+        _paths: &[PathBuf],
+        _on_each: &mut dyn FnMut(usize, Result<Inspection, String>) -> bool,
+    ) -> Result<(), String> {
+        Err("no model".into())
+    }
+    fn device_name(&self) -> String {
+        "none".into()
+    }
+}
+
+#[test]
+fn bank_errors_are_shown_next_to_the_picker() {
+    let f = fixture();
+    // Claims to be a bank (has our key) but the metadata is garbage.
+    let header = br#"{"__metadata__":{"patchcore":"{not json"}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    std::fs::write(f.models.join("damaged.safetensors"), bytes).expect("w");
+    let services = Services {
+        backend: Arc::new(|| Ok(Box::new(Refuses) as Box<dyn Backend>)),
+        dialogs: Box::new(ScriptedDialogs::default()),
+    };
+    let mut h = harness(options(&f), services);
+    wait_for(&mut h, "the bank list", |h| h.state().catalog_len() == 2);
+    h.get_by_label("Category").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "damaged.safetensors — unusable"));
+    h.get_by_label_contains("widget — ").click();
+    wait_for(&mut h, "the load error", |h| {
+        has_label_containing(h, "other efficientnet_lite0 weights")
+    });
+    assert!(h.query_by_label("Open folder...").is_some());
+}
+
+#[test]
+fn thousands_of_images_keep_few_textures() {
+    let f = fixture();
+    let many = f.root.join("many");
+    std::fs::create_dir_all(&many).expect("dir");
+    let tiny = {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90]))
+            .write_to(&mut buf, image::ImageFormat::Png)
+            .expect("png");
+        buf.into_inner()
+    };
+    for i in 0..1500 {
+        std::fs::write(many.join(format!("part_{i:04}.png")), &tiny).expect("w");
+    }
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(ScriptedDialogs {
+            folder: Some(many),
+            save: None,
+        }),
+    };
+    let mut h = harness(options(&f), services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    h.get_by_label("Open folder...").click();
+    wait_for(&mut h, "1500 images", |h| {
+        has_label(h, "Images: 1500") && !has_label_containing(h, "Pending:")
+    });
+    // Let the visible thumbnails decode.
+    for _ in 0..30 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let n = h.state().texture_count();
+    assert!(n > 0, "visible thumbnails get textures");
+    assert!(
+        n < 400,
+        "{n} textures for 1500 images: far rows must not hold textures"
+    );
+    // Open the first image, jump to the last with End, go back: the gallery scrolls there,
+    // the far rows' textures go.
+    let first = h.state_mut().gallery_paths()[0].clone();
+    let last = h.state_mut().gallery_paths()[1499].clone();
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    h.get_by_label_contains(&format!("{}: ", name(&first)))
+        .click();
+    settle(&mut h);
+    h.key_press(egui::Key::End);
+    settle(&mut h);
+    assert_eq!(h.state().selected_path(), Some(last.as_path()));
+    h.get_by_label_contains("Back to gallery").click();
+    for _ in 0..30 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(has_label_containing(&h, &format!("{}: ", name(&last))));
+    assert!(!has_label_containing(&h, &format!("{}: ", name(&first))));
+    let n = h.state().texture_count();
+    assert!(n < 400, "{n} textures after scrolling");
+}
+
+// ------------------------------------------------------------------------------ screenshot
+
+/// A brushed-metal plate with two holes; rejects get a scratch and a stain where the
+/// synthetic backend puts its hot spot.
+fn demo_image(path: &Path, seed: u32, defect: Option<(f32, f32)>) {
+    let (w, h) = (256u32, 256u32);
+    let mut rng = seed.wrapping_mul(2_654_435_761).max(1);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        (rng % 1000) as f32 / 1000.0
+    };
+    let streaks: Vec<f32> = (0..h).map(|_| next() * 18.0).collect();
+    let base = 140.0 + next() * 20.0;
+    let mut img = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = base + streaks[y as usize] + (x as f32 * 0.05).sin() * 3.0;
+        let v = v.clamp(0.0, 255.0) as u8;
+        image::Rgb([v, v, v.saturating_add(6)])
+    });
+    for (cx, cy) in [(48.0f32, 48.0f32), (208.0, 208.0)] {
+        for y in 0..h {
+            for x in 0..w {
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+                if d < 14.0 {
+                    img.put_pixel(x, y, image::Rgb([40, 40, 45]));
+                } else if d < 17.0 {
+                    img.put_pixel(x, y, image::Rgb([200, 200, 205]));
+                }
+            }
+        }
+    }
+    if let Some((fx, fy)) = defect {
+        // Crop: resize 256 -> centre 224, so crop pixel c is original c + 16.
+        let (cx, cy) = (fx * 224.0 + 16.0, fy * 224.0 + 16.0);
+        for t in 0..60 {
+            let t = t as f32 / 59.0 - 0.5;
+            let (x, y) = (cx + t * 40.0, cy + t * 14.0);
+            for dy in -1..=1 {
+                let (px, py) = (x as i32, y as i32 + dy);
+                if px >= 0 && py >= 0 && (px as u32) < w && (py as u32) < h {
+                    img.put_pixel(px as u32, py as u32, image::Rgb([60, 35, 25]));
+                }
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                let d = ((x as f32 - cx - 6.0).powi(2) + (y as f32 - cy + 5.0).powi(2)).sqrt();
+                if d < 7.0 {
+                    img.put_pixel(x, y, image::Rgb([150, 85, 40]));
+                }
+            }
+        }
+    }
+    img.save(path).expect("demo image");
+}
+
+/// Opens the real window with the synthetic backend on a demo set and saves screenshots of
+/// the gallery and of the detail view. Needs a display:
+/// `Xvfb :99 -screen 0 1600x1000x24 & DISPLAY=:99 cargo test --test app -- --ignored screenshot`
+#[test]
+#[ignore = "needs a display (e.g. Xvfb); writes assets/gui.png"]
+fn screenshot() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let images = root.join("metal_plate").join("test");
+    std::fs::create_dir_all(&images).expect("dir");
+    let mut scores = HashMap::new();
+    for i in 0..96u32 {
+        let name = format!("plate_{i:03}.png");
+        let u = ((i * 37) % 96) as f32 / 96.0;
+        let bad = i % 6 == 1 || i % 17 == 3;
+        let score = if bad { 2.8 + 2.2 * u } else { 1.7 + 0.85 * u };
+        let spot = SyntheticBackend::hot_spot(&name);
+        demo_image(&images.join(&name), i, bad.then_some(spot));
+        scores.insert(name, score);
+    }
+    std::fs::write(
+        images.join("plate_cam2_truncated.png"),
+        b"\x89PNG\r\n\x1a\nnope",
+    )
+    .expect("w");
+    let mut m = meta("metal_plate", &images, 1.0);
+    m.crop = CropMode::Center {
+        resize: 256,
+        crop: 224,
+    };
+    m.grid = [28, 28];
+    m.n_train_images = 220;
+    m.calibration = Calibration::from_scores(
+        "leave-one-image-out".into(),
+        (0..40).map(|i| 1.65 + 0.024 * i as f32).collect(),
+    );
+    let models = root.join("models");
+    write_bank(&models, "metal_plate.safetensors", m);
+    let opts = GuiOptions {
+        models_dir: Some(models),
+        settings_path: Some(root.join("gui.json")),
+        ..GuiOptions::default()
+    };
+    // Start with the category chosen, as after a restart.
+    let mut settings = Settings::default();
+    settings.last_bank = Some("metal_plate.safetensors".into());
+    settings.save(&root.join("gui.json")).expect("settings");
+
+    let out = std::env::var_os("PATCHCORE_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"));
+    let backend = SyntheticBackend {
+        scores,
+        delay: Duration::from_millis(4),
+        map_side: 0,
+    };
+
+    struct Shot {
+        ws: Workstation,
+        out: PathBuf,
+        phase: u32,
+        since: Instant,
+        saved: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+    impl eframe::App for Shot {
+        fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+            self.ws.ui(ui);
+            let ctx = ui.ctx().clone();
+            ctx.request_repaint_after(Duration::from_millis(100));
+            let ready = self.ws.has_bank() && !self.ws.is_busy();
+            let waited = self.since.elapsed() > Duration::from_millis(1500);
+            let shoot = |name: &str| {
+                let path = self.out.join(name);
+                let saved = self.saved.clone();
+                let name = name.to_string();
+                let c2 = ctx.clone();
+                ctx.request_screenshot(move |img| {
+                    let [w, h] = img.size;
+                    let rgba: Vec<u8> = img.pixels.iter().flat_map(|p| p.to_array()).collect();
+                    if let Some(buf) = image::RgbaImage::from_raw(w as u32, h as u32, rgba) {
+                        let _ = image::DynamicImage::ImageRgba8(buf).to_rgb8().save(&path);
+                        saved.lock().expect("lock").push(name);
+                    }
+                    c2.request_repaint();
+                });
+            };
+            match self.phase {
+                0 if ready && waited => {
+                    shoot("gui.png");
+                    self.phase = 1;
+                }
+                1 if !self.saved.lock().expect("lock").is_empty() => {
+                    let worst = self.ws.gallery_paths().first().cloned();
+                    if let Some(p) = worst {
+                        self.ws.open_image(&p);
+                    }
+                    self.since = Instant::now();
+                    self.phase = 2;
+                }
+                2 if self.since.elapsed() > Duration::from_millis(1500) => {
+                    shoot("gui-detail.png");
+                    self.phase = 3;
+                }
+                3 if self.saved.lock().expect("lock").len() == 2 => {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+                _ => {}
+            }
+        }
+    }
+    let saved = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let saved2 = saved.clone();
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("PatchCore inspection")
+            .with_inner_size([1600.0, 960.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "patchcore-screenshot",
+        native,
+        Box::new(move |cc| {
+            let services = Services {
+                backend: backend.factory(),
+                dialogs: Box::new(ScriptedDialogs::default()),
+            };
+            let _ = cc;
+            Ok(Box::new(Shot {
+                ws: Workstation::new(opts, services),
+                out,
+                phase: 0,
+                since: Instant::now(),
+                saved: saved2,
+            }))
+        }),
+    )
+    .expect("window");
+    assert_eq!(
+        saved.lock().expect("lock").len(),
+        2,
+        "both screenshots saved"
+    );
+}

@@ -1,0 +1,515 @@
+//! Backbone parity and weight-loading tests.
+//!
+//! References come from `scripts/make_backbone_fixtures.py` (torchvision and the
+//! efficientnet_lite_pytorch package, run with the setup venv's python); the test runs it once
+//! when `target/fixtures/` lacks the current fixture set. The EfficientNet-Lite tests need the
+//! real weights that `scripts/setup.sh` writes to `models/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use patchcore::backbone::{default_backbone, find, registry, Backbone, BackboneError};
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+/// Must equal VERSION in scripts/make_backbone_fixtures.py.
+const FIXTURE_VERSION: u64 = 1;
+const TORCH_VENV: &str = "patchcore/torch-2.13.0";
+const MAX_REL_ERR: f64 = 1e-4;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_python() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_default();
+    cache.join(TORCH_VENV).join("bin/python")
+}
+
+/// The fixture folder, generated once per test process when missing or outdated.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo().join("target/fixtures");
+        let version = std::fs::read_to_string(dir.join("backbones_manifest.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["version"].as_u64());
+        if version != Some(FIXTURE_VERSION) {
+            let python = venv_python();
+            assert!(
+                python.exists(),
+                "{} is missing: run `bash scripts/setup.sh`, which installs the torch venv the backbone fixtures need",
+                python.display()
+            );
+            let status = Command::new(&python)
+                .arg(repo().join("scripts/make_backbone_fixtures.py"))
+                .arg(&dir)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+            assert!(status.success(), "scripts/make_backbone_fixtures.py failed ({status})");
+        }
+        dir
+    })
+}
+
+fn real_weights(file: &str) -> PathBuf {
+    let path = repo().join("models").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash scripts/setup.sh`",
+        path.display()
+    );
+    path
+}
+
+fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    Ok(Tensor::read_safetensors(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .into_iter()
+        .collect())
+}
+
+fn get<'a>(tensors: &'a HashMap<String, Tensor>, key: &str) -> Result<&'a Tensor> {
+    tensors
+        .get(key)
+        .with_context(|| format!("fixture lacks `{key}`"))
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.size() != b.size() {
+        bail!("shape {:?} != reference {:?}", a.size(), b.size());
+    }
+    let a = a.to_kind(Kind::Double);
+    let b = b.to_kind(Kind::Double);
+    let diff = (&a - &b).abs().max().double_value(&[]);
+    Ok(diff / b.abs().max().double_value(&[]).max(1e-30))
+}
+
+fn names(stages: &[&str]) -> Vec<String> {
+    stages.iter().map(|s| s.to_string()).collect()
+}
+
+fn sha256_hex(path: &Path) -> Result<String> {
+    Ok(Sha256::digest(std::fs::read(path)?)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[test]
+fn wide_resnet_matches_torchvision() -> Result<()> {
+    let weights = fixtures().join("wide_resnet50_2_seed0.safetensors");
+    let io = read_tensors(&fixtures().join("wide_resnet50_2_seed0_io.safetensors"))?;
+    let backbone = Backbone::load("wide_resnet50_2", &weights, Device::Cpu)?;
+    assert_eq!(backbone.weights_sha256(), sha256_hex(&weights)?);
+    let out = backbone.forward(get(&io, "input")?, &names(&["layer3", "layer1", "layer2"]))?;
+    for (stage, y) in ["layer3", "layer1", "layer2"].iter().zip(&out) {
+        let err = rel_err(y, get(&io, stage)?)?;
+        println!("wide_resnet50_2 {stage}: rel err {err:.2e}");
+        assert!(err < MAX_REL_ERR, "{stage}: rel err {err:.2e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn wide_resnet_random_seed0_is_torchvision_bit_for_bit() -> Result<()> {
+    let reference = read_tensors(&fixtures().join("wide_resnet50_2_seed0.safetensors"))?;
+    let backbone = Backbone::random("wide_resnet50_2", 0, Device::Cpu)?;
+    assert_eq!(backbone.weights_sha256(), "random-seed-0");
+    let params = backbone.parameters();
+    assert_eq!(
+        params.len(),
+        reference
+            .keys()
+            .filter(|k| !k.ends_with("num_batches_tracked"))
+            .count()
+    );
+    for (name, value) in &params {
+        assert!(
+            value.equal(get(&reference, name)?),
+            "{name} differs from torchvision's seed-0 init"
+        );
+    }
+    Ok(())
+}
+
+/// The official PatchCore fixture in ../shared (when present) used the same seed-0 weights.
+#[test]
+fn wide_resnet_fixture_matches_shared_reference() -> Result<()> {
+    let shared = repo().join("../shared/data/reference");
+    if !shared.exists() {
+        println!("{} not present: skipped", shared.display());
+        return Ok(());
+    }
+    let weights = fixtures().join("wide_resnet50_2_seed0.safetensors");
+    let ours = read_tensors(&weights)?;
+    let checksums: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        shared.join("weights_checksum.json"),
+    )?)?;
+    let checksums = checksums
+        .as_object()
+        .context("weights_checksum.json is not an object")?;
+    assert_eq!(checksums.len(), ours.len(), "tensor count");
+    for (name, expected) in checksums {
+        let t = get(&ours, name)?;
+        let shape: Vec<i64> = serde_json::from_value(expected["shape"].clone())?;
+        assert_eq!(t.size(), shape, "{name}");
+        if let Some(value) = expected.get("value") {
+            assert_eq!(Some(t.int64_value(&[])), value.as_i64(), "{name}");
+            continue;
+        }
+        let t = t.to_kind(Kind::Double);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        let (sum, abs_sum) = (
+            t.sum(Kind::Double).double_value(&[]),
+            t.abs().sum(Kind::Double).double_value(&[]),
+        );
+        assert!(
+            close(sum, expected["sum"].as_f64().unwrap_or(f64::NAN)),
+            "{name} sum {sum}"
+        );
+        assert!(
+            close(abs_sum, expected["abs_sum"].as_f64().unwrap_or(f64::NAN)),
+            "{name} abs_sum {abs_sum}"
+        );
+        let first4: Vec<f64> = serde_json::from_value(expected["first4"].clone())?;
+        let flat = t.flatten(0, -1);
+        for (i, v) in first4.iter().enumerate() {
+            assert_eq!(flat.double_value(&[i as i64]), *v, "{name}[{i}]");
+        }
+    }
+    let backbone = Backbone::load("wide_resnet50_2", &weights, Device::Cpu)?;
+    let input = Tensor::read_npy(shared.join("input_train000.npy"))?;
+    let out = backbone.forward(&input, &names(&["layer2", "layer3"]))?;
+    for (stage, y) in ["layer2", "layer3"].iter().zip(&out) {
+        let reference = Tensor::read_npy(shared.join(format!("{stage}_train000.npy")))?;
+        let err = rel_err(y, &reference)?;
+        println!("official PatchCore {stage}: rel err {err:.2e}");
+        assert!(err < MAX_REL_ERR, "{stage}: rel err {err:.2e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn efficientnet_lite_blocks_match_reference_at_any_size() -> Result<()> {
+    for (variant, cases) in [
+        (0, &["native", "odd"][..]),
+        (1, &["native", "s224", "odd"]),
+        (2, &["native", "s224", "odd"]),
+    ] {
+        let name = format!("efficientnet_lite{variant}");
+        let spec = find(&name)?;
+        let backbone = Backbone::load(&name, &real_weights(spec.weights_file), Device::Cpu)?;
+        let io = read_tensors(&fixtures().join(format!("{name}_io.safetensors")))?;
+        for case in cases {
+            let prefix = format!("{case}.block");
+            let mut blocks: Vec<String> = io
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .map(|k| k[case.len() + 1..].to_string())
+                .collect();
+            blocks.sort();
+            assert!(
+                blocks.len() >= 5,
+                "{name} {case}: fixture has blocks {blocks:?}"
+            );
+            let input = get(&io, &format!("{case}.input"))?;
+            let out = backbone.forward(input, &blocks)?;
+            for (block, y) in blocks.iter().zip(&out) {
+                let err = rel_err(y, get(&io, &format!("{case}.{block}"))?)?;
+                assert!(
+                    err < MAX_REL_ERR,
+                    "{name} {case} {:?} {block}: rel err {err:.2e}",
+                    input.size()
+                );
+            }
+            println!(
+                "{name} {case} {:?}: {} blocks within {MAX_REL_ERR:e}",
+                input.size(),
+                blocks.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// ImageNet classes of a domestic cat; Chelsea is a tabby that the Lite models call "Egyptian cat".
+const CAT_CLASSES: [i64; 5] = [281, 282, 283, 284, 285];
+const EGYPTIAN_CAT: i64 = 285;
+
+/// The classifier head the backbone leaves out, from the same checkpoint: 1x1 conv, BatchNorm,
+/// ReLU6, global average pool, linear.
+fn lite_logits(features: &Tensor, checkpoint: &HashMap<String, Tensor>) -> Result<Tensor> {
+    let bn = |x: &Tensor, p: &str| -> Result<Tensor> {
+        let t = |k: &str| get(checkpoint, &format!("{p}.{k}"));
+        Ok(x.batch_norm(
+            Some(t("weight")?),
+            Some(t("bias")?),
+            Some(t("running_mean")?),
+            Some(t("running_var")?),
+            false,
+            0.0,
+            1e-3,
+            false,
+        ))
+    };
+    let h = features.conv2d(
+        get(checkpoint, "_conv_head.weight")?,
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    );
+    let h = bn(&h, "_bn1")?
+        .clamp(0.0, 6.0)
+        .mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+    Ok(h.linear(
+        get(checkpoint, "_fc.weight")?,
+        Some(get(checkpoint, "_fc.bias")?),
+    ))
+}
+
+#[test]
+fn efficientnet_lite_classifies_a_photo() -> Result<()> {
+    let photo = image::open(repo().join("assets/chelsea.jpg"))?;
+    for spec in registry()
+        .iter()
+        .filter(|s| s.name.starts_with("efficientnet_lite"))
+    {
+        let weights = real_weights(spec.weights_file);
+        let backbone = Backbone::load(spec.name, &weights, Device::Cpu)?;
+        let size = spec.input_size;
+        let rgb = photo
+            .resize_to_fill(size, size, image::imageops::FilterType::Triangle)
+            .to_rgb8();
+        let pixels = Tensor::from_slice(rgb.as_raw())
+            .view([size as i64, size as i64, 3])
+            .permute([2, 0, 1])
+            .to_kind(Kind::Float)
+            / 255.0;
+        let (mean, std) = spec.normalization.mean_std();
+        let x = ((pixels - Tensor::from_slice(&mean).view([3, 1, 1]))
+            / Tensor::from_slice(&std).view([3, 1, 1]))
+        .unsqueeze(0);
+        let last = spec.stages.last().context("no stages")?.name;
+        let features = backbone.forward(&x, &[last.to_string()])?;
+        let logits = lite_logits(&features[0], &read_tensors(&weights)?)?;
+        let (probs, top5) = logits.softmax(-1, Kind::Float).topk(5, -1, true, true);
+        let top5: Vec<i64> = Vec::<i64>::try_from(top5.flatten(0, -1))?;
+        println!(
+            "{}: top-5 {top5:?}, p(top-1) {:.3}",
+            spec.name,
+            probs.double_value(&[0, 0])
+        );
+        assert!(
+            CAT_CLASSES.contains(&top5[0]),
+            "{}: top-1 class {} is not a cat",
+            spec.name,
+            top5[0]
+        );
+        assert!(
+            top5.contains(&EGYPTIAN_CAT),
+            "{}: top-5 {top5:?} lacks 285 'Egyptian cat'",
+            spec.name
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn zip_pth_loads_like_safetensors() -> Result<()> {
+    let pth = fixtures().join("efficientnet_lite0_state.pth");
+    let from_pth = Backbone::load("efficientnet_lite0", &pth, Device::Cpu)?;
+    let from_st = Backbone::load(
+        "efficientnet_lite0",
+        &real_weights("efficientnet_lite0.safetensors"),
+        Device::Cpu,
+    )?;
+    assert_eq!(from_pth.weights_sha256(), sha256_hex(&pth)?);
+    for ((name, a), (_, b)) in from_pth.parameters().iter().zip(&from_st.parameters()) {
+        assert!(a.equal(b), "{name}");
+    }
+    Ok(())
+}
+
+fn load_err(name: &str, path: &Path) -> BackboneError {
+    match Backbone::load(name, path, Device::Cpu) {
+        Ok(_) => panic!("{name} loaded from {}", path.display()),
+        Err(e) => e,
+    }
+}
+
+/// Writes the lite0 checkpoint with `edit` applied, as safetensors.
+fn edited_checkpoint(
+    dir: &Path,
+    file: &str,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>),
+) -> Result<PathBuf> {
+    let mut tensors = read_tensors(&real_weights("efficientnet_lite0.safetensors"))?;
+    edit(&mut tensors);
+    let path = dir.join(file);
+    let list: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    Tensor::write_safetensors(&list, &path)?;
+    Ok(path)
+}
+
+#[test]
+fn bad_weight_files_name_the_file_and_the_problem() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lite0 = real_weights("efficientnet_lite0.safetensors");
+
+    let missing = dir.path().join("nowhere.safetensors");
+    let err = load_err("efficientnet_lite0", &missing);
+    assert!(
+        matches!(err, BackboneError::MissingFile { .. })
+            && err.to_string().contains("nowhere.safetensors"),
+        "{err}"
+    );
+
+    let truncated = dir.path().join("truncated.safetensors");
+    let bytes = std::fs::read(&lite0)?;
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2])?;
+    let err = load_err("efficientnet_lite0", &truncated);
+    assert!(
+        matches!(err, BackboneError::Unreadable { .. })
+            && err.to_string().contains("truncated.safetensors"),
+        "{err}"
+    );
+
+    let legacy = dir.path().join("legacy.pth");
+    std::fs::write(
+        &legacy,
+        [
+            0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+            0x2e,
+        ],
+    )?;
+    let err = load_err("efficientnet_lite0", &legacy);
+    assert!(
+        matches!(err, BackboneError::LegacyFormat { .. }) && err.to_string().contains("legacy.pth"),
+        "{err}"
+    );
+
+    let broken_zip = dir.path().join("broken.pth");
+    std::fs::write(&broken_zip, b"PK\x03\x04 not really a zip")?;
+    let err = load_err("efficientnet_lite0", &broken_zip);
+    assert!(
+        matches!(err, BackboneError::Unreadable { .. }) && err.to_string().contains("broken.pth"),
+        "{err}"
+    );
+
+    let key = "_blocks.3._project_conv.weight";
+    let path = edited_checkpoint(dir.path(), "no_key.safetensors", |t| {
+        t.remove(key);
+    })?;
+    let err = load_err("efficientnet_lite0", &path);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, BackboneError::MissingKey { .. })
+            && msg.contains(key)
+            && msg.contains("no_key.safetensors"),
+        "{msg}"
+    );
+
+    let path = edited_checkpoint(dir.path(), "bad_shape.safetensors", |t| {
+        t.insert(
+            key.to_string(),
+            Tensor::zeros([40, 7, 1, 1], (Kind::Float, Device::Cpu)),
+        );
+    })?;
+    let err = load_err("efficientnet_lite0", &path);
+    let msg = err.to_string();
+    assert!(matches!(err, BackboneError::WrongShape { .. }), "{msg}");
+    assert!(
+        msg.contains(key) && msg.contains("[40, 7, 1, 1]") && msg.contains("[40, 144, 1, 1]"),
+        "{msg}"
+    );
+    assert!(msg.contains("bad_shape.safetensors"), "{msg}");
+
+    for (model, found) in [
+        ("wide_resnet50_2", "efficientnet_lite0"),
+        ("efficientnet_lite2", "efficientnet_lite0"),
+    ] {
+        let err = load_err(model, &lite0);
+        let msg = err.to_string();
+        assert!(matches!(err, BackboneError::WrongBackbone { .. }), "{msg}");
+        assert!(
+            msg.contains(model)
+                && msg.contains(found)
+                && msg.contains("efficientnet_lite0.safetensors"),
+            "{msg}"
+        );
+    }
+    let err = load_err(
+        "efficientnet_lite0",
+        &fixtures().join("wide_resnet50_2_seed0.safetensors"),
+    );
+    assert!(
+        matches!(err, BackboneError::WrongBackbone { .. })
+            && err.to_string().contains("wide_resnet50_2 weights"),
+        "{err}"
+    );
+
+    // Extra keys (the classifier head here) are fine.
+    let path = edited_checkpoint(dir.path(), "extra.safetensors", |t| {
+        t.insert(
+            "fc.weight".to_string(),
+            Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+        );
+    })?;
+    Backbone::load("efficientnet_lite0", &path, Device::Cpu)?;
+
+    let err = load_err("resnet18", &lite0);
+    assert!(
+        matches!(err, BackboneError::UnknownBackbone { .. })
+            && err.to_string().contains("efficientnet_lite2"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bfloat16_runs_close_to_float() -> Result<()> {
+    let mut backbone = Backbone::load(
+        "efficientnet_lite0",
+        &real_weights("efficientnet_lite0.safetensors"),
+        Device::Cpu,
+    )?;
+    let io = read_tensors(&fixtures().join("efficientnet_lite0_io.safetensors"))?;
+    let x = get(&io, "native.input")?;
+    let stages = names(&["block4", "block10"]);
+    let f32_out = backbone.forward(x, &stages)?;
+    backbone.set_kind(Kind::BFloat16);
+    let bf16_out = backbone.forward(x, &stages)?;
+    for (a, b) in bf16_out.iter().zip(&f32_out) {
+        assert_eq!(a.kind(), Kind::BFloat16);
+        let err = rel_err(a, b)?;
+        println!("bf16 vs f32: rel err {err:.2e}");
+        assert!(err < 0.1, "bf16 rel err {err:.2e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn default_backbone_prefers_wide_resnet_weights() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    assert_eq!(default_backbone(dir.path()).name, "efficientnet_lite2");
+    std::fs::write(dir.path().join("wide_resnet50_2.safetensors"), b"")?;
+    assert_eq!(default_backbone(dir.path()).name, "wide_resnet50_2");
+    let wrn = find("wide_resnet50_2")?;
+    assert_eq!(wrn.default_stages, ["layer2", "layer3"]);
+    assert_eq!(
+        (wrn.stage("layer2")?.stride, wrn.stage("layer3")?.channels),
+        (8, 1024)
+    );
+    Ok(())
+}
