@@ -181,9 +181,10 @@ fn components(mask: &[u8], width: usize, height: usize) -> (Vec<u32>, Vec<u32>) 
 /// Normalised area under the PRO curve up to `max_fpr` (MVTec AD's AUPRO, as in the MVTec
 /// evaluation script): every 8-connected component of a ground-truth mask (nonzero = defect) is a
 /// region. At threshold t, PRO = mean over all regions of the fraction of the region's pixels
-/// with score >= t, and FPR = fraction of all normal pixels with score >= t. The sweep is exact:
-/// one (FPR, PRO) point per distinct score (ties merged), starting from (0, 0); the trapezoid
-/// area is cut at `max_fpr` with linear interpolation and divided by `max_fpr`.
+/// with score >= t, and FPR = fraction of all normal pixels with score >= t. The sweep is exact,
+/// not a fixed grid of thresholds: one (FPR, PRO) point per distinct score (ties merged), from
+/// (0, 0); the trapezoid area is cut at `max_fpr` with linear interpolation and divided by
+/// `max_fpr`. Masks: nonzero = defect. Needs at least one defect region and one normal pixel.
 pub fn pro_auc(
     maps: &[&[f32]],
     masks: &[&[u8]],

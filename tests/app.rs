@@ -293,7 +293,7 @@ fn operator_flow_category_threshold_filter_detail_export() {
     // Clicking a name in the reject table opens it too.
     h.get_by_label_contains("Back to gallery").click();
     settle(&mut h);
-    h.get_by_label("bad_d.png").click();
+    h.get_by_label("crack/bad_d.png").click();
     settle(&mut h);
     assert!(has_label_containing(&h, "Back to gallery"));
 
@@ -680,8 +680,10 @@ fn screenshot() {
         ..GuiOptions::default()
     };
     // Start with the category chosen, as after a restart.
-    let mut settings = Settings::default();
-    settings.last_bank = Some("metal_plate.safetensors".into());
+    let settings = Settings {
+        last_bank: Some("metal_plate.safetensors".into()),
+        ..Settings::default()
+    };
     settings.save(&root.join("gui.json")).expect("settings");
 
     let out = std::env::var_os("PATCHCORE_SCREENSHOT_DIR")
@@ -778,4 +780,90 @@ fn screenshot() {
         2,
         "both screenshots saved"
     );
+}
+
+// ------------------------------------------------------------------------------ real worker
+
+/// End to end with libtorch on the CPU: fit a small bank on synthetic parts, then let the
+/// workstation's real worker (TorchBackend) score the test parts. Skipped when the backbone
+/// weights are not installed (`bash scripts/setup.sh`).
+#[test]
+fn real_worker_scores_a_fitted_bank() {
+    use patchcore::data::synthetic::{generate, SyntheticSpec};
+    use patchcore::engine::patchcore::NoProgress;
+    use patchcore::engine::{FitOptions, Method, PatchCore, Precision};
+
+    let weights_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let spec = patchcore::backbone::find("efficientnet_lite0").expect("registry");
+    let weights = weights_dir.join(spec.weights_file);
+    if !weights.exists() {
+        eprintln!("skipped: {} is missing", weights.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ds = generate(
+        &tmp.path().join("data"),
+        "parts",
+        &SyntheticSpec {
+            size: 96,
+            n_train: 6,
+            n_test_good: 2,
+            n_test_defect_per_type: 1,
+            seed: 3,
+        },
+    )
+    .expect("synthetic data");
+    let opts = FitOptions {
+        method: Method::defaults_for(spec),
+        weights,
+        device: tch::Device::Cpu,
+        precision: Precision::F32,
+        batch_size: 4,
+        coreset_ratio: 0.25,
+        coreset_size: None,
+        projection_dim: 32,
+        seed: 0,
+        bank_dtype: BankDtype::F32,
+        calibration_images: 0,
+        category: "parts".into(),
+        train_dir: ds.root.join("train"),
+        test_dir: Some(ds.root.clone()),
+    };
+    let (_model, file, _) = PatchCore::fit(&ds.train, &opts, &NoProgress).expect("fit");
+    let banks = tmp.path().join("banks");
+    std::fs::create_dir_all(&banks).expect("dir");
+    file.save(&banks.join("parts.safetensors")).expect("save");
+
+    let out = tmp.path().join("rejects.csv");
+    let services = Services {
+        backend: patchcore::app::TorchBackend::factory(weights_dir, "cpu".into(), 4),
+        dialogs: Box::new(ScriptedDialogs {
+            folder: None,
+            save: Some(out.clone()),
+        }),
+    };
+    let gui = GuiOptions {
+        models_dir: Some(banks),
+        settings_path: Some(tmp.path().join("gui.json")),
+        ..GuiOptions::default()
+    };
+    let mut h = harness(gui, services);
+    choose_category(&mut h, "parts");
+    let n = ds.test.len();
+    assert!(n >= 3);
+    wait_for(&mut h, "the real worker's results", |h| {
+        has_label(h, &format!("Images: {n}")) && !has_label_containing(h, "Pending:")
+    });
+    assert!(has_label(&h, "Errors: 0"), "every test part scores");
+    assert!(has_label_containing(&h, "on cpu"), "device shown");
+    // The worst part is listed first and is a defect (the bank saw only good parts).
+    let worst = h.state_mut().gallery_paths()[0].clone();
+    let sample = ds.test.iter().find(|t| t.path == worst).expect("listed");
+    assert!(sample.is_anomalous(), "worst is {worst:?}");
+    h.get_by_label("Export rejects...").click();
+    wait_for(&mut h, "the export", |h| {
+        has_label_containing(h, "Exported ")
+    });
+    let csv = std::fs::read_to_string(&out).expect("csv");
+    assert!(csv.starts_with(&CSV_COLUMNS.join(",")));
 }

@@ -547,8 +547,8 @@ fn defect_contrast(img: &RgbImage, mask: &GrayImage) -> f64 {
             let near = (-4..=4).any(|dy| (-4..=4).any(|dx| inside(x + dx, y + dy)));
             if near && !inside(x, y) {
                 let p = img.get_pixel(x as u32, y as u32).0;
-                for c in 0..3 {
-                    ring.0[c] += p[c] as f64;
+                for (sum, v) in ring.0.iter_mut().zip(p) {
+                    *sum += v as f64;
                 }
                 ring.1 += 1.0;
             }

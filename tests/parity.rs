@@ -63,18 +63,21 @@ fn backbone_and_patch_embedding_match_official() {
     assert!(e < 1e-4);
 }
 
+/// A split.json listing the reference images, relative to `dir` through a `bottle` link, so map
+/// dumps are named `bottle/<path in test_list.txt>.npy`.
 fn bottle_split(bottle: &Path, reference: &Path, dir: &Path) -> PathBuf {
+    std::os::unix::fs::symlink(bottle, dir.join("bottle")).unwrap();
     let read_list = |name: &str| -> Vec<String> {
         std::fs::read_to_string(reference.join(name)).unwrap().lines().map(str::to_string).collect()
     };
-    let train: Vec<String> = read_list("train_list.txt").iter().map(|p| bottle.join(p).display().to_string()).collect();
+    let train: Vec<String> = read_list("train_list.txt").iter().map(|p| format!("bottle/{p}")).collect();
     let test: Vec<serde_json::Value> = read_list("test_list.txt")
         .iter()
         .map(|p| {
             let defect = p.split('/').nth(1).unwrap().to_string();
             let stem = Path::new(p).file_stem().unwrap().to_string_lossy().into_owned();
-            let mask = (defect != "good").then(|| bottle.join(format!("ground_truth/{defect}/{stem}_mask.png")).display().to_string());
-            serde_json::json!({"image": bottle.join(p).display().to_string(), "mask": mask, "label": defect})
+            let mask = (defect != "good").then(|| format!("bottle/ground_truth/{defect}/{stem}_mask.png"));
+            serde_json::json!({"image": format!("bottle/{p}"), "mask": mask, "label": defect})
         })
         .collect();
     let split = dir.join("split.json");
@@ -113,8 +116,13 @@ fn end_to_end_cli_matches_official_scores_maps_and_top_patches() {
     let want_maps = read_npy(&reference.join("anomaly_maps.npy"));
     let tops: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(reference.join("top_patch.json")).unwrap()).unwrap();
     let test_list = std::fs::read_to_string(reference.join("test_list.txt")).unwrap();
+    let exact = read_npy(&reference.join("nn_distance_f64.npy")).data;
+    let exact_grid: Vec<f32> = exact.iter().map(|&v| v as f32).collect();
+    let exact_maps = patchcore::engine::anomaly_map::anomaly_maps(&Tensor::from_slice(&exact_grid).view([20, 28, 28]), 224, 4.0);
+    let exact_maps: Vec<f32> = exact_maps.view([-1]).try_into().unwrap();
     let mut worst_score: f64 = 0.0;
     let mut worst_map: f64 = 0.0;
+    let mut worst_exact_map: f64 = 0.0;
     for (i, rel) in test_list.lines().enumerate() {
         let got = images[i]["score"].as_f64().unwrap();
         let rel_err = (got - want_scores[i]).abs() / want_scores[i];
@@ -125,15 +133,24 @@ fn end_to_end_cli_matches_official_scores_maps_and_top_patches() {
             (tops[i]["row"].as_u64().unwrap(), tops[i]["col"].as_u64().unwrap()),
             "{rel}: top patch cell"
         );
-        let map = read_npy(&maps_dir.join(rel).with_extension("npy"));
+        let map = read_npy(&maps_dir.join("bottle").join(rel).with_extension("npy"));
         let want = &want_maps.data[i * 224 * 224..(i + 1) * 224 * 224];
         let peak = want.iter().cloned().fold(0.0, f64::max);
         let err = map.data.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / peak;
         worst_map = worst_map.max(err);
+        let ex = &exact_maps[i * 224 * 224..(i + 1) * 224 * 224];
+        let exact_err = map.data.iter().zip(ex).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max) / peak;
+        let official_vs_exact = want.iter().zip(ex).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max) / peak;
+        worst_exact_map = worst_exact_map.max(exact_err);
+        println!("{rel}: map err vs official {err:.2e}, vs exact-f64 {exact_err:.2e}; official vs exact-f64 {official_vs_exact:.2e}");
+        // faiss's GEMM-form rounding moves the official maps up to ~2e-3 of their maximum away
+        // from the exact answer (reference README); ours may not be farther from them than that.
+        assert!(err <= official_vs_exact + 1e-4, "{rel}: map error {err} vs official exceeds faiss's own {official_vs_exact}");
     }
     println!("end to end: worst image-score rel err {worst_score:e}, worst map err / max {worst_map:e}");
     assert!(worst_score < 1e-3, "image scores: worst relative error {worst_score}");
-    assert!(worst_map < 1e-3, "anomaly maps: worst error {worst_map} of the maximum");
+    println!("maps: worst error vs maps from the exact f64 distances {worst_exact_map:e} of the maximum");
+    assert!(worst_exact_map < 1e-4, "anomaly maps: worst error {worst_exact_map} of the maximum vs exact distances");
 }
 
 /// With the official projection and start points, the greedy coreset picks the same rows in the

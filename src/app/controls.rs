@@ -67,7 +67,8 @@ fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     let calibrated = bank.calibrated_threshold();
     let (lo, hi) = ws.insp.threshold_range();
     let mut t = ws.insp.threshold();
-    ui.spacing_mut().slider_width = (ui.available_width() - 70.0).max(80.0);
+    // Leave room for the value box and the label, or the panel grows to fit them.
+    ui.spacing_mut().slider_width = (ui.available_width() - 175.0).max(60.0);
     let r = ui.add(
         Slider::new(&mut t, lo..=hi)
             .text("Threshold")

@@ -170,13 +170,9 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
                     Pos2::new(zoom.min.x / image_size.x, zoom.min.y / image_size.y),
                     Pos2::new(zoom.max.x / image_size.x, zoom.max.y / image_size.y),
                 );
+                // Raw pixels, no overlay: the heatmap is on the big image already, and here
+                // the operator wants to see the defect itself.
                 zp.image(tex.id(), zscreen, uv, Color32::WHITE);
-                if let Some(scale) = &scale {
-                    if overlay {
-                        let heat = ws.textures.heat(&ctx, &item.path, ins, scale);
-                        paint::draw_heat(&zp, heat.id(), &ins.geometry, zoom, zscreen, opacity);
-                    }
-                }
                 paint::draw_box(
                     &zp,
                     ins.top_patch.box_original,
@@ -227,15 +223,15 @@ fn unit_uv() -> Rect {
     Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0))
 }
 
-/// A square around the top patch, three times its size (at least 1/8 of the image), shifted
-/// to stay inside the image.
+/// A square around the top patch, three times its size (at least a quarter of the image's
+/// short side), shifted to stay inside the image.
 fn zoom_region(b: [u32; 4], image: Vec2) -> Rect {
     let center = Pos2::new(
         b[0] as f32 + b[2] as f32 / 2.0,
         b[1] as f32 + b[3] as f32 / 2.0,
     );
     let side = (b[2].max(b[3]) as f32 * 3.0)
-        .max(image.x.min(image.y) / 8.0)
+        .max(image.x.min(image.y) / 4.0)
         .min(image.x.min(image.y));
     let mut r = Rect::from_center_size(center, Vec2::splat(side));
     let shift = Vec2::new(

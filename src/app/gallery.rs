@@ -228,7 +228,7 @@ fn tile(
             );
             painter.rect_filled(r, CornerRadius::ZERO, Color32::from_black_alpha(200));
             let galley = painter.layout(
-                format!("{e}"),
+                e.to_string(),
                 FontId::proportional(10.0),
                 ERROR,
                 r.width() - 6.0,

@@ -44,8 +44,13 @@ use std::time::Duration;
 /// Options of `patchcore gui`.
 #[derive(Clone, Debug)]
 pub struct GuiOptions {
-    /// Folder of bank files (and backbone weights). Default: the remembered one, else `models`.
+    /// Folder listed for bank files (one category per file). Default: the remembered one,
+    /// else `models`.
     pub models_dir: Option<PathBuf>,
+    /// Folder with the backbone weights files; `None` = `models_dir` (banks beside weights).
+    pub weights_dir: Option<PathBuf>,
+    /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; parsed on the worker thread.
+    pub device: String,
     /// Watch this folder and score new images as they arrive.
     pub inbox: Option<PathBuf>,
     /// Settings file; `None` = `<platform config dir>/patchcore/gui.json`. Tests point it at a
@@ -61,6 +66,8 @@ impl Default for GuiOptions {
     fn default() -> Self {
         GuiOptions {
             models_dir: None,
+            weights_dir: None,
+            device: "auto".into(),
             inbox: None,
             settings_path: None,
             batch_size: 8,
@@ -93,7 +100,8 @@ pub fn run(mut opts: GuiOptions) -> anyhow::Result<()> {
         .or_else(|| settings.models_dir.clone())
         .unwrap_or_else(|| PathBuf::from("models"));
     opts.models_dir = Some(models_dir.clone());
-    let backend = TorchBackend::factory(models_dir, opts.batch_size);
+    let weights = opts.weights_dir.clone().unwrap_or(models_dir);
+    let backend = TorchBackend::factory(weights, opts.device.clone(), opts.batch_size);
     run_with(opts, move |ctx| Services {
         backend,
         dialogs: Box::new(NativeDialogs {

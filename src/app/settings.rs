@@ -153,8 +153,10 @@ mod tests {
         let (s, err) = Settings::load(&path);
         assert!(err.is_none());
         assert_eq!(s, Settings::default());
-        let mut s = Settings::default();
-        s.last_bank = Some("bottle.safetensors".into());
+        let mut s = Settings {
+            last_bank: Some("bottle.safetensors".into()),
+            ..Settings::default()
+        };
         s.thresholds.insert(
             "bottle.safetensors".into(),
             SavedThreshold {

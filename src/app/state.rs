@@ -82,11 +82,23 @@ pub struct Item {
 }
 
 impl Item {
-    pub fn new(path: PathBuf, inbox_seq: Option<u64>) -> Item {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.to_string_lossy().into_owned());
+    /// `root` is the folder the image was listed from: the name is the path below it, so
+    /// `crack/001.png` and `stain/001.png` stay apart; without it, the file name.
+    pub fn new(path: PathBuf, inbox_seq: Option<u64>, root: Option<&Path>) -> Item {
+        let relative = root
+            .and_then(|r| path.strip_prefix(r).ok())
+            .filter(|r| !r.as_os_str().is_empty())
+            .map(|r| {
+                r.components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            });
+        let name = relative.unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.to_string_lossy().into_owned())
+        });
         Item {
             path,
             name,
@@ -264,7 +276,8 @@ impl Inspector {
                     i
                 }
                 None => {
-                    self.items.push(Item::new(path.clone(), seq));
+                    let root = if inbox { None } else { self.source.as_deref() };
+                    self.items.push(Item::new(path.clone(), seq, root));
                     self.by_path.insert(path.clone(), self.items.len() - 1);
                     self.items.len() - 1
                 }

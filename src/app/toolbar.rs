@@ -19,7 +19,7 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     });
     for (i, n) in ws.notices.iter().enumerate() {
         ui.horizontal(|ui| {
-            ui.colored_label(REJECT, format!("{n}"));
+            ui.colored_label(REJECT, n.as_str());
             if ui.small_button("Dismiss").clicked() {
                 actions.push(Action::DismissNotice(i));
             }
@@ -88,10 +88,10 @@ fn category_picker(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>)
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         ui.label(format!("Loading {}…", name.unwrap_or_default()));
     } else if let Some(e) = &ws.bank_error {
-        ui.add(Label::new(RichText::new(format!("{e}")).color(REJECT)).truncate())
+        ui.add(Label::new(RichText::new(e.to_string()).color(REJECT)).truncate())
             .on_hover_text(e);
     } else if let Some(e) = &ws.catalog_error {
-        ui.colored_label(REJECT, format!("{e}"));
+        ui.colored_label(REJECT, e.as_str());
     } else if let Some(b) = &ws.insp.bank {
         ui.weak(format!("on {}", b.device));
     }
@@ -116,7 +116,7 @@ fn folder(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
             .on_hover_text(name);
     }
     if let Some(e) = &ws.folder_error {
-        ui.colored_label(REJECT, format!("{e}"));
+        ui.colored_label(REJECT, e.as_str());
     }
 }
 
@@ -145,7 +145,7 @@ fn inbox(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         );
     }
     if let Some(e) = &ws.inbox_error {
-        ui.colored_label(REJECT, format!("{e}"));
+        ui.colored_label(REJECT, e.as_str());
     }
 }
 

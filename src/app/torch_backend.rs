@@ -28,18 +28,44 @@ pub struct TorchBackend {
     cache: Vec<Cached>,
 }
 
+/// "auto", "cpu", "cuda" or "cuda:N" (the CLI's `--device` values).
+pub fn parse_device(s: &str) -> Result<tch::Device, String> {
+    let cuda = |n: usize| {
+        let count = tch::Cuda::device_count().max(0) as usize;
+        if n < count {
+            Ok(tch::Device::Cuda(n))
+        } else {
+            Err(format!(
+                "device cuda:{n}: libtorch sees {count} CUDA device(s)"
+            ))
+        }
+    };
+    match s {
+        "" | "auto" => Ok(tch::Device::cuda_if_available()),
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => cuda(n),
+            None => Err(format!(
+                "device must be auto, cpu, cuda or cuda:N, not {other:?}"
+            )),
+        },
+    }
+}
+
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl TorchBackend {
-    /// A factory for the worker: picks CUDA when available, else the CPU. It runs on the
-    /// worker thread, so the GUI thread never initialises libtorch.
-    pub fn factory(models_dir: PathBuf, batch_size: usize) -> BackendFactory {
+    /// A factory for the worker. `weights_dir` holds the backbone weights files; `device` is
+    /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N". Both are resolved on the worker
+    /// thread, so the GUI thread never initialises libtorch.
+    pub fn factory(weights_dir: PathBuf, device: String, batch_size: usize) -> BackendFactory {
         Arc::new(move || {
             Ok(Box::new(TorchBackend {
-                models_dir: models_dir.clone(),
-                device: tch::Device::cuda_if_available(),
+                models_dir: weights_dir.clone(),
+                device: parse_device(&device)?,
                 batch_size: batch_size.max(1),
                 cache: Vec::new(),
             }) as Box<dyn Backend>)

@@ -287,12 +287,13 @@ impl Workstation {
             .unwrap_or(info.calibrated_threshold());
         self.settings.last_bank = Some(info.file_name.clone());
         self.settings_dirty = true;
-        let folder = info
-            .meta
-            .test_dir
-            .clone()
-            .filter(|d| d.is_dir())
-            .unwrap_or_else(|| info.meta.train_dir.clone());
+        // `test_dir` may name the dataset root (MVTec layout: train/, test/, ground_truth/);
+        // the parts to inspect are then under test/.
+        let folder = match info.meta.test_dir.clone().filter(|d| d.is_dir()) {
+            Some(d) if d.join("test").is_dir() => d.join("test"),
+            Some(d) => d,
+            None => info.meta.train_dir.clone(),
+        };
         self.cancel_jobs();
         self.insp.set_bank(info, threshold);
         self.open_folder(folder);

@@ -308,7 +308,8 @@ pub(super) fn init_random(vars: &HashMap<String, Tensor>) -> Result<(), TchError
         let size = var.size();
         let fan_out: i64 = size[0] * size[2..].iter().product::<i64>();
         var.shallow_clone()
-            .f_normal_(0.0, (2.0 / fan_out as f64).sqrt())?;
+            .f_normal_(0.0, (2.0 / fan_out as f64).sqrt())
+            .map(drop)?;
     }
     Ok(())
 }

@@ -102,7 +102,7 @@ pub enum BackboneError {
     Torch(#[from] TchError),
 }
 
-/// The " (and N more problems)" suffix, so one error still tells how broken a file is.
+/// The " (and N more ...)" suffix, so the one error reported still tells how broken a file is.
 fn more(others: usize) -> String {
     match others {
         0 => String::new(),

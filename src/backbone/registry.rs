@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use super::efficientnet_lite::Variant;
-use super::{efficientnet_lite, wide_resnet, BackboneError};
+use super::{wide_resnet, BackboneError};
 
 /// Per-channel input normalisation a backbone's weights expect.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,8 +31,8 @@ impl Normalization {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StageInfo {
     pub name: &'static str,
-    /// Input pixels per output pixel (the map is `ceil(H / stride)` x `ceil(W / stride)` for
-    /// EfficientNet-Lite, `H / stride` rounded by the conv arithmetic for ResNets).
+    /// Input pixels per output pixel: an H x W input gives a ceil(H / stride) x ceil(W / stride)
+    /// map (both architectures round up at every stride-2 step).
     pub stride: u32,
     pub channels: u32,
 }

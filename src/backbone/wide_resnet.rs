@@ -212,35 +212,43 @@ fn torchvision_convs() -> (Vec<ConvSlot>, Vec<ConvSlot>) {
 /// in module order. Draws for layers that are not built go to scratch tensors, so the stream
 /// stays aligned. BatchNorms already hold torchvision's init (weight 1, bias 0).
 pub(super) fn init_like_torchvision(vars: &HashMap<String, Tensor>) -> Result<(), TchError> {
-    let opts = (Kind::Float, Device::Cpu);
     let (built, modules) = torchvision_convs();
     for conv in &built {
         let bound = default_bound(conv.shape[1] * conv.shape[2] * conv.shape[3]);
-        Tensor::f_empty(conv.shape, opts)?.f_uniform_(-bound, bound)?;
+        scratch(&conv.shape)?.f_uniform_(-bound, bound).map(drop)?;
     }
     let fc_in = LAYERS[3].0 * EXPANSION;
     let bound = default_bound(fc_in);
-    Tensor::f_empty([NUM_CLASSES, fc_in], opts)?.f_uniform_(-bound, bound)?;
+    scratch(&[NUM_CLASSES, fc_in])?
+        .f_uniform_(-bound, bound)
+        .map(drop)?;
     // Linear bias: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), written as torch computes it.
     let bias_bound = 1.0 / (fc_in as f64).sqrt();
-    Tensor::f_empty([NUM_CLASSES], opts)?.f_uniform_(-bias_bound, bias_bound)?;
+    scratch(&[NUM_CLASSES])?
+        .f_uniform_(-bias_bound, bias_bound)
+        .map(drop)?;
 
     // Nothing after the last built conv in module order affects the built weights.
-    let Some(last) = modules
-        .iter()
-        .rposition(|c| vars.contains_key(&format!("{}.weight", c.name)))
-    else {
+    let weight = |conv: &ConvSlot| vars.get(&format!("{}.weight", conv.name));
+    let Some(last) = modules.iter().rposition(|c| weight(c).is_some()) else {
         return Ok(());
     };
     for conv in &modules[..=last] {
         let fan_out = conv.shape[0] * conv.shape[2] * conv.shape[3];
         let std = 2f64.sqrt() / (fan_out as f64).sqrt();
-        match vars.get(&format!("{}.weight", conv.name)) {
-            Some(var) => var.shallow_clone().f_normal_(0.0, std)?,
-            None => Tensor::f_empty(conv.shape, opts)?.f_normal_(0.0, std)?,
+        let mut target = match weight(conv) {
+            Some(var) => var.shallow_clone(),
+            None => scratch(&conv.shape)?,
         };
+        target.f_normal_(0.0, std).map(drop)?;
     }
     Ok(())
+}
+
+/// A CPU float tensor that only receives random draws, to keep the generator aligned with
+/// torchvision for parameters that are not built.
+fn scratch(shape: &[i64]) -> Result<Tensor, TchError> {
+    Tensor::f_empty(shape, (Kind::Float, Device::Cpu))
 }
 
 /// The bound of PyTorch's default `kaiming_uniform_(w, a=sqrt(5))`, with torch's exact float

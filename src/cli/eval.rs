@@ -155,7 +155,13 @@ pub fn run(a: EvalArgs) -> Result<Report> {
 
     if let Some(dir) = &a.dump_maps {
         for (s, i) in dataset.test.iter().zip(&inspections) {
+            // Named after the path relative to the data folder; paths outside it keep their
+            // normal components only, so nothing is ever written outside `dir`.
             let rel = s.path.strip_prefix(&dataset.root).unwrap_or(&s.path);
+            let rel: PathBuf = rel
+                .components()
+                .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                .collect();
             let out = dir.join(rel).with_extension("npy");
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;

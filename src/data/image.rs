@@ -61,8 +61,9 @@ fn decode(path: &Path) -> Result<DynamicImage, DataError> {
     Ok(img)
 }
 
-/// The JPEG decoder fills a cut-off scan with grey instead of failing (PIL raises "image file is
-/// truncated"), so check that an end-of-image marker follows the last start-of-scan. Entropy-coded
+/// The JPEG decoder returns an image for a file cut off inside its scan data, without an error
+/// (PIL raises "image file is truncated"), so check that an end-of-image marker follows the last
+/// start-of-scan. Entropy-coded
 /// data cannot contain either marker (0xFF bytes are stuffed as `FF 00`).
 fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);

@@ -25,7 +25,7 @@ const MARKER: &str = "synthetic.json";
 /// What to generate. The same spec always produces the same bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyntheticSpec {
-    /// Side of the square images, in pixels (at least 32).
+    /// Side of the square images, in pixels (32 to 4096).
     pub size: u32,
     pub n_train: usize,
     pub n_test_good: usize,
@@ -66,8 +66,11 @@ pub fn generate(out: &Path, name: &str, spec: &SyntheticSpec) -> Result<Dataset,
     if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
         return Err(invalid(format!("\"{name}\" is not a usable category name")));
     }
-    if spec.size < 32 {
-        return Err(invalid(format!("image size {} is below 32 px", spec.size)));
+    if !(32..=4096).contains(&spec.size) {
+        return Err(invalid(format!(
+            "image size {} px is outside 32..=4096",
+            spec.size
+        )));
     }
     if spec.n_train == 0 {
         return Err(invalid("at least one training image is needed".into()));
@@ -211,26 +214,29 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
 // ---------------------------------------------------------------------------------------------
 // Rendering
 
-/// Periodic 2-D value noise in [-1, 1] on an `n` x `n` lattice, smoothly interpolated.
-struct Noise2 {
-    n: usize,
-    v: Vec<f32>,
-}
+/// Periodic 2-D value noise in [-1, 1] on a 16 x 16 lattice, smoothly interpolated.
+struct Noise2(Vec<f32>);
+
+const NOISE2: usize = 16;
+const NOISE1: usize = 4096;
 
 impl Noise2 {
-    fn new(rng: &mut ChaCha8Rng, n: usize) -> Self {
-        let v = (0..n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Self { n, v }
+    fn new(rng: &mut ChaCha8Rng) -> Self {
+        Self(
+            (0..NOISE2 * NOISE2)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect(),
+        )
     }
 
     fn at(&self, x: f32, y: f32) -> f32 {
         let (xf, yf) = (x.floor(), y.floor());
         let (tx, ty) = (smooth(x - xf), smooth(y - yf));
-        let n = self.n as i64;
-        let x0 = (xf as i64).rem_euclid(n) as usize;
-        let y0 = (yf as i64).rem_euclid(n) as usize;
-        let (x1, y1) = ((x0 + 1) % self.n, (y0 + 1) % self.n);
-        let v = |x: usize, y: usize| self.v[y * self.n + x];
+        // Two's-complement masking wraps negative cells too (the size is a power of two).
+        let wrap = |i: i64| (i & (NOISE2 as i64 - 1)) as usize;
+        let (x0, y0) = (wrap(xf as i64), wrap(yf as i64));
+        let (x1, y1) = (wrap(xf as i64 + 1), wrap(yf as i64 + 1));
+        let v = |x: usize, y: usize| self.0[y * NOISE2 + x];
         lerp(
             lerp(v(x0, y0), v(x1, y0), tx),
             lerp(v(x0, y1), v(x1, y1), tx),
@@ -243,16 +249,18 @@ impl Noise2 {
 struct Noise1(Vec<f32>);
 
 impl Noise1 {
-    fn new(rng: &mut ChaCha8Rng, n: usize) -> Self {
-        Self((0..n).map(|_| rng.random_range(-1.0..1.0)).collect())
+    fn new(rng: &mut ChaCha8Rng) -> Self {
+        Self((0..NOISE1).map(|_| rng.random_range(-1.0..1.0)).collect())
     }
 
     fn at(&self, x: f32) -> f32 {
         let xf = x.floor();
-        let n = self.0.len() as i64;
-        let i0 = (xf as i64).rem_euclid(n) as usize;
-        let i1 = (i0 + 1) % self.0.len();
-        lerp(self.0[i0], self.0[i1], smooth(x - xf))
+        let wrap = |i: i64| (i & (NOISE1 as i64 - 1)) as usize;
+        lerp(
+            self.0[wrap(xf as i64)],
+            self.0[wrap(xf as i64 + 1)],
+            smooth(x - xf),
+        )
     }
 }
 
@@ -333,9 +341,9 @@ impl Part {
             light_local: rotate(light, cos, -sin),
             tint,
             bolts,
-            face: Noise2::new(rng, 16),
-            bg: Noise2::new(rng, 16),
-            rings: Noise1::new(rng, 4096),
+            face: Noise2::new(rng),
+            bg: Noise2::new(rng),
+            rings: Noise1::new(rng),
             noise_seed: rng.random(),
         }
     }
@@ -385,9 +393,14 @@ impl Blob {
         Self { c, r0, waves }
     }
 
-    /// Signed distance (approximately, in pixels), positive inside.
+    /// Signed distance (approximately, in pixels), positive inside; exact enough within a few
+    /// pixels of the edge, merely negative far outside.
     fn sd(&self, x: f32, y: f32) -> f32 {
         let (dx, dy) = (x - self.c[0], y - self.c[1]);
+        let reach = self.r0 * (1.0 + self.waves.iter().map(|w| w.0.abs()).sum::<f32>()) + 4.0;
+        if dx.abs() > reach || dy.abs() > reach {
+            return -reach;
+        }
         let phi = dy.atan2(dx);
         let wobble: f32 = self
             .waves
@@ -399,9 +412,11 @@ impl Blob {
 }
 
 enum Defect {
-    /// A polyline groove `half_w` wide that darkens (`factor` < 1) or catches the light.
+    /// A polyline groove `half_w` wide that darkens (`factor` < 1) or catches the light;
+    /// `bbox` (x0, y0, x1, y1) bounds the pixels it can touch.
     Scratch {
         pts: Vec<[f32; 2]>,
+        bbox: [f32; 4],
         half_w: f32,
         factor: f32,
     },
@@ -465,16 +480,36 @@ impl Defect {
                             a * p0[1] + b * p1[1] + c * p2[1],
                         ]
                     })
-                    .collect();
+                    .collect::<Vec<[f32; 2]>>();
                 let bright = rng.random_bool(0.5);
+                let half_w = s * rng.random_range(0.9..1.5);
+                let factor = if bright {
+                    rng.random_range(1.45..1.7)
+                } else {
+                    rng.random_range(0.35..0.5)
+                };
+                let pad = half_w + 1.0;
+                let bbox = pts.iter().fold(
+                    [
+                        f32::INFINITY,
+                        f32::INFINITY,
+                        f32::NEG_INFINITY,
+                        f32::NEG_INFINITY,
+                    ],
+                    |b, p| {
+                        [
+                            b[0].min(p[0] - pad),
+                            b[1].min(p[1] - pad),
+                            b[2].max(p[0] + pad),
+                            b[3].max(p[1] + pad),
+                        ]
+                    },
+                );
                 Defect::Scratch {
                     pts,
-                    half_w: s * rng.random_range(0.9..1.5),
-                    factor: if bright {
-                        rng.random_range(1.45..1.7)
-                    } else {
-                        rng.random_range(0.35..0.5)
-                    },
+                    bbox,
+                    half_w,
+                    factor,
                 }
             }
             _ => {
@@ -582,14 +617,15 @@ fn shade(part: &Part, defect: Option<&Defect>, x: usize, y: usize) -> ([f32; 3],
     let nl = n[0] * ll[0] + n[1] * ll[1];
 
     // Holes: the bore and the nearest bolt hole.
-    let (bolt_d, bolt) = part
+    let (bolt_d2, bolt) = part
         .bolts
         .iter()
-        .map(|b| ((u - b[0]).hypot(v - b[1]), *b))
+        .map(|b| ((u - b[0]).powi(2) + (v - b[1]).powi(2), *b))
         .fold(
             (f32::INFINITY, [0.0; 2]),
             |a, b| if b.0 < a.0 { b } else { a },
         );
+    let bolt_d = bolt_d2.sqrt();
     let hole = cov(BORE * r - rr).max(cov(BOLT_RADIUS * r - bolt_d));
     let mut alpha = outer * (1.0 - hole);
 
@@ -631,10 +667,16 @@ fn shade(part: &Part, defect: Option<&Defect>, x: usize, y: usize) -> ([f32; 3],
     match defect {
         Some(Defect::Scratch {
             pts,
+            bbox,
             half_w,
             factor,
         }) => {
-            let d = polyline_distance(pts, px, py);
+            let inside = px >= bbox[0] && px <= bbox[2] && py >= bbox[1] && py <= bbox[3];
+            let d = if inside {
+                polyline_distance(pts, px, py)
+            } else {
+                f32::INFINITY
+            };
             let c = cov(half_w - d);
             if c > 0.0 {
                 color = color.map(|v| v * lerp(1.0, *factor, c));

@@ -58,12 +58,25 @@ pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
     }
 }
 
+/// Euclidean distance with 16 independent accumulators: a plain `.sum()` over floats is a serial
+/// dependency chain the compiler may not vectorise, and this loop is the coreset's whole cost.
 fn dist(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
         .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f32>()
-        .sqrt()
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    (acc.iter().sum::<f32>() + tail).sqrt()
 }
 
 /// Initial min-distance of each row: its mean Euclidean distance to the start rows.
@@ -84,54 +97,96 @@ fn argmax(v: &[f32]) -> usize {
         .0
 }
 
-/// Greedy farthest-point selection over `rows` (`N x dim`, row-major) with triangle-inequality
-/// pruning. Rows still carrying their start-point mean have no centre and are always updated.
+/// Rows that share a nearest centre, with the largest min-distance among them (and the first row
+/// holding it), so a whole cluster can be skipped with one comparison.
+struct Cluster {
+    members: Vec<u32>,
+    max: f32,
+    arg: u32,
+}
+
+impl Cluster {
+    /// Compares every member with the new centre `c`; members that get closer to `c` move to
+    /// `moved`. `gap` is the centre-to-`c` distance (0 for rows without a centre: never pruned).
+    fn update(&mut self, rows: &[f32], dim: usize, crow: &[f32], gap: f32, min_d: &mut [f32], moved: &mut Vec<u32>) {
+        let (mut max, mut arg) = (f32::NEG_INFINITY, u32::MAX);
+        self.members.retain(|&i| {
+            let m = &mut min_d[i as usize];
+            // Triangle inequality: d(x, c) >= d(a, c) - d(x, a) >= d(x, a) when d(a, c) >= 2 d(x, a).
+            // The small margin keeps rounding from ever changing the answer.
+            if gap <= 2.0 * *m * (1.0 + 1e-5) {
+                let d = dist(&rows[i as usize * dim..(i as usize + 1) * dim], crow);
+                if d < *m {
+                    *m = d;
+                    moved.push(i);
+                    return false;
+                }
+            }
+            if *m > max || (*m == max && i < arg) {
+                (max, arg) = (*m, i);
+            }
+            true
+        });
+        (self.max, self.arg) = (max, arg);
+    }
+}
+
+/// Greedy farthest-point selection over `rows` (`N x dim`, row-major), exact but pruned: rows
+/// are kept in clusters by their nearest centre, and a cluster whose centre is at least twice its
+/// largest min-distance away from the new centre is skipped whole. Rows still carrying their
+/// start-point mean have no centre and are compared every step.
 pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {
-    const NO_CENTRE: u32 = u32::MAX;
+    let n = rows.len() / dim;
+    let row = |i: usize| &rows[i * dim..(i + 1) * dim];
     let mut min_d = initial_distances(rows, dim, starts);
-    let mut centre = vec![NO_CENTRE; min_d.len()];
+    let first = argmax(&min_d);
+    let mut unassigned = Cluster {
+        members: (0..n as u32).collect(),
+        max: min_d[first],
+        arg: first as u32,
+    };
+    let mut clusters: Vec<Cluster> = Vec::with_capacity(target);
     let mut chosen: Vec<usize> = Vec::with_capacity(target);
-    // Distance from the newest centre to every earlier one, indexed by selection order.
-    let mut centre_gap = Vec::with_capacity(target);
-    let mut next = argmax(&min_d);
-    const BLOCK: usize = 4096;
+    let mut gaps: Vec<f32> = Vec::with_capacity(target);
+    let mut next = first;
     while chosen.len() < target {
         let c = next;
-        let crow = &rows[c * dim..(c + 1) * dim];
-        centre_gap.clear();
-        centre_gap.par_extend(chosen.par_iter().map(|&j| dist(crow, &rows[j * dim..(j + 1) * dim])));
-        let slot = chosen.len() as u32;
+        let crow = row(c);
+        gaps.clear();
+        if chosen.len() > 2048 {
+            gaps.par_extend(chosen.par_iter().map(|&j| dist(crow, row(j))));
+        } else {
+            gaps.extend(chosen.iter().map(|&j| dist(crow, row(j))));
+        }
         chosen.push(c);
-        // One parallel pass updates the distances and finds the next argmax.
-        let (best_i, _) = min_d
-            .par_chunks_mut(BLOCK)
-            .zip(centre.par_chunks_mut(BLOCK))
-            .enumerate()
-            .map(|(b, (md, ce))| {
-                let base = b * BLOCK;
-                let mut best = (usize::MAX, f32::NEG_INFINITY);
-                for (o, (m, a)) in md.iter_mut().zip(ce.iter_mut()).enumerate() {
-                    let i = base + o;
-                    // Keep a tiny margin so rounding never lets pruning change the answer.
-                    let prunable = *a != NO_CENTRE && centre_gap[*a as usize] > 2.0 * *m * (1.0 + 1e-5);
-                    if !prunable {
-                        let d = dist(&rows[i * dim..(i + 1) * dim], crow);
-                        if d < *m {
-                            *m = d;
-                            *a = slot;
-                        }
-                    }
-                    if *m > best.1 {
-                        best = (i, *m);
-                    }
+        let mut moved = Vec::new();
+        unassigned.update(rows, dim, crow, 0.0, &mut min_d, &mut moved);
+        for (cl, &gap) in clusters.iter_mut().zip(&gaps) {
+            if gap <= 2.0 * cl.max * (1.0 + 1e-5) {
+                cl.update(rows, dim, crow, gap, &mut min_d, &mut moved);
+            }
+        }
+        let (max, arg) = moved
+            .iter()
+            .map(|&i| (min_d[i as usize], i))
+            .fold((f32::NEG_INFINITY, u32::MAX), |b, x| if x.0 > b.0 || (x.0 == b.0 && x.1 < b.1) { x } else { b });
+        clusters.push(Cluster { members: moved, max, arg });
+        // Next centre: the largest min-distance, first row on ties (the official argmax rule).
+        let best = clusters
+            .iter()
+            .chain(std::iter::once(&unassigned))
+            .filter(|cl| cl.arg != u32::MAX)
+            .fold((f32::NEG_INFINITY, u32::MAX), |b, cl| {
+                if cl.max > b.0 || (cl.max == b.0 && cl.arg < b.1) {
+                    (cl.max, cl.arg)
+                } else {
+                    b
                 }
-                best
-            })
-            .reduce(
-                || (usize::MAX, f32::NEG_INFINITY),
-                |x, y| if y.1 > x.1 || (y.1 == x.1 && y.0 < x.0) { y } else { x },
-            );
-        next = best_i;
+            });
+        if best.1 == u32::MAX {
+            break;
+        }
+        next = best.1 as usize;
     }
     chosen.into_iter().map(|i| i as i64).collect()
 }

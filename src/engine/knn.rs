@@ -67,24 +67,27 @@ impl Searcher {
         let chunk = ((self.chunk_bytes / per_row).max(1) as i64).min(m.max(1));
         let mut dists = Vec::new();
         let mut idxs = Vec::new();
+        // The GEMM only shortlists candidates (a bfloat16 one coarsely); exact f32 distances pick
+        // among them, so near-ties the GEMM form gets wrong by cancellation still resolve exactly.
+        let candidates = (4 * k).max(8).min(bank);
+        let row_sq = self.centred_sq.to_kind(self.centred.kind()).unsqueeze(0);
         for start in (0..m).step_by(chunk as usize) {
             let len = chunk.min(m - start);
             let q = queries.narrow(0, start, len);
-            let qc = &q - &self.mean;
-            let q_sq = qc.square().sum_dim_intlist(1, true, Kind::Float);
-            let cross = qc.to_kind(self.centred.kind()).matmul(&self.centred.tr()).to_kind(Kind::Float);
-            let mut approx = (q_sq + self.centred_sq.unsqueeze(0)) - cross * 2.0;
+            let qc = (&q - &self.mean) * -2.0;
+            // |m|^2 - 2 x.m ranks rows like the full distance (|x|^2 is constant per query row).
+            let mut approx = row_sq.addmm(&qc.to_kind(self.centred.kind()), &self.centred.tr());
             if let Some((qsrc, rsrc)) = exclude {
                 let own = qsrc.narrow(0, start, len).unsqueeze(1).eq_tensor(&rsrc.unsqueeze(0));
                 approx = approx.masked_fill(&own, f64::INFINITY);
             }
-            let (_, idx) = approx.topk(k, 1, false, true);
-            // Exact recomputation at the winners: (len, k, D) differences.
-            let winners = self.rows.index_select(0, &idx.view([-1])).view([len, k, -1]);
+            let idx = approx.topk(candidates, 1, false, false).1;
+            // Exact recomputation at the candidates: (len, candidates, D) differences.
+            let winners = self.rows.index_select(0, &idx.view([-1])).view([len, candidates, -1]);
             let exact = (q.unsqueeze(1) - winners).square().sum_dim_intlist(2, false, Kind::Float);
             let (exact, order) = exact.sort(1, false);
-            dists.push(exact);
-            idxs.push(idx.gather(1, &order, false));
+            dists.push(exact.narrow(1, 0, k));
+            idxs.push(idx.gather(1, &order, false).narrow(1, 0, k));
         }
         Neighbours {
             sq_dist: Tensor::cat(&dists, 0),
