@@ -1,0 +1,182 @@
+//! The whole method on a synthetic category (no ../shared needed): fit, save, load, evaluate,
+//! plus the bank file's guarantees (bit-identical refits, validated loading, clear errors).
+mod common;
+
+use patchcore::backbone;
+use patchcore::bank::{BankDtype, BankError, BankFile};
+use patchcore::data::{self, synthetic::SyntheticSpec};
+use patchcore::engine::patchcore::NoProgress;
+use patchcore::engine::{EngineError, FitOptions, Method, PatchCore, Precision};
+use patchcore::metrics;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tch::Device;
+
+const BACKBONE: &str = "efficientnet_lite0";
+
+/// One synthetic category per test process.
+fn dataset() -> &'static (tempfile::TempDir, data::Dataset) {
+    static DS: OnceLock<(tempfile::TempDir, data::Dataset)> = OnceLock::new();
+    DS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SyntheticSpec { n_train: 24, n_test_good: 8, n_test_defect_per_type: 3, ..Default::default() };
+        let ds = data::synthetic::generate(dir.path(), "parts", &spec).unwrap();
+        (dir, ds)
+    })
+}
+
+fn options(ds: &data::Dataset) -> FitOptions {
+    let spec = backbone::find(BACKBONE).unwrap();
+    FitOptions {
+        method: Method::defaults_for(spec),
+        weights: common::real_weights(spec.weights_file),
+        device: Device::Cpu,
+        precision: Precision::F32,
+        batch_size: 8,
+        coreset_ratio: 0.1,
+        coreset_size: None,
+        projection_dim: 128,
+        seed: 0,
+        bank_dtype: BankDtype::F32,
+        calibration_images: 0,
+        category: "parts".into(),
+        train_dir: ds.root.join("train/good"),
+        test_dir: Some(ds.root.clone()),
+    }
+}
+
+fn fitted() -> &'static (PathBuf, BankFile) {
+    static BANK: OnceLock<(PathBuf, BankFile)> = OnceLock::new();
+    BANK.get_or_init(|| {
+        let (dir, ds) = dataset();
+        let (_, file, _) = PatchCore::fit(&ds.train, &options(ds), &NoProgress).unwrap();
+        let path = dir.path().join("parts.safetensors");
+        file.save(&path).unwrap();
+        (path, file)
+    })
+}
+
+#[test]
+fn fit_save_load_eval_detects_synthetic_defects() {
+    let (_, ds) = dataset();
+    let (path, file) = fitted();
+    assert_eq!(file.meta.n_train_images, 24);
+    assert_eq!(file.n_rows(), file.meta.coreset_size as usize);
+    assert_eq!(file.meta.calibration.scores.len(), 24);
+    let weights = common::real_weights(backbone::find(BACKBONE).unwrap().weights_file);
+    let model = PatchCore::load_with_weights(path, &weights, Device::Cpu, Precision::F32).unwrap();
+    let paths: Vec<PathBuf> = ds.test.iter().map(|s| s.path.clone()).collect();
+    let mut results = Vec::new();
+    model.inspect_paths(&paths, 4, |_, r| {
+        results.push(r.unwrap());
+        true
+    });
+    let labels: Vec<bool> = ds.test.iter().map(|s| s.is_anomalous()).collect();
+    let scores: Vec<f32> = results.iter().map(|r| r.score).collect();
+    let image_auroc = metrics::auroc(&scores, &labels).unwrap();
+    let crop = model.meta().crop;
+    let mut pix_scores = Vec::new();
+    let mut pix_labels = Vec::new();
+    for (s, r) in ds.test.iter().zip(&results) {
+        let mask = match &s.mask {
+            Some(m) => data::load_mask(m, crop).unwrap(),
+            None => vec![0; r.map.values.len()],
+        };
+        pix_labels.extend(mask.iter().map(|&v| v > 0));
+        pix_scores.extend_from_slice(&r.map.values);
+        // The image score is the top patch's score, and its box lies inside the image.
+        assert_eq!(r.score, r.top_patch.score);
+        let b = r.top_patch.box_original;
+        assert!(b[0] + b[2] <= r.geometry.orig_width && b[1] + b[3] <= r.geometry.orig_height);
+    }
+    let pixel_auroc = metrics::auroc(&pix_scores, &pix_labels).unwrap();
+    println!("synthetic: image AUROC {image_auroc:.4}, pixel AUROC {pixel_auroc:.4}");
+    assert!(image_auroc > 0.95, "image AUROC {image_auroc}");
+    assert!(pixel_auroc > 0.95, "pixel AUROC {pixel_auroc}");
+}
+
+#[test]
+fn same_data_and_seed_give_the_same_bank_bit_for_bit() {
+    let (_, ds) = dataset();
+    let (_, first) = fitted();
+    let (_, again, _) = PatchCore::fit(&ds.train, &options(ds), &NoProgress).unwrap();
+    let mut a = first.clone();
+    a.meta.created = again.meta.created.clone();
+    assert!(a.rows.iter().zip(&again.rows).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert_eq!(a, again);
+    let other_seed = PatchCore::fit(&ds.train, &FitOptions { seed: 1, ..options(ds) }, &NoProgress).unwrap().1;
+    assert_ne!(other_seed.source_image, first.source_image, "the seed should change the coreset");
+}
+
+#[test]
+fn bank_round_trips_and_f16_halves_it() {
+    let (dir, _) = dataset();
+    let (path, file) = fitted();
+    let loaded = BankFile::load(path).unwrap();
+    assert_eq!(&loaded, file);
+    assert_eq!(patchcore::bank::read_meta(path).unwrap(), file.meta);
+    let mut half = file.clone();
+    half.meta.bank_dtype = BankDtype::F16;
+    let half_path = dir.path().join("half.safetensors");
+    half.save(&half_path).unwrap();
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    assert!(size(&half_path) < 0.6 * size(path));
+    let back = BankFile::load(&half_path).unwrap();
+    let max_rel = back.rows.iter().zip(&file.rows).map(|(a, b)| ((a - b) / b.abs().max(1e-3)).abs()).fold(0.0, f32::max);
+    assert!(max_rel < 1e-3, "f16 round trip error {max_rel}");
+}
+
+#[test]
+fn broken_bank_files_give_clear_errors_and_leave_the_old_file() {
+    let (dir, _) = dataset();
+    let (path, file) = fitted();
+    let bytes = std::fs::read(path).unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let e = BankFile::load(&truncated).unwrap_err().to_string();
+    assert!(e.contains("truncated.safetensors") && e.contains("truncated"), "{e}");
+
+    let mut newer = file.clone();
+    newer.meta.format_version = 99;
+    let newer_path = dir.path().join("newer.safetensors");
+    newer.save(&newer_path).unwrap();
+    assert!(matches!(BankFile::load(&newer_path), Err(BankError::Version { found: 99, .. })));
+
+    let not_bank = dir.path().join("weights_not_bank.safetensors");
+    std::fs::copy(common::real_weights("efficientnet_lite0.safetensors"), &not_bank).unwrap();
+    let e = patchcore::bank::read_meta(&not_bank).unwrap_err().to_string();
+    assert!(e.contains("not a patchcore bank"), "{e}");
+
+    // Loading with other weights than the bank was fitted with names both files.
+    let wrong = common::real_weights("efficientnet_lite1.safetensors");
+    let e = match PatchCore::load_with_weights(path, &wrong, Device::Cpu, Precision::F32) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("loading with the wrong weights must fail"),
+    };
+    assert!(e.contains("efficientnet_lite1.safetensors"), "{e}");
+
+    // A failed save (folder missing) leaves no partial file behind.
+    let target = dir.path().join("missing/dir/bank.safetensors");
+    assert!(file.save(&target).is_err());
+    assert!(!target.exists());
+}
+
+#[test]
+fn unreadable_images_fail_alone() {
+    let (dir, ds) = dataset();
+    let (path, _) = fitted();
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    let weights = common::real_weights("efficientnet_lite0.safetensors");
+    let model = PatchCore::load_with_weights(path, &weights, Device::Cpu, Precision::F32).unwrap();
+    let paths = vec![ds.test[0].path.clone(), bad.clone(), ds.test[1].path.clone()];
+    let mut outcomes = Vec::new();
+    model.inspect_paths(&paths, 8, |i, r| {
+        outcomes.push((i, r.is_ok(), r.err().map(|e: EngineError| e.to_string())));
+        true
+    });
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].1 && outcomes[2].1);
+    let msg = outcomes[1].2.clone().unwrap();
+    assert!(msg.contains("broken.png"), "{msg}");
+}
