@@ -145,7 +145,11 @@ impl BankFile {
             BankDtype::F32 => Dtype::F32,
             BankDtype::F16 => Dtype::F16,
         };
-        let src_bytes: Vec<u8> = self.source_image.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let src_bytes: Vec<u8> = self
+            .source_image
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let invalid = |reason: String| BankError::Invalid {
             path: path.to_path_buf(),
             reason,
@@ -153,16 +157,19 @@ impl BankFile {
         let views = [
             (
                 "bank",
-                TensorView::new(dtype, vec![n, d], &row_bytes).map_err(|e| invalid(e.to_string()))?,
+                TensorView::new(dtype, vec![n, d], &row_bytes)
+                    .map_err(|e| invalid(e.to_string()))?,
             ),
             (
                 "source_image",
-                TensorView::new(Dtype::I32, vec![n], &src_bytes).map_err(|e| invalid(e.to_string()))?,
+                TensorView::new(Dtype::I32, vec![n], &src_bytes)
+                    .map_err(|e| invalid(e.to_string()))?,
             ),
         ];
         let meta_json = serde_json::to_string(&self.meta).map_err(|e| invalid(e.to_string()))?;
         let metadata = std::collections::HashMap::from([(META_KEY.to_string(), meta_json)]);
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| invalid(e.to_string()))?;
+        let bytes =
+            safetensors::serialize(views, Some(metadata)).map_err(|e| invalid(e.to_string()))?;
         write_atomic(path, &bytes).map_err(io)
     }
 
@@ -243,8 +250,14 @@ impl BankFile {
 /// Temp file beside the target, fsync, rename: readers see the old file or the new one, never half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -264,7 +277,10 @@ fn parse_meta(path: &Path, bytes: &[u8]) -> Result<BankMeta, BankError> {
         reason,
     };
     if bytes.len() < 8 {
-        return Err(invalid(format!("file is {} bytes long, too short for a header (truncated?)", bytes.len())));
+        return Err(invalid(format!(
+            "file is {} bytes long, too short for a header (truncated?)",
+            bytes.len()
+        )));
     }
     let mut len8 = [0u8; 8];
     len8.copy_from_slice(&bytes[..8]);
@@ -281,10 +297,17 @@ fn parse_meta(path: &Path, bytes: &[u8]) -> Result<BankMeta, BankError> {
         .get("__metadata__")
         .and_then(|m| m.get(META_KEY))
         .and_then(|v| v.as_str())
-        .ok_or_else(|| invalid(format!("no `{META_KEY}` metadata: a safetensors file, but not a patchcore bank")))?;
-    let raw: serde_json::Value =
-        serde_json::from_str(meta_json).map_err(|e| invalid(format!("metadata is not JSON: {e}")))?;
-    let found = raw.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        .ok_or_else(|| {
+            invalid(format!(
+                "no `{META_KEY}` metadata: a safetensors file, but not a patchcore bank"
+            ))
+        })?;
+    let raw: serde_json::Value = serde_json::from_str(meta_json)
+        .map_err(|e| invalid(format!("metadata is not JSON: {e}")))?;
+    let found = raw
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
     if found != FORMAT_VERSION {
         return Err(BankError::Version {
             path: path.to_path_buf(),
@@ -308,7 +331,9 @@ pub fn read_meta(path: &Path) -> Result<BankMeta, BankError> {
         path: path.to_path_buf(),
         reason: format!("file is {file_len} bytes long, too short for a header (truncated?)"),
     })?;
-    let n = u64::from_le_bytes(len8).min(MAX_HEADER).min(file_len.saturating_sub(8));
+    let n = u64::from_le_bytes(len8)
+        .min(MAX_HEADER)
+        .min(file_len.saturating_sub(8));
     let mut head = len8.to_vec();
     head.resize(8 + n as usize, 0);
     f.read_exact(&mut head[8..]).map_err(io)?;

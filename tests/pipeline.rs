@@ -19,7 +19,12 @@ fn dataset() -> &'static (tempfile::TempDir, data::Dataset) {
     static DS: OnceLock<(tempfile::TempDir, data::Dataset)> = OnceLock::new();
     DS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let spec = SyntheticSpec { n_train: 24, n_test_good: 8, n_test_defect_per_type: 3, ..Default::default() };
+        let spec = SyntheticSpec {
+            n_train: 24,
+            n_test_good: 8,
+            n_test_defect_per_type: 3,
+            ..Default::default()
+        };
         let ds = data::synthetic::generate(dir.path(), "parts", &spec).unwrap();
         (dir, ds)
     })
@@ -102,10 +107,26 @@ fn same_data_and_seed_give_the_same_bank_bit_for_bit() {
     let (_, again, _) = PatchCore::fit(&ds.train, &options(ds), &NoProgress).unwrap();
     let mut a = first.clone();
     a.meta.created = again.meta.created.clone();
-    assert!(a.rows.iter().zip(&again.rows).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(a
+        .rows
+        .iter()
+        .zip(&again.rows)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
     assert_eq!(a, again);
-    let other_seed = PatchCore::fit(&ds.train, &FitOptions { seed: 1, ..options(ds) }, &NoProgress).unwrap().1;
-    assert_ne!(other_seed.source_image, first.source_image, "the seed should change the coreset");
+    let other_seed = PatchCore::fit(
+        &ds.train,
+        &FitOptions {
+            seed: 1,
+            ..options(ds)
+        },
+        &NoProgress,
+    )
+    .unwrap()
+    .1;
+    assert_ne!(
+        other_seed.source_image, first.source_image,
+        "the seed should change the coreset"
+    );
 }
 
 #[test]
@@ -122,7 +143,12 @@ fn bank_round_trips_and_f16_halves_it() {
     let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
     assert!(size(&half_path) < 0.6 * size(path));
     let back = BankFile::load(&half_path).unwrap();
-    let max_rel = back.rows.iter().zip(&file.rows).map(|(a, b)| ((a - b) / b.abs().max(1e-3)).abs()).fold(0.0, f32::max);
+    let max_rel = back
+        .rows
+        .iter()
+        .zip(&file.rows)
+        .map(|(a, b)| ((a - b) / b.abs().max(1e-3)).abs())
+        .fold(0.0, f32::max);
     assert!(max_rel < 1e-3, "f16 round trip error {max_rel}");
 }
 
@@ -134,17 +160,29 @@ fn broken_bank_files_give_clear_errors_and_leave_the_old_file() {
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let e = BankFile::load(&truncated).unwrap_err().to_string();
-    assert!(e.contains("truncated.safetensors") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("truncated.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
 
     let mut newer = file.clone();
     newer.meta.format_version = 99;
     let newer_path = dir.path().join("newer.safetensors");
     newer.save(&newer_path).unwrap();
-    assert!(matches!(BankFile::load(&newer_path), Err(BankError::Version { found: 99, .. })));
+    assert!(matches!(
+        BankFile::load(&newer_path),
+        Err(BankError::Version { found: 99, .. })
+    ));
 
     let not_bank = dir.path().join("weights_not_bank.safetensors");
-    std::fs::copy(common::real_weights("efficientnet_lite0.safetensors"), &not_bank).unwrap();
-    let e = patchcore::bank::read_meta(&not_bank).unwrap_err().to_string();
+    std::fs::copy(
+        common::real_weights("efficientnet_lite0.safetensors"),
+        &not_bank,
+    )
+    .unwrap();
+    let e = patchcore::bank::read_meta(&not_bank)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a patchcore bank"), "{e}");
 
     // Loading with other weights than the bank was fitted with names both files.
@@ -169,7 +207,11 @@ fn unreadable_images_fail_alone() {
     std::fs::write(&bad, b"not a png").unwrap();
     let weights = common::real_weights("efficientnet_lite0.safetensors");
     let model = PatchCore::load_with_weights(path, &weights, Device::Cpu, Precision::F32).unwrap();
-    let paths = vec![ds.test[0].path.clone(), bad.clone(), ds.test[1].path.clone()];
+    let paths = vec![
+        ds.test[0].path.clone(),
+        bad.clone(),
+        ds.test[1].path.clone(),
+    ];
     let mut outcomes = Vec::new();
     model.inspect_paths(&paths, 8, |i, r| {
         outcomes.push((i, r.is_ok(), r.err().map(|e: EngineError| e.to_string())));

@@ -72,9 +72,14 @@ pub fn parse_device(s: &str) -> Result<Device> {
             let n: usize = other
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
-                .with_context(|| format!("--device must be auto, cpu, cuda or cuda:N, not {other:?}"))?;
+                .with_context(|| {
+                    format!("--device must be auto, cpu, cuda or cuda:N, not {other:?}")
+                })?;
             if n >= tch::Cuda::device_count() as usize {
-                bail!("--device {other}: libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+                bail!(
+                    "--device {other}: libtorch sees {} CUDA device(s)",
+                    tch::Cuda::device_count()
+                );
             }
             Ok(Device::Cuda(n))
         }
@@ -92,7 +97,12 @@ pub fn default_models_dir() -> PathBuf {
     }
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().and_then(Path::parent).and_then(Path::parent).map(|p| p.join("models")))
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(Path::parent)
+                .and_then(Path::parent)
+                .map(|p| p.join("models"))
+        })
         .filter(|p| p.is_dir())
         .unwrap_or(local)
 }

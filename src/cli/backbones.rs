@@ -15,11 +15,22 @@ pub struct BackbonesArgs {
 pub fn run(a: BackbonesArgs) -> Result<()> {
     let models = a.models.unwrap_or_else(default_models_dir);
     let default = backbone::default_backbone(&models);
-    println!("{:<18} {:<7} {:<28} {:<40} weights", "backbone", "input", "default stages", "stages (stride)");
+    println!(
+        "{:<18} {:<7} {:<28} {:<40} weights",
+        "backbone", "input", "default stages", "stages (stride)"
+    );
     for spec in backbone::registry() {
         let weights = models.join(spec.weights_file);
-        let status = if weights.exists() { format!("ready ({})", weights.display()) } else { format!("missing ({})", weights.display()) };
-        let stages: Vec<String> = spec.stages.iter().map(|s| format!("{}/{}", s.name, s.stride)).collect();
+        let status = if weights.exists() {
+            format!("ready ({})", weights.display())
+        } else {
+            format!("missing ({})", weights.display())
+        };
+        let stages: Vec<String> = spec
+            .stages
+            .iter()
+            .map(|s| format!("{}/{}", s.name, s.stride))
+            .collect();
         let mut stages = stages.join(" ");
         if stages.len() > 40 {
             stages.truncate(37);
@@ -32,7 +43,11 @@ pub fn run(a: BackbonesArgs) -> Result<()> {
             spec.default_stages.join("+"),
             stages,
             status,
-            if spec.name == default.name { "  [default]" } else { "" }
+            if spec.name == default.name {
+                "  [default]"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

@@ -74,9 +74,11 @@ pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -108,7 +110,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if pool.is_empty() || train.is_empty() {
         bail!("bench needs at least one training and one test image");
     }
-    let predict: Vec<PathBuf> = pool.iter().cycle().take(a.predict_images.max(1)).cloned().collect();
+    let predict: Vec<PathBuf> = pool
+        .iter()
+        .cycle()
+        .take(a.predict_images.max(1))
+        .cloned()
+        .collect();
     let device = a.runtime.device()?;
     let precision = a.runtime.precision()?;
     let opts = FitOptions {

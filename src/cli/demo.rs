@@ -57,7 +57,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         dump_maps: None,
         runtime: a.runtime.clone(),
     })?;
-    let has_display = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let has_display =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     if a.no_gui || !has_display {
         println!("demo: no display (or --no-gui): the evaluation above is the result; `patchcore gui --models {}` opens the app", banks.display());
         return Ok(());

@@ -70,7 +70,11 @@ pub struct Report {
 /// Writes a little-endian float32 `.npy` (the format numpy reads with `np.load`).
 pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Magic + version + 2-byte length + header, padded with spaces to a multiple of 64, ending in \n.
     while (10 + header.len() + 1) % 64 != 0 {
@@ -140,10 +144,16 @@ pub fn run(a: EvalArgs) -> Result<Report> {
         .collect::<Result<_>>()?;
     let has_defect_pixels = masks.iter().any(|m| m.iter().any(|&v| v > 0));
     let (pixel_auroc, pro) = if has_defect_pixels {
-        let maps: Vec<&[f32]> = inspections.iter().map(|i| i.map.values.as_slice()).collect();
+        let maps: Vec<&[f32]> = inspections
+            .iter()
+            .map(|i| i.map.values.as_slice())
+            .collect();
         let mask_refs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
         let flat_scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
-        let flat_labels: Vec<bool> = masks.iter().flat_map(|m| m.iter().map(|&v| v > 0)).collect();
+        let flat_labels: Vec<bool> = masks
+            .iter()
+            .flat_map(|m| m.iter().map(|&v| v > 0))
+            .collect();
         (
             Some(metrics::auroc(&flat_scores, &flat_labels)?),
             Some(metrics::pro_auc(&maps, &mask_refs, size, size, 0.3)?),
@@ -164,14 +174,18 @@ pub fn run(a: EvalArgs) -> Result<Report> {
                 .collect();
             let out = dir.join(rel).with_extension("npy");
             if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
             }
-            write_npy(&out, &[size, size], &i.map.values).with_context(|| format!("writing {}", out.display()))?;
+            write_npy(&out, &[size, size], &i.map.values)
+                .with_context(|| format!("writing {}", out.display()))?;
         }
     }
 
     let n = inspections.len() as f64;
-    let sum = |f: fn(&crate::engine::PhaseTimes) -> f32| inspections.iter().map(|i| f(&i.times) as f64).sum::<f64>() / 1000.0;
+    let sum = |f: fn(&crate::engine::PhaseTimes) -> f32| {
+        inspections.iter().map(|i| f(&i.times) as f64).sum::<f64>() / 1000.0
+    };
     let timings = Timings {
         load: load_s,
         decode: sum(|t| t.decode_ms),
@@ -183,7 +197,8 @@ pub fn run(a: EvalArgs) -> Result<Report> {
         ms_per_image: 0.0,
     };
     let timings = Timings {
-        ms_per_image: (timings.decode + timings.features + timings.search + timings.maps) * 1000.0 / n,
+        ms_per_image: (timings.decode + timings.features + timings.search + timings.maps) * 1000.0
+            / n,
         ..timings
     };
     let report = Report {
@@ -210,7 +225,10 @@ pub fn run(a: EvalArgs) -> Result<Report> {
             .collect(),
         timings_s: timings,
     };
-    let pct = |v: Option<f64>| v.map(|v| format!("{:.2}", v * 100.0)).unwrap_or_else(|| "n/a".into());
+    let pct = |v: Option<f64>| {
+        v.map(|v| format!("{:.2}", v * 100.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
     println!(
         "eval: {} images, image AUROC {:.2}, pixel AUROC {}, PRO {}, F1-max {:.3} at {:.4} (calibrated threshold {:.4})",
         report.n_images,
@@ -228,7 +246,8 @@ pub fn run(a: EvalArgs) -> Result<Report> {
     );
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report)?;
-        write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
 }

@@ -76,11 +76,18 @@ impl MethodArgs {
             CropMode::Full { size: input }
         } else {
             // Keep the paper's 256/224 ratio when only the input size is given.
-            let resize = self.resize.unwrap_or(if self.input.is_some() { input * 8 / 7 } else { default_resize });
+            let resize = self.resize.unwrap_or(if self.input.is_some() {
+                input * 8 / 7
+            } else {
+                default_resize
+            });
             if resize < input {
                 bail!("--resize {resize} is smaller than the input size {input}");
             }
-            CropMode::Center { resize, crop: input }
+            CropMode::Center {
+                resize,
+                crop: input,
+            }
         };
         if let Some(p) = self.patch_size {
             m.embed.patch_size = p;
@@ -183,7 +190,8 @@ pub fn run(a: FitArgs) -> Result<()> {
     );
     let (_model, file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
     let t = Instant::now();
-    file.save(&a.out).with_context(|| format!("saving {}", a.out.display()))?;
+    file.save(&a.out)
+        .with_context(|| format!("saving {}", a.out.display()))?;
     let save_s = t.elapsed().as_secs_f64();
     let c = &file.meta.calibration;
     println!(

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "patchcore", version, about = "PatchCore anomaly detection: fit a memory bank on good parts, inspect new ones")]
+#[command(
+    name = "patchcore",
+    version,
+    about = "PatchCore anomaly detection: fit a memory bank on good parts, inspect new ones"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

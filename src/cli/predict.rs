@@ -40,7 +40,13 @@ fn csv_field(s: &str) -> String {
 }
 
 /// One CSV row for an inspection at `threshold`.
-pub fn csv_row(i: &Inspection, threshold: f32, category: &str, bank: &Path, timestamp: &str) -> String {
+pub fn csv_row(
+    i: &Inspection,
+    threshold: f32,
+    category: &str,
+    bank: &Path,
+    timestamp: &str,
+) -> String {
     let b = i.top_patch.box_original;
     format!(
         "{},{},{},{},{},{},{},{},{},{},{},{}",
@@ -48,7 +54,11 @@ pub fn csv_row(i: &Inspection, threshold: f32, category: &str, bank: &Path, time
         i.score,
         i.normalized,
         threshold,
-        if i.score > threshold { "reject" } else { "accept" },
+        if i.score > threshold {
+            "reject"
+        } else {
+            "accept"
+        },
         b[0],
         b[1],
         b[2],
@@ -77,7 +87,12 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let paths = collect_inputs(&a.inputs)?;
     let meta = crate::bank::read_meta(&a.bank)?;
     let weights = a.runtime.weights_for(&meta.backbone)?;
-    let model = PatchCore::load_with_weights(&a.bank, &weights, a.runtime.device()?, a.runtime.precision()?)?;
+    let model = PatchCore::load_with_weights(
+        &a.bank,
+        &weights,
+        a.runtime.device()?,
+        a.runtime.precision()?,
+    )?;
     let threshold = a.threshold.unwrap_or(meta.calibration.threshold);
     let stamp = crate::engine::patchcore::now_rfc3339();
     let mut rows = vec![CSV_HEADER.to_string()];
@@ -104,10 +119,18 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     i.top_patch.box_original[3]
                 );
                 if let Some(dir) = &a.heatmaps {
-                    let name = i.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = i
+                        .path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let out = dir.join(format!("{name}.npy"));
                     let res = std::fs::create_dir_all(dir).and_then(|_| {
-                        super::eval::write_npy(&out, &[i.map.height as usize, i.map.width as usize], &i.map.values)
+                        super::eval::write_npy(
+                            &out,
+                            &[i.map.height as usize, i.map.width as usize],
+                            &i.map.values,
+                        )
                     });
                     if let Err(e) = res {
                         write_error = Some(anyhow::anyhow!("writing {}: {e}", out.display()));

@@ -48,12 +48,22 @@ pub fn gaussian_blur(maps: &Tensor, sigma: f64) -> Tensor {
     let k: Vec<f32> = gaussian_kernel(sigma).iter().map(|&v| v as f32).collect();
     let kernel = Tensor::from_slice(&k).to_device(device);
     let x = maps.view([b, 1, h, w]);
-    let x = x
-        .index_select(3, &reflect_indices(w, r, device))
-        .conv2d(&kernel.view([1, 1, 1, 2 * r + 1]), None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
-    let x = x
-        .index_select(2, &reflect_indices(h, r, device))
-        .conv2d(&kernel.view([1, 1, 2 * r + 1, 1]), None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    let x = x.index_select(3, &reflect_indices(w, r, device)).conv2d(
+        &kernel.view([1, 1, 1, 2 * r + 1]),
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    );
+    let x = x.index_select(2, &reflect_indices(h, r, device)).conv2d(
+        &kernel.view([1, 1, 2 * r + 1, 1]),
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        1,
+    );
     x.view([b, h, w])
 }
 
@@ -110,7 +120,10 @@ mod tests {
         assert_eq!(k.len(), 33);
         assert!((k.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         // scipy.ndimage._gaussian_kernel1d(4, 0, 16)[16] = 0.09973... (exp(0)/sum)
-        let expected_centre = 1.0 / (-16i64..=16).map(|x| (-(x * x) as f64 / 32.0).exp()).sum::<f64>();
+        let expected_centre = 1.0
+            / (-16i64..=16)
+                .map(|x| (-(x * x) as f64 / 32.0).exp())
+                .sum::<f64>();
         assert!((k[16] - expected_centre).abs() < 1e-15);
     }
 
@@ -121,7 +134,8 @@ mod tests {
         let img: Vec<f64> = (0..h * w)
             .map(|i| ((i % w) as f64) * 0.1 + if i == w + 1 { 10.0 } else { 0.0 })
             .collect();
-        let t = Tensor::from_slice(&img.iter().map(|&v| v as f32).collect::<Vec<_>>()).view([1, h as i64, w as i64]);
+        let t = Tensor::from_slice(&img.iter().map(|&v| v as f32).collect::<Vec<_>>())
+            .view([1, h as i64, w as i64]);
         let got: Vec<f32> = gaussian_blur(&t, 2.5).view([-1]).try_into().unwrap();
         let want = reference_blur(&img, h, w, 2.5);
         for (g, e) in got.iter().zip(&want) {

@@ -29,7 +29,9 @@ pub struct CoresetOptions {
 pub fn random_projection(dim: usize, proj: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let bound = 1.0 / (dim as f32).sqrt();
-    (0..dim * proj).map(|_| rng.random_range(-bound..bound)).collect()
+    (0..dim * proj)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect()
 }
 
 pub fn start_rows(n: usize, n_starts: usize, seed: u64) -> Vec<usize> {
@@ -51,7 +53,11 @@ pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
     let reduced = features.to_kind(Kind::Float).matmul(&p);
     let starts = start_rows(n, opts.n_starts, opts.seed);
     if features.device() == Device::Cpu {
-        let flat: Vec<f32> = reduced.contiguous().view([-1]).try_into().expect("f32 projection");
+        let flat: Vec<f32> = reduced
+            .contiguous()
+            .view([-1])
+            .try_into()
+            .expect("f32 projection");
         greedy_cpu(&flat, opts.projection_dim, &starts, opts.target)
     } else {
         greedy_device(&reduced, &starts, opts.target)
@@ -83,7 +89,10 @@ fn dist(a: &[f32], b: &[f32]) -> f32 {
 fn initial_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
     rows.par_chunks(dim)
         .map(|r| {
-            let s: f32 = starts.iter().map(|&j| dist(r, &rows[j * dim..(j + 1) * dim])).sum();
+            let s: f32 = starts
+                .iter()
+                .map(|&j| dist(r, &rows[j * dim..(j + 1) * dim]))
+                .sum();
             s / starts.len() as f32
         })
         .collect()
@@ -93,7 +102,13 @@ fn initial_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -108,7 +123,15 @@ struct Cluster {
 impl Cluster {
     /// Compares every member with the new centre `c`; members that get closer to `c` move to
     /// `moved`. `gap` is the centre-to-`c` distance (0 for rows without a centre: never pruned).
-    fn update(&mut self, rows: &[f32], dim: usize, crow: &[f32], gap: f32, min_d: &mut [f32], moved: &mut Vec<u32>) {
+    fn update(
+        &mut self,
+        rows: &[f32],
+        dim: usize,
+        crow: &[f32],
+        gap: f32,
+        min_d: &mut [f32],
+        moved: &mut Vec<u32>,
+    ) {
         let (mut max, mut arg) = (f32::NEG_INFINITY, u32::MAX);
         self.members.retain(|&i| {
             let m = &mut min_d[i as usize];
@@ -166,11 +189,21 @@ pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> 
                 cl.update(rows, dim, crow, gap, &mut min_d, &mut moved);
             }
         }
-        let (max, arg) = moved
-            .iter()
-            .map(|&i| (min_d[i as usize], i))
-            .fold((f32::NEG_INFINITY, u32::MAX), |b, x| if x.0 > b.0 || (x.0 == b.0 && x.1 < b.1) { x } else { b });
-        clusters.push(Cluster { members: moved, max, arg });
+        let (max, arg) = moved.iter().map(|&i| (min_d[i as usize], i)).fold(
+            (f32::NEG_INFINITY, u32::MAX),
+            |b, x| {
+                if x.0 > b.0 || (x.0 == b.0 && x.1 < b.1) {
+                    x
+                } else {
+                    b
+                }
+            },
+        );
+        clusters.push(Cluster {
+            members: moved,
+            max,
+            arg,
+        });
         // Next centre: the largest min-distance, first row on ties (the official argmax rule).
         let best = clusters
             .iter()
@@ -194,7 +227,10 @@ pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> 
 /// The same rule with tensor ops, for CUDA: no host round trip per step.
 pub fn greedy_device(reduced: &Tensor, starts: &[usize], target: usize) -> Vec<i64> {
     let to_all = |row: &Tensor| -> Tensor {
-        (reduced - row.unsqueeze(0)).square().sum_dim_intlist(1, false, Kind::Float).sqrt()
+        (reduced - row.unsqueeze(0))
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .sqrt()
     };
     let mut min_d = Tensor::zeros([reduced.size()[0]], (Kind::Float, reduced.device()));
     for &s in starts {
@@ -208,7 +244,10 @@ pub fn greedy_device(reduced: &Tensor, starts: &[usize], target: usize) -> Vec<i
         min_d = min_d.minimum(&to_all(&row));
         picks.push(idx);
     }
-    let picks: Vec<i64> = Tensor::stack(&picks, 0).to_device(Device::Cpu).try_into().expect("indices");
+    let picks: Vec<i64> = Tensor::stack(&picks, 0)
+        .to_device(Device::Cpu)
+        .try_into()
+        .expect("indices");
     picks
 }
 
@@ -221,14 +260,16 @@ mod tests {
         let n = rows.len() / dim;
         let row = |i: usize| &rows[i * dim..(i + 1) * dim];
         let mut min_d: Vec<f32> = (0..n)
-            .map(|i| starts.iter().map(|&s| dist(row(i), row(s))).sum::<f32>() / starts.len() as f32)
+            .map(|i| {
+                starts.iter().map(|&s| dist(row(i), row(s))).sum::<f32>() / starts.len() as f32
+            })
             .collect();
         let mut out = Vec::new();
         for _ in 0..target {
             let c = argmax(&min_d);
             out.push(c as i64);
-            for i in 0..n {
-                min_d[i] = min_d[i].min(dist(row(i), row(c)));
+            for (i, m) in min_d.iter_mut().enumerate() {
+                *m = m.min(dist(row(i), row(c)));
             }
         }
         out
@@ -240,7 +281,9 @@ mod tests {
         (0..n)
             .flat_map(|i| {
                 let c = i % 8;
-                (0..dim).map(|k| centres[c * dim + k] + rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>()
+                (0..dim)
+                    .map(|k| centres[c * dim + k] + rng.random_range(-1.0f32..1.0))
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -261,7 +304,12 @@ mod tests {
     fn no_duplicates_deterministic_and_device_path_agrees() {
         tch::manual_seed(0);
         let feats = Tensor::randn([2000, 64], (Kind::Float, Device::Cpu));
-        let opts = CoresetOptions { target: 200, projection_dim: 32, n_starts: 10, seed: 9 };
+        let opts = CoresetOptions {
+            target: 200,
+            projection_dim: 32,
+            n_starts: 10,
+            seed: 9,
+        };
         let a = select(&feats, &opts);
         let b = select(&feats, &opts);
         assert_eq!(a, b);

@@ -58,7 +58,12 @@ impl Searcher {
 
     /// Nearest `k` rows for each `(M, D)` query. `exclude = (query_source (M,), row_source (K,))`
     /// masks out the rows that came from the query's own image (leave-one-image-out calibration).
-    pub fn search(&self, queries: &Tensor, k: i64, exclude: Option<(&Tensor, &Tensor)>) -> Neighbours {
+    pub fn search(
+        &self,
+        queries: &Tensor,
+        k: i64,
+        exclude: Option<(&Tensor, &Tensor)>,
+    ) -> Neighbours {
         let queries = queries.to_kind(Kind::Float);
         let m = queries.size()[0];
         let bank = self.len();
@@ -78,13 +83,21 @@ impl Searcher {
             // |m|^2 - 2 x.m ranks rows like the full distance (|x|^2 is constant per query row).
             let mut approx = row_sq.addmm(&qc.to_kind(self.centred.kind()), &self.centred.tr());
             if let Some((qsrc, rsrc)) = exclude {
-                let own = qsrc.narrow(0, start, len).unsqueeze(1).eq_tensor(&rsrc.unsqueeze(0));
+                let own = qsrc
+                    .narrow(0, start, len)
+                    .unsqueeze(1)
+                    .eq_tensor(&rsrc.unsqueeze(0));
                 approx = approx.masked_fill(&own, f64::INFINITY);
             }
             let idx = approx.topk(candidates, 1, false, false).1;
             // Exact recomputation at the candidates: (len, candidates, D) differences.
-            let winners = self.rows.index_select(0, &idx.view([-1])).view([len, candidates, -1]);
-            let exact = (q.unsqueeze(1) - winners).square().sum_dim_intlist(2, false, Kind::Float);
+            let winners = self
+                .rows
+                .index_select(0, &idx.view([-1]))
+                .view([len, candidates, -1]);
+            let exact = (q.unsqueeze(1) - winners)
+                .square()
+                .sum_dim_intlist(2, false, Kind::Float);
             let (exact, order) = exact.sort(1, false);
             dists.push(exact.narrow(1, 0, k));
             idxs.push(idx.gather(1, &order, false).narrow(1, 0, k));
@@ -114,10 +127,14 @@ mod tests {
         // Brute force in f64.
         let b64 = bank.to_kind(Kind::Double);
         let q64 = queries.to_kind(Kind::Double);
-        let d = (q64.unsqueeze(1) - b64.unsqueeze(0)).square().sum_dim_intlist(2, false, Kind::Double);
+        let d = (q64.unsqueeze(1) - b64.unsqueeze(0))
+            .square()
+            .sum_dim_intlist(2, false, Kind::Double);
         let (want_d, want_i) = d.topk(2, 1, false, true);
         assert!(n.index.equal(&want_i));
-        let rel = ((n.sq_dist.to_kind(Kind::Double) - &want_d).abs() / &want_d).max().double_value(&[]);
+        let rel = ((n.sq_dist.to_kind(Kind::Double) - &want_d).abs() / &want_d)
+            .max()
+            .double_value(&[]);
         assert!(rel < 1e-5, "relative error {rel}");
     }
 

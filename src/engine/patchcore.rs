@@ -7,7 +7,9 @@ use super::embed::{embed, EmbedParams};
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use crate::backbone::{self, Backbone, BackboneError};
-use crate::bank::{BankDtype, BankError, BankFile, BankMeta, Calibration, CropMode, FORMAT_VERSION};
+use crate::bank::{
+    BankDtype, BankError, BankFile, BankMeta, Calibration, CropMode, FORMAT_VERSION,
+};
 use crate::data::{self, DataError, Geometry};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -156,14 +158,22 @@ pub struct Extractor {
 }
 
 impl Extractor {
-    pub fn new(mut backbone: Backbone, method: Method, precision: Precision) -> Result<Self, EngineError> {
+    pub fn new(
+        mut backbone: Backbone,
+        method: Method,
+        precision: Precision,
+    ) -> Result<Self, EngineError> {
         let spec = backbone.spec();
         for s in &method.stages {
             if !spec.stages.iter().any(|st| st.name == s.as_str()) {
                 return Err(EngineError::Config(format!(
                     "backbone {} has no stage `{s}` (it has {})",
                     spec.name,
-                    spec.stages.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                    spec.stages
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -177,8 +187,12 @@ impl Extractor {
             backbone.set_kind(kind);
         }
         Ok(Self {
-            mean: Tensor::from_slice(&mean).view([1, 3, 1, 1]).to_device(device),
-            std: Tensor::from_slice(&std).view([1, 3, 1, 1]).to_device(device),
+            mean: Tensor::from_slice(&mean)
+                .view([1, 3, 1, 1])
+                .to_device(device),
+            std: Tensor::from_slice(&std)
+                .view([1, 3, 1, 1])
+                .to_device(device),
             backbone,
             method,
             kind,
@@ -341,7 +355,11 @@ impl PatchCore {
         progress.finish();
         times.calibration_s = t.elapsed().as_secs_f64();
         let calibration = Calibration::from_scores(
-            format!("leave-one-image-out over {} of {} training images", calib.len(), train.len()),
+            format!(
+                "leave-one-image-out over {} of {} training images",
+                calib.len(),
+                train.len()
+            ),
             scores,
         );
 
@@ -377,7 +395,11 @@ impl PatchCore {
         };
         let file = BankFile {
             meta: meta.clone(),
-            rows: bank_rows.to_device(Device::Cpu).contiguous().view([-1]).try_into()?,
+            rows: bank_rows
+                .to_device(Device::Cpu)
+                .contiguous()
+                .view([-1])
+                .try_into()?,
             source_image: Vec::<i64>::try_from(bank_source.to_device(Device::Cpu))?
                 .into_iter()
                 .map(|v| v as i32)
@@ -398,7 +420,12 @@ impl PatchCore {
     pub fn load(bank: &Path, models_dir: &Path, device: Device) -> Result<PatchCore, EngineError> {
         let meta = crate::bank::read_meta(bank)?;
         let spec = backbone::find(&meta.backbone)?;
-        Self::load_with_weights(bank, &models_dir.join(spec.weights_file), device, Precision::F32)
+        Self::load_with_weights(
+            bank,
+            &models_dir.join(spec.weights_file),
+            device,
+            Precision::F32,
+        )
     }
 
     /// Loads a bank and checks that `weights` are the ones it was fitted with.
@@ -460,16 +487,30 @@ impl PatchCore {
         let patch = patch_scores(&nb.sq_dist, &method).view([b, h * w]);
         let (mut image, top) = patch.max_dim(1, false);
         if method.reweight {
-            image = image * self.reweight(&flat.view([b, h * w, d]), &top, &nb.index.view([b, h * w, -1]));
+            image *= self.reweight(
+                &flat.view([b, h * w, d]),
+                &top,
+                &nb.index.view([b, h * w, -1]),
+            );
         }
         let t2 = Instant::now();
         let size = method.input_size() as i64;
         let maps = anomaly_maps(&patch.view([b, h, w]), size, method.blur_sigma);
-        let maps: Vec<f32> = maps.to_device(Device::Cpu).contiguous().view([-1]).try_into()?;
+        let maps: Vec<f32> = maps
+            .to_device(Device::Cpu)
+            .contiguous()
+            .view([-1])
+            .try_into()?;
         let image: Vec<f32> = image.to_device(Device::Cpu).try_into()?;
         let top: Vec<i64> = top.to_device(Device::Cpu).try_into()?;
         let top_score: Vec<f32> = patch
-            .gather(1, &Tensor::from_slice(&top).to_device(patch.device()).unsqueeze(1), false)
+            .gather(
+                1,
+                &Tensor::from_slice(&top)
+                    .to_device(patch.device())
+                    .unsqueeze(1),
+                false,
+            )
             .to_device(Device::Cpu)
             .view([-1])
             .try_into()?;
@@ -580,7 +621,8 @@ impl PatchCore {
                 }
             }
             for (i, r) in results.into_iter().enumerate() {
-                let r = r.unwrap_or_else(|| Err(EngineError::Config("image was not scored".into())));
+                let r =
+                    r.unwrap_or_else(|| Err(EngineError::Config("image was not scored".into())));
                 if !on_each(offset + i, r) {
                     return;
                 }

@@ -5,11 +5,16 @@ use std::path::{Path, PathBuf};
 
 /// `../shared/data/<sub>` next to the checkout, or None with a printed skip message.
 pub fn shared_data(sub: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(sub);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(sub);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} is not present (tests that need ../shared skip without it)", p.display());
+        eprintln!(
+            "SKIPPED: {} is not present (tests that need ../shared skip without it)",
+            p.display()
+        );
         None
     }
 }
@@ -23,27 +28,57 @@ pub struct Npy {
 /// Reads little-endian `<f4`, `<f8` or `<i8` C-order .npy files.
 pub fn read_npy(path: &Path) -> Npy {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not a .npy file", path.display());
+    assert_eq!(
+        &bytes[..6],
+        b"\x93NUMPY",
+        "{}: not a .npy file",
+        path.display()
+    );
     let (hlen, start) = if bytes[6] == 1 {
         (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
     } else {
-        (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
     };
     let header = std::str::from_utf8(&bytes[start..start + hlen]).expect("ascii header");
-    assert!(header.contains("'fortran_order': False"), "{}: Fortran order", path.display());
-    let shape_txt = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).expect("shape");
-    let shape: Vec<usize> = shape_txt.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+    assert!(
+        header.contains("'fortran_order': False"),
+        "{}: Fortran order",
+        path.display()
+    );
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("shape");
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
     let body = &bytes[start + hlen..];
     let data: Vec<f64> = if header.contains("'<f4'") {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect()
     } else if header.contains("'<f8'") {
-        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     } else if header.contains("'<i8'") {
-        body.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        body.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect()
     } else {
         panic!("{}: unsupported dtype in {header}", path.display())
     };
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: size", path.display());
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "{}: size",
+        path.display()
+    );
     Npy { shape, data }
 }
 
@@ -104,6 +139,10 @@ pub fn seed0_wrn_weights() -> PathBuf {
 /// A real weights file from models/, which scripts/setup.sh prepares.
 pub fn real_weights(file: &str) -> PathBuf {
     let path = repo().join("models").join(file);
-    assert!(path.exists(), "{} is missing: run `bash scripts/setup.sh`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash scripts/setup.sh`",
+        path.display()
+    );
     path
 }
