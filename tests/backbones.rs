@@ -5,69 +5,19 @@
 //! when `target/fixtures/` lacks the current fixture set. The EfficientNet-Lite tests need the
 //! real weights that `scripts/setup.sh` writes to `models/`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use patchcore::backbone::{default_backbone, find, registry, Backbone, BackboneError};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-/// Must equal VERSION in scripts/make_backbone_fixtures.py.
-const FIXTURE_VERSION: u64 = 1;
-const TORCH_VENV: &str = "patchcore/torch-2.13.0";
+use common::{fixtures, real_weights, repo};
+
 const MAX_REL_ERR: f64 = 1e-4;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv_python() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_default();
-    cache.join(TORCH_VENV).join("bin/python")
-}
-
-/// The fixture folder, generated once per test process when missing or outdated.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = repo().join("target/fixtures");
-        let version = std::fs::read_to_string(dir.join("backbones_manifest.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["version"].as_u64());
-        if version != Some(FIXTURE_VERSION) {
-            let python = venv_python();
-            assert!(
-                python.exists(),
-                "{} is missing: run `bash scripts/setup.sh`, which installs the torch venv the backbone fixtures need",
-                python.display()
-            );
-            let status = Command::new(&python)
-                .arg(repo().join("scripts/make_backbone_fixtures.py"))
-                .arg(&dir)
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-            assert!(status.success(), "scripts/make_backbone_fixtures.py failed ({status})");
-        }
-        dir
-    })
-}
-
-fn real_weights(file: &str) -> PathBuf {
-    let path = repo().join("models").join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run `bash scripts/setup.sh`",
-        path.display()
-    );
-    path
-}
 
 fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(Tensor::read_safetensors(path)

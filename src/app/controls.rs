@@ -67,27 +67,28 @@ fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     let calibrated = bank.calibrated_threshold();
     let (lo, hi) = ws.insp.threshold_range();
     let mut t = ws.insp.threshold();
-    // Leave room for the value box and the label, or the panel grows to fit them.
-    ui.spacing_mut().slider_width = (ui.available_width() - 175.0).max(60.0);
-    let r = ui.add(
-        Slider::new(&mut t, lo..=hi)
-            .text("Threshold")
-            .max_decimals(4)
-            .clamping(egui::SliderClamping::Never),
-    );
+    // Labels above the sliders so the slider can use the panel's width; the accessible
+    // names come from `name_inputs` (slider and its value box alike).
+    ui.spacing_mut().slider_width = (ui.available_width() - 80.0).max(60.0);
+    ui.label("Threshold (score)");
+    let r = ui.name_inputs("Threshold", |ui| {
+        ui.add(
+            Slider::new(&mut t, lo..=hi)
+                .max_decimals(4)
+                .clamping(egui::SliderClamping::Never),
+        )
+    });
     ws.slider_ids.push(r.id);
     if r.changed() {
         actions.push(Action::SetThreshold(t));
     }
     let mut n = meta.normalize(t);
     let (nlo, nhi) = (meta.normalize(lo), meta.normalize(hi));
-    let r = ui
-        .add(
-            Slider::new(&mut n, nlo..=nhi)
-                .text("Normalised threshold")
-                .max_decimals(3),
-        )
-        .on_hover_text("0 = best good training image, 1 = worst good training image");
+    ui.label("Normalised threshold")
+        .on_hover_text("0 = best good training part, 1 = worst good training part");
+    let r = ui.name_inputs("Normalised threshold", |ui| {
+        ui.add(Slider::new(&mut n, nlo..=nhi).max_decimals(3))
+    });
     ws.slider_ids.push(r.id);
     if r.changed() {
         let c = &meta.calibration;

@@ -262,7 +262,7 @@ fn tile(
         .with_clip_rect(cap.shrink(2.0))
         .galley(name_pos, name, visuals.text_color());
     let line2 = match &item.status {
-        ItemStatus::Scored(ins) => format!("{:.3}  ({:.2})", ins.score, ins.normalized),
+        ItemStatus::Scored(ins) => format!("{:.2}  norm {:.2}", ins.score, ins.normalized),
         ItemStatus::Pending => "—".into(),
         ItemStatus::Failed(_) => "error".into(),
     };

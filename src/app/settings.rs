@@ -56,7 +56,7 @@ impl Default for WindowLayout {
             y: None,
             maximized: false,
             left_panel: 300.0,
-            right_panel: 420.0,
+            right_panel: 460.0,
         }
     }
 }

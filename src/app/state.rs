@@ -586,3 +586,112 @@ fn cmp_score_asc(a: Option<f32>, b: Option<f32>) -> std::cmp::Ordering {
         (None, None) => std::cmp::Ordering::Equal,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{AnomalyMap, PhaseTimes, TopPatch};
+
+    fn inspection(path: &Path, score: f32) -> Inspection {
+        Inspection {
+            path: path.to_path_buf(),
+            score,
+            normalized: score,
+            map: AnomalyMap {
+                width: 1,
+                height: 1,
+                values: vec![score],
+            },
+            geometry: crate::data::Geometry {
+                orig_width: 10,
+                orig_height: 10,
+                scale_x: 1.0,
+                scale_y: 1.0,
+                off_x: 0.0,
+                off_y: 0.0,
+                crop: 10,
+            },
+            top_patch: TopPatch {
+                row: 0,
+                col: 0,
+                score,
+                box_original: [0, 0, 1, 1],
+            },
+            times: PhaseTimes::default(),
+        }
+    }
+
+    fn scored(scores: &[(&str, Option<f32>)]) -> Inspector {
+        let mut s = Inspector::default();
+        s.set_threshold(1.0);
+        s.source = Some(PathBuf::from("/data"));
+        let paths: Vec<PathBuf> = scores
+            .iter()
+            .map(|(n, _)| Path::new("/data").join(n))
+            .collect();
+        s.add_job(7, paths.clone(), false);
+        for (i, (_, score)) in scores.iter().enumerate() {
+            match score {
+                Some(v) => {
+                    s.set_result(7, i, inspection(&paths[i], *v), "t");
+                }
+                None => {
+                    s.set_failed(7, i, "bad".into());
+                }
+            }
+        }
+        s.finish_job(7, None);
+        s
+    }
+
+    #[test]
+    fn threshold_filter_and_counts_without_rescoring() {
+        let mut s = scored(&[
+            ("good/a.png", Some(0.5)),
+            ("crack/b.png", Some(2.0)),
+            ("crack/c.png", Some(1.5)),
+            ("d.png", None),
+        ]);
+        let c = s.counts();
+        assert_eq!((c.accepted, c.rejected, c.failed, c.pending), (1, 2, 1, 0));
+        assert_eq!(s.items[1].name, "crack/b.png", "names keep the sub-folder");
+        // Worst first, failures last.
+        assert_eq!(s.view().to_vec(), vec![1, 2, 0, 3]);
+        s.set_threshold(1.5); // exactly at the threshold is accepted
+        assert_eq!(s.counts().rejected, 1);
+        s.set_filter(Filter::Accepted);
+        assert_eq!(s.view().to_vec(), vec![2, 0]);
+        s.set_filter(Filter::Rejected);
+        assert_eq!(s.rejects().to_vec(), vec![1]);
+        assert_eq!(s.view().to_vec(), vec![1]);
+    }
+
+    #[test]
+    fn stepping_and_reject_sorting() {
+        let mut s = scored(&[
+            ("a.png", Some(3.0)),
+            ("b.png", Some(2.0)),
+            ("c.png", Some(4.0)),
+        ]);
+        assert_eq!(s.step(Some(2), 1), Some(0));
+        assert_eq!(s.step(Some(1), 1), Some(1), "clamped at the end");
+        assert_eq!(s.step(None, -1), Some(1));
+        assert_eq!(s.step(Some(0), isize::MIN / 2), Some(2));
+        assert_eq!(s.rejects().to_vec(), vec![2, 0, 1]);
+        s.toggle_reject_sort(RejectColumn::Name);
+        assert_eq!(s.rejects().to_vec(), vec![0, 1, 2]);
+        s.toggle_reject_sort(RejectColumn::Name);
+        assert_eq!(s.rejects().to_vec(), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn results_of_forgotten_jobs_are_dropped() {
+        let mut s = scored(&[("a.png", Some(3.0))]);
+        let jobs = s.clear_items();
+        assert!(jobs.is_empty());
+        assert!(s
+            .set_result(7, 0, inspection(Path::new("/x"), 1.0), "t")
+            .is_none());
+        assert!(s.items.is_empty());
+    }
+}

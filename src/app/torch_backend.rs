@@ -28,31 +28,6 @@ pub struct TorchBackend {
     cache: Vec<Cached>,
 }
 
-/// "auto", "cpu", "cuda" or "cuda:N" (the CLI's `--device` values).
-pub fn parse_device(s: &str) -> Result<tch::Device, String> {
-    let cuda = |n: usize| {
-        let count = tch::Cuda::device_count().max(0) as usize;
-        if n < count {
-            Ok(tch::Device::Cuda(n))
-        } else {
-            Err(format!(
-                "device cuda:{n}: libtorch sees {count} CUDA device(s)"
-            ))
-        }
-    };
-    match s {
-        "" | "auto" => Ok(tch::Device::cuda_if_available()),
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => cuda(n),
-            None => Err(format!(
-                "device must be auto, cpu, cuda or cuda:N, not {other:?}"
-            )),
-        },
-    }
-}
-
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -65,7 +40,7 @@ impl TorchBackend {
         Arc::new(move || {
             Ok(Box::new(TorchBackend {
                 models_dir: weights_dir.clone(),
-                device: parse_device(&device)?,
+                device: crate::engine::device::parse_device(&device)?,
                 batch_size: batch_size.max(1),
                 cache: Vec::new(),
             }) as Box<dyn Backend>)

@@ -68,7 +68,7 @@ enum DialogPurpose {
     Export,
 }
 
-/// Things the external services a workstation needs; swapped for fakes in tests.
+/// The outside services a workstation uses; tests swap in fakes (no libtorch, no dialogs).
 pub struct Services {
     pub backend: BackendFactory,
     pub dialogs: Box<dyn Dialogs>,
@@ -78,7 +78,8 @@ pub struct Services {
 const REPLY_BUDGET: Duration = Duration::from_millis(8);
 const TEXTURE_BUDGET: Duration = Duration::from_millis(6);
 
-/// Read-only view of the workstation's state for the panels.
+/// The workstation: UI state, plus the handles to the worker, decoders, inbox and dialogs.
+/// `ui` runs one frame; the eframe shell (`GuiApp`) and the kittest tests both drive it.
 pub struct Workstation {
     pub(crate) settings: Settings,
     settings_path: Option<PathBuf>,

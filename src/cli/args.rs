@@ -1,6 +1,6 @@
 //! Options shared by several subcommands: device, models folder, weights, batch size.
 use crate::backbone;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -59,31 +59,7 @@ impl RuntimeArgs {
 }
 
 pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            if !tch::Cuda::is_available() {
-                bail!("--device cuda: no CUDA device is available to libtorch");
-            }
-            Ok(Device::Cuda(0))
-        }
-        other => {
-            let n: usize = other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .with_context(|| {
-                    format!("--device must be auto, cpu, cuda or cuda:N, not {other:?}")
-                })?;
-            if n >= tch::Cuda::device_count() as usize {
-                bail!(
-                    "--device {other}: libtorch sees {} CUDA device(s)",
-                    tch::Cuda::device_count()
-                );
-            }
-            Ok(Device::Cuda(n))
-        }
-    }
+    crate::engine::device::parse_device(s).map_err(|e| anyhow::anyhow!("--{e}"))
 }
 
 /// `$PATCHCORE_MODELS`, `./models`, or the checkout's `models/` next to `target/<profile>/patchcore`.

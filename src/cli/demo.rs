@@ -63,10 +63,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!("demo: no display (or --no-gui): the evaluation above is the result; `patchcore gui --models {}` opens the app", banks.display());
         return Ok(());
     }
-    open_gui(banks, a.runtime)
-}
-
-fn open_gui(banks: PathBuf, runtime: RuntimeArgs) -> Result<()> {
-    let _ = (banks, runtime);
-    Ok(())
+    super::gui::run(super::gui::GuiArgs {
+        models: Some(banks),
+        weights_dir: Some(a.runtime.models_dir()),
+        inbox: None,
+        device: a.runtime.device.clone(),
+        batch_size: a.runtime.batch_size,
+    })
 }

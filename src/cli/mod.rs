@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod eval;
 mod fit;
+mod gui;
 mod predict;
 mod progress;
 
@@ -31,6 +32,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Inspect images with a fitted bank: scores, decisions, CSV and heatmaps.
     Predict(predict::PredictArgs),
+    /// Open the operator workstation.
+    Gui(gui::GuiArgs),
     /// List the backbones, their stages and which weights are present.
     Backbones(backbones::BackbonesArgs),
     /// Time fit and predict phase by phase, with peak memory.
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Backbones(a) => backbones::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Gui(a) => gui::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,12 @@
 //! `patchcore predict`: batch inspection of images or folders with a fitted bank.
 use super::args::RuntimeArgs;
 use super::progress::Bars;
-use crate::bank::write_atomic;
+use crate::app::{write_csv_file, CsvRecord, Decision};
 use crate::data;
-use crate::engine::{Inspection, PatchCore, Progress};
+use crate::engine::{PatchCore, Progress};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -26,47 +26,6 @@ pub struct PredictArgs {
     pub threshold: Option<f32>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-}
-
-/// CSV header shared by `predict --csv` and the GUI's reject export.
-pub const CSV_HEADER: &str = "path,score,normalized_score,threshold,decision,top_x,top_y,top_w,top_h,category,bank,timestamp";
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// One CSV row for an inspection at `threshold`.
-pub fn csv_row(
-    i: &Inspection,
-    threshold: f32,
-    category: &str,
-    bank: &Path,
-    timestamp: &str,
-) -> String {
-    let b = i.top_patch.box_original;
-    format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{}",
-        csv_field(&i.path.to_string_lossy()),
-        i.score,
-        i.normalized,
-        threshold,
-        if i.score > threshold {
-            "reject"
-        } else {
-            "accept"
-        },
-        b[0],
-        b[1],
-        b[2],
-        b[3],
-        csv_field(category),
-        csv_field(&bank.to_string_lossy()),
-        timestamp
-    )
 }
 
 fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -95,7 +54,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     )?;
     let threshold = a.threshold.unwrap_or(meta.calibration.threshold);
     let stamp = crate::engine::patchcore::now_rfc3339();
-    let mut rows = vec![CSV_HEADER.to_string()];
+    let mut rows = Vec::new();
     let (mut rejects, mut errors) = (0usize, 0usize);
     let bars = Bars::default();
     bars.start("inspecting", paths.len() as u64);
@@ -105,7 +64,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         bars.advance(1);
         match r {
             Ok(i) => {
-                let reject = i.score > threshold;
+                let reject = Decision::of(i.score, threshold) == Decision::Reject;
                 rejects += usize::from(reject);
                 println!(
                     "{}\t{:.4}\t{:.3}\t{}\ttop patch x={} y={} w={} h={}",
@@ -137,7 +96,13 @@ pub fn run(a: PredictArgs) -> Result<()> {
                         return false;
                     }
                 }
-                rows.push(csv_row(&i, threshold, &meta.category, &a.bank, &stamp));
+                rows.push(CsvRecord::new(
+                    &i,
+                    threshold,
+                    &meta.category,
+                    &a.bank,
+                    &stamp,
+                ));
             }
             Err(e) => {
                 errors += 1;
@@ -151,9 +116,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         return Err(e);
     }
     if let Some(csv) = &a.csv {
-        let mut text = rows.join("\n");
-        text.push('\n');
-        write_atomic(csv, text.as_bytes()).with_context(|| format!("writing {}", csv.display()))?;
+        write_csv_file(csv, &rows).with_context(|| format!("writing {}", csv.display()))?;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

@@ -2,6 +2,7 @@
 //! the `PatchCore` object that ties them together for every caller.
 pub mod anomaly_map;
 pub mod coreset;
+pub mod device;
 pub mod embed;
 pub mod inspection;
 pub mod knn;
