@@ -31,6 +31,9 @@ pub struct MethodArgs {
     /// Model input size: the crop, or the square in --no-crop mode.
     #[arg(long)]
     pub input: Option<u32>,
+    /// Input normalisation: imagenet (mean/std) or tf ((x - 127) / 128); default: the backbone's.
+    #[arg(long)]
+    pub normalization: Option<String>,
     /// Neighbourhood size of the local aggregation.
     #[arg(long)]
     pub patch_size: Option<i64>,
@@ -89,6 +92,14 @@ impl MethodArgs {
                 crop: input,
             }
         };
+        if let Some(n) = &self.normalization {
+            let norm = match n.as_str() {
+                "imagenet" => backbone::Normalization::ImageNet,
+                "tf" => backbone::Normalization::TfSymmetric,
+                other => bail!("--normalization must be imagenet or tf, not {other:?}"),
+            };
+            (m.mean, m.std) = norm.mean_std();
+        }
         if let Some(p) = self.patch_size {
             m.embed.patch_size = p;
         }

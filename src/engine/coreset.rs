@@ -98,58 +98,60 @@ fn initial_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-/// First index of the maximum (the official rule on ties).
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-            if x > best.1 {
-                (i, x)
-            } else {
-                best
-            }
-        })
-        .0
-}
 
-/// Rows that share a nearest centre, with the largest min-distance among them (and the first row
-/// holding it), so a whole cluster can be skipped with one comparison.
+/// Rows that share a nearest centre: their indices, min-distances and a contiguous copy of their
+/// projected rows (so a visit streams memory instead of chasing scattered rows), with the largest
+/// min-distance (and the first row holding it) so a whole cluster can be skipped at once.
+#[derive(Default)]
 struct Cluster {
     members: Vec<u32>,
+    mins: Vec<f32>,
+    data: Vec<f32>,
     max: f32,
     arg: u32,
 }
 
 impl Cluster {
-    /// Compares every member with the new centre `c`; members that get closer to `c` move to
-    /// `moved`. `gap` is the centre-to-`c` distance (0 for rows without a centre: never pruned).
-    fn update(
-        &mut self,
-        rows: &[f32],
-        dim: usize,
-        crow: &[f32],
-        gap: f32,
-        min_d: &mut [f32],
-        moved: &mut Vec<u32>,
-    ) {
+    fn push(&mut self, i: u32, m: f32, row: &[f32]) {
+        if self.members.is_empty() || m > self.max || (m == self.max && i < self.arg) {
+            (self.max, self.arg) = (m, i);
+        }
+        self.members.push(i);
+        self.mins.push(m);
+        self.data.extend_from_slice(row);
+    }
+
+    /// Compares the members with the new centre `crow`; those that get closer move to `moved`.
+    /// `gap` is this cluster's centre-to-new-centre distance (0 for rows without a centre,
+    /// which are never pruned).
+    fn update(&mut self, dim: usize, crow: &[f32], gap: f32, moved: &mut Cluster) {
         let (mut max, mut arg) = (f32::NEG_INFINITY, u32::MAX);
-        self.members.retain(|&i| {
-            let m = &mut min_d[i as usize];
+        let mut kept = 0;
+        for r in 0..self.members.len() {
+            let (i, m) = (self.members[r], self.mins[r]);
             // Triangle inequality: d(x, c) >= d(a, c) - d(x, a) >= d(x, a) when d(a, c) >= 2 d(x, a).
             // The small margin keeps rounding from ever changing the answer.
-            if gap <= 2.0 * *m * (1.0 + 1e-5) {
-                let d = dist(&rows[i as usize * dim..(i as usize + 1) * dim], crow);
-                if d < *m {
-                    *m = d;
-                    moved.push(i);
-                    return false;
+            if gap <= 2.0 * m * (1.0 + 1e-5) {
+                let row = &self.data[r * dim..(r + 1) * dim];
+                let d = dist(row, crow);
+                if d < m {
+                    moved.push(i, d, row);
+                    continue;
                 }
             }
-            if *m > max || (*m == max && i < arg) {
-                (max, arg) = (*m, i);
+            if kept != r {
+                self.members[kept] = i;
+                self.mins[kept] = m;
+                self.data.copy_within(r * dim..(r + 1) * dim, kept * dim);
             }
-            true
-        });
+            if m > max || (m == max && i < arg) {
+                (max, arg) = (m, i);
+            }
+            kept += 1;
+        }
+        self.members.truncate(kept);
+        self.mins.truncate(kept);
+        self.data.truncate(kept * dim);
         (self.max, self.arg) = (max, arg);
     }
 }
@@ -159,56 +161,42 @@ impl Cluster {
 /// largest min-distance away from the new centre is skipped whole. Rows still carrying their
 /// start-point mean have no centre and are compared every step.
 pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {
-    let n = rows.len() / dim;
-    let row = |i: usize| &rows[i * dim..(i + 1) * dim];
-    let mut min_d = initial_distances(rows, dim, starts);
-    let first = argmax(&min_d);
-    let mut unassigned = Cluster {
-        members: (0..n as u32).collect(),
-        max: min_d[first],
-        arg: first as u32,
-    };
+    let min_d = initial_distances(rows, dim, starts);
+    let mut unassigned = Cluster::default();
+    for (i, (&m, row)) in min_d.iter().zip(rows.chunks_exact(dim)).enumerate() {
+        unassigned.push(i as u32, m, row);
+    }
+    drop(min_d);
     let mut clusters: Vec<Cluster> = Vec::with_capacity(target);
     let mut chosen: Vec<usize> = Vec::with_capacity(target);
+    // The chosen rows, contiguous, for the centre-to-centre distances.
+    let mut centres: Vec<f32> = Vec::with_capacity(target * dim);
     let mut gaps: Vec<f32> = Vec::with_capacity(target);
-    let mut next = first;
+    let mut next = unassigned.arg as usize;
     while chosen.len() < target {
         let c = next;
-        let crow = row(c);
+        let crow = &rows[c * dim..(c + 1) * dim];
         gaps.clear();
-        if chosen.len() > 2048 {
-            gaps.par_extend(chosen.par_iter().map(|&j| dist(crow, row(j))));
+        if chosen.len() > 4096 {
+            gaps.par_extend(centres.par_chunks_exact(dim).map(|a| dist(crow, a)));
         } else {
-            gaps.extend(chosen.iter().map(|&j| dist(crow, row(j))));
+            gaps.extend(centres.chunks_exact(dim).map(|a| dist(crow, a)));
         }
         chosen.push(c);
-        let mut moved = Vec::new();
-        unassigned.update(rows, dim, crow, 0.0, &mut min_d, &mut moved);
+        centres.extend_from_slice(crow);
+        let mut moved = Cluster::default();
+        unassigned.update(dim, crow, 0.0, &mut moved);
         for (cl, &gap) in clusters.iter_mut().zip(&gaps) {
-            if gap <= 2.0 * cl.max * (1.0 + 1e-5) {
-                cl.update(rows, dim, crow, gap, &mut min_d, &mut moved);
+            if !cl.members.is_empty() && gap <= 2.0 * cl.max * (1.0 + 1e-5) {
+                cl.update(dim, crow, gap, &mut moved);
             }
         }
-        let (max, arg) = moved.iter().map(|&i| (min_d[i as usize], i)).fold(
-            (f32::NEG_INFINITY, u32::MAX),
-            |b, x| {
-                if x.0 > b.0 || (x.0 == b.0 && x.1 < b.1) {
-                    x
-                } else {
-                    b
-                }
-            },
-        );
-        clusters.push(Cluster {
-            members: moved,
-            max,
-            arg,
-        });
+        clusters.push(moved);
         // Next centre: the largest min-distance, first row on ties (the official argmax rule).
         let best = clusters
             .iter()
             .chain(std::iter::once(&unassigned))
-            .filter(|cl| cl.arg != u32::MAX)
+            .filter(|cl| !cl.members.is_empty())
             .fold((f32::NEG_INFINITY, u32::MAX), |b, cl| {
                 if cl.max > b.0 || (cl.max == b.0 && cl.arg < b.1) {
                     (cl.max, cl.arg)
@@ -254,6 +242,20 @@ pub fn greedy_device(reduced: &Tensor, starts: &[usize], target: usize) -> Vec<i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+/// First index of the maximum (the official rule on ties).
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
+        .0
+}
 
     /// The plain greedy rule, no pruning, straight from the definition.
     fn plain_greedy(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {

@@ -41,6 +41,9 @@ pub struct Method {
     pub stages: Vec<String>,
     pub grid_stage: usize,
     pub crop: CropMode,
+    /// Input normalisation (mean, std per RGB channel on 0..1 values).
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
     pub embed: EmbedParams,
     pub k: i64,
     pub reweight: bool,
@@ -51,7 +54,10 @@ pub struct Method {
 impl Method {
     /// The paper's settings on the backbone's default stages.
     pub fn defaults_for(spec: &backbone::BackboneSpec) -> Method {
+        let (mean, std) = spec.normalization.mean_std();
         Method {
+            mean,
+            std,
             backbone: spec.name.to_string(),
             stages: spec.default_stages.iter().map(|s| s.to_string()).collect(),
             grid_stage: 0,
@@ -180,7 +186,7 @@ impl Extractor {
         if method.grid_stage >= method.stages.len() {
             return Err(EngineError::Config("grid stage index out of range".into()));
         }
-        let (mean, std) = spec.normalization.mean_std();
+        let (mean, std) = (method.mean, method.std);
         let device = backbone.device();
         let kind = precision.kind();
         if kind != Kind::Float {
@@ -249,6 +255,8 @@ fn method_from_meta(meta: &BankMeta) -> Method {
         stages: meta.stages.clone(),
         grid_stage: meta.grid_stage as usize,
         crop: meta.crop,
+        mean: meta.mean,
+        std: meta.std,
         embed: EmbedParams {
             patch_size: meta.patch_size as i64,
             pretrain_dim: meta.pretrain_dim as i64,
@@ -370,8 +378,8 @@ impl PatchCore {
             weights_sha256: extractor.backbone().weights_sha256().to_string(),
             stages: method.stages.clone(),
             grid_stage: method.grid_stage as u32,
-            mean: extractor.backbone().spec().normalization.mean_std().0,
-            std: extractor.backbone().spec().normalization.mean_std().1,
+            mean: method.mean,
+            std: method.std,
             crop: method.crop,
             patch_size: method.embed.patch_size as u32,
             pretrain_dim: method.embed.pretrain_dim as u32,
