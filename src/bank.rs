@@ -17,6 +17,10 @@ pub enum BankError {
     },
     #[error("{path}: not a valid bank file: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// A readable safetensors file without our `patchcore` metadata key, e.g. backbone weights
+    /// lying in the models folder. Listings skip these; loading one is still an error.
+    #[error("{path}: a safetensors file, but not a patchcore bank (no `patchcore` metadata)")]
+    NotABank { path: PathBuf },
     #[error("{path}: bank format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
     Version { path: PathBuf, found: u32 },
 }
@@ -296,12 +300,11 @@ fn parse_meta(path: &Path, bytes: &[u8]) -> Result<BankMeta, BankError> {
     let meta_json = header
         .get("__metadata__")
         .and_then(|m| m.get(META_KEY))
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| {
-            invalid(format!(
-                "no `{META_KEY}` metadata: a safetensors file, but not a patchcore bank"
-            ))
-        })?;
+        .ok_or_else(|| BankError::NotABank {
+            path: path.to_path_buf(),
+        })?
+        .as_str()
+        .ok_or_else(|| invalid(format!("`{META_KEY}` metadata is not a string")))?;
     let raw: serde_json::Value = serde_json::from_str(meta_json)
         .map_err(|e| invalid(format!("metadata is not JSON: {e}")))?;
     let found = raw

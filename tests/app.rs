@@ -513,6 +513,47 @@ fn bank_errors_are_shown_next_to_the_picker() {
     assert!(h.query_by_label("Open folder...").is_some());
 }
 
+/// The catalog skips safetensors files that are not banks (weights) and lists every other
+/// unreadable one with its reason: damaged metadata, a truncated header.
+#[test]
+fn catalog_skips_weights_and_lists_damaged_banks() {
+    let f = fixture();
+    let weights = f.models.join("efficientnet_lite0.safetensors");
+    assert!(matches!(
+        patchcore::bank::read_meta(&weights),
+        Err(patchcore::bank::BankError::NotABank { .. })
+    ));
+    let bytes = std::fs::read(&f.bank).expect("read bank");
+    std::fs::write(
+        f.models.join("cut.safetensors"),
+        &bytes[..bytes.len().min(200)],
+    )
+    .expect("w");
+    let header = br#"{"__metadata__":{"patchcore":"{not json"}}"#;
+    let mut damaged = (header.len() as u64).to_le_bytes().to_vec();
+    damaged.extend_from_slice(header);
+    std::fs::write(f.models.join("damaged.safetensors"), damaged).expect("w");
+
+    let list = patchcore::app::catalog::scan_models(&f.models).expect("scan");
+    let names: Vec<&str> = list.iter().map(|e| e.file_name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "cut.safetensors",
+            "damaged.safetensors",
+            "widget.safetensors"
+        ]
+    );
+    let cut = list[0].summary();
+    assert!(
+        cut.contains("unusable") && cut.contains("truncated"),
+        "{cut}"
+    );
+    let damaged = list[1].summary();
+    assert!(damaged.contains("unusable"), "{damaged}");
+    assert!(list[2].meta.is_ok());
+}
+
 #[test]
 fn thousands_of_images_keep_few_textures() {
     let f = fixture();

@@ -101,6 +101,33 @@ fn fit_save_load_eval_detects_synthetic_defects() {
 }
 
 #[test]
+fn calibration_leaves_each_image_out() {
+    let (_, ds) = dataset();
+    let (path, file) = fitted();
+    assert!(file.source_image.iter().all(|&s| (0..24).contains(&s)));
+    let weights = common::real_weights(backbone::find(BACKBONE).unwrap().weights_file);
+    let model = PatchCore::load_with_weights(path, &weights, Device::Cpu, Precision::F32).unwrap();
+    let mut plain = Vec::new();
+    model.inspect_paths(&ds.train, 8, |_, r| {
+        plain.push(r.unwrap().score);
+        true
+    });
+    // With its own rows masked out, every training image scores at least as high as when it can
+    // match itself, and strictly higher when some of its rows made it into the bank.
+    let loo = &file.meta.calibration.scores;
+    for (img, (l, p)) in loo.iter().zip(&plain).enumerate() {
+        assert!(l >= p, "image {img}: leave-one-out {l} < plain {p}");
+        if file.source_image.contains(&(img as i32)) {
+            assert!(l > p, "image {img}: its own bank rows were not masked out");
+        }
+    }
+    assert_eq!(
+        file.meta.calibration.threshold,
+        loo.iter().cloned().fold(f32::MIN, f32::max)
+    );
+}
+
+#[test]
 fn same_data_and_seed_give_the_same_bank_bit_for_bit() {
     let (_, ds) = dataset();
     let (_, first) = fitted();

@@ -1,11 +1,11 @@
 //! Finding things on disk: the bank files of the models folder and the images of a folder.
 //! Header reads and directory walks only (no libtorch); run off the GUI thread.
-use crate::bank::{self, BankMeta};
-use std::io::Read;
+use crate::bank::{self, BankError, BankMeta};
 use std::path::{Path, PathBuf};
 
-/// One bank file of the models folder. A file that claims to be a bank but cannot be read is
-/// listed with its error, so the operator sees why a category is missing.
+/// One bank file of the models folder. A `.safetensors` file that is not plainly some other
+/// safetensors file (weights) but cannot be read as a bank is listed with its error, so the
+/// operator sees why a category is missing.
 #[derive(Clone, Debug)]
 pub struct CatalogEntry {
     pub path: PathBuf,
@@ -33,34 +33,6 @@ impl CatalogEntry {
     }
 }
 
-/// Does this safetensors file carry our metadata key? Backbone weights files sit in the same
-/// folder and must be skipped silently, while a damaged bank must be reported.
-fn has_patchcore_key(path: &Path) -> bool {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut len8 = [0u8; 8];
-    if f.read_exact(&mut len8).is_err() {
-        return false;
-    }
-    let n = u64::from_le_bytes(len8);
-    if n > 64 << 20 {
-        return false;
-    }
-    let mut head = vec![0u8; n as usize];
-    if f.read_exact(&mut head).is_err() {
-        // Truncated file: if the key is in what we could read, it is a damaged bank.
-        return String::from_utf8_lossy(&head).contains("\"patchcore\"");
-    }
-    match serde_json::from_slice::<serde_json::Value>(&head) {
-        Ok(v) => v
-            .get("__metadata__")
-            .and_then(|m| m.get("patchcore"))
-            .is_some(),
-        Err(_) => String::from_utf8_lossy(&head).contains("\"patchcore\""),
-    }
-}
-
 /// All bank files of `dir`, sorted by file name.
 pub fn scan_models(dir: &Path) -> Result<Vec<CatalogEntry>, String> {
     let rd = std::fs::read_dir(dir)
@@ -74,9 +46,11 @@ pub fn scan_models(dir: &Path) -> Result<Vec<CatalogEntry>, String> {
         if !is_st || !path.is_file() {
             continue;
         }
+        // Backbone weights files share the folder: skip them silently. Anything else that
+        // fails (truncated, bad metadata, newer format) is listed with its reason.
         let meta = match bank::read_meta(&path) {
             Ok(m) => Ok(m),
-            Err(_) if !has_patchcore_key(&path) => continue,
+            Err(BankError::NotABank { .. }) => continue,
             Err(e) => Err(e.to_string()),
         };
         out.push(CatalogEntry {

@@ -39,28 +39,38 @@ pub fn start_rows(n: usize, n_starts: usize, seed: u64) -> Vec<usize> {
     sample(&mut rng, n, n_starts.min(n)).into_vec()
 }
 
+/// The projection matrix `(D, proj)` as a tensor on `device`.
+pub fn projection(dim: usize, opts: &CoresetOptions, device: Device) -> Tensor {
+    Tensor::from_slice(&random_projection(dim, opts.projection_dim, opts.seed))
+        .view([dim as i64, opts.projection_dim as i64])
+        .to_device(device)
+}
+
 /// Selects `opts.target` rows of `features` `(N, D)`; returns their indices in selection order.
 pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
-    let (n, d) = features.size2().expect("features are (N, D)");
-    let (n, d) = (n as usize, d as usize);
+    let d = features.size2().expect("features are (N, D)").1 as usize;
+    let p = projection(d, opts, features.device());
+    select_projected(&features.to_kind(Kind::Float).matmul(&p), opts)
+}
+
+/// The greedy rule on rows already projected (`reduced = features @ projection`), which is all
+/// it needs: fitting keeps only these in memory and streams the full rows to disk.
+pub fn select_projected(reduced: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
+    let n = reduced.size2().expect("projected rows are (N, proj)").0 as usize;
     if opts.target >= n {
         return (0..n as i64).collect();
     }
-    let p = random_projection(d, opts.projection_dim, opts.seed);
-    let p = Tensor::from_slice(&p)
-        .view([d as i64, opts.projection_dim as i64])
-        .to_device(features.device());
-    let reduced = features.to_kind(Kind::Float).matmul(&p);
     let starts = start_rows(n, opts.n_starts, opts.seed);
-    if features.device() == Device::Cpu {
+    if reduced.device() == Device::Cpu {
         let flat: Vec<f32> = reduced
+            .to_kind(Kind::Float)
             .contiguous()
             .view([-1])
             .try_into()
             .expect("f32 projection");
         greedy_cpu(&flat, opts.projection_dim, &starts, opts.target)
     } else {
-        greedy_device(&reduced, &starts, opts.target)
+        greedy_device(reduced, &starts, opts.target)
     }
 }
 
@@ -97,7 +107,6 @@ fn initial_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
         })
         .collect()
 }
-
 
 /// Rows that share a nearest centre: their indices, min-distances and a contiguous copy of their
 /// projected rows (so a visit streams memory instead of chasing scattered rows), with the largest
@@ -243,19 +252,19 @@ pub fn greedy_device(reduced: &Tensor, starts: &[usize], target: usize) -> Vec<i
 mod tests {
     use super::*;
 
-/// First index of the maximum (the official rule on ties).
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-            if x > best.1 {
-                (i, x)
-            } else {
-                best
-            }
-        })
-        .0
-}
+    /// First index of the maximum (the official rule on ties).
+    fn argmax(v: &[f32]) -> usize {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+                if x > best.1 {
+                    (i, x)
+                } else {
+                    best
+                }
+            })
+            .0
+    }
 
     /// The plain greedy rule, no pruning, straight from the definition.
     fn plain_greedy(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {

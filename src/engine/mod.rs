@@ -4,6 +4,7 @@ pub mod anomaly_map;
 pub mod coreset;
 pub mod device;
 pub mod embed;
+pub mod feature_store;
 pub mod inspection;
 pub mod knn;
 pub mod patchcore;

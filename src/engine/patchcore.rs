@@ -4,6 +4,7 @@
 use super::anomaly_map::anomaly_maps;
 use super::coreset::{self, CoresetOptions};
 use super::embed::{embed, EmbedParams};
+use super::feature_store::FeatureStore;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use crate::backbone::{self, Backbone, BackboneError};
@@ -294,7 +295,18 @@ impl PatchCore {
 
         let t = Instant::now();
         progress.start("features", train.len() as u64);
-        let mut rows = Vec::new();
+        let mut coreset_opts = CoresetOptions {
+            target: 0,
+            projection_dim: opts.projection_dim,
+            n_starts: 10,
+            seed: opts.seed,
+        };
+        let dim = opts.method.embed.embed_dim;
+        let projection = coreset::projection(dim as usize, &coreset_opts, opts.device);
+        let io = |e: std::io::Error| EngineError::Config(format!("temporary feature file: {e}"));
+        // Full rows go to disk; only their projections stay in memory for the coreset.
+        let mut store = FeatureStore::new(dim as usize).map_err(io)?;
+        let mut reduced = Vec::new();
         let mut grid = (0, 0);
         for chunk in train.chunks(opts.batch_size.max(1)) {
             let decoded = decode_all(chunk, opts.method.crop)
@@ -303,40 +315,35 @@ impl PatchCore {
             let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
             let (emb, g) = extractor.embed(&crops)?;
             grid = g;
-            rows.push(emb.view([-1, emb.size()[2]]));
+            let rows = emb.view([-1, dim]);
+            reduced.push(rows.matmul(&projection));
+            store.append(&rows).map_err(io)?;
             progress.advance(chunk.len() as u64);
         }
         progress.finish();
-        let features = Tensor::cat(&rows, 0);
-        drop(rows);
+        let reduced = Tensor::cat(&reduced, 0);
         let per_image = grid.0 * grid.1;
-        let n = features.size()[0] as usize;
-        let source_all = Tensor::arange(n as i64, (Kind::Int64, opts.device)) / per_image;
+        let n = store.len();
         times.features_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let target = opts
+        coreset_opts.target = opts
             .coreset_size
             .unwrap_or((n as f64 * opts.coreset_ratio) as usize)
             .clamp(1, n);
+        let target = coreset_opts.target;
         progress.start("coreset", target as u64);
-        let picks = coreset::select(
-            &features,
-            &CoresetOptions {
-                target,
-                projection_dim: opts.projection_dim,
-                n_starts: 10,
-                seed: opts.seed,
-            },
-        );
+        let picks = coreset::select_projected(&reduced, &coreset_opts);
+        drop(reduced);
         progress.finish();
-        let picks_t = Tensor::from_slice(&picks).to_device(opts.device);
-        let bank_rows = features.index_select(0, &picks_t);
+        let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
         let bank_rows = match opts.bank_dtype {
             BankDtype::F32 => bank_rows,
             BankDtype::F16 => bank_rows.to_kind(Kind::Half).to_kind(Kind::Float),
         };
-        let bank_source = source_all.index_select(0, &picks_t);
+        let bank_source = Tensor::from_slice(&picks)
+            .to_device(opts.device)
+            .divide_scalar_mode(per_image, "floor");
         times.coreset_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
@@ -346,13 +353,19 @@ impl PatchCore {
         let mut scores = Vec::with_capacity(calib.len());
         let method = &opts.method;
         for group in calib.chunks(opts.batch_size.max(1)) {
-            let idx: Vec<i64> = group
-                .iter()
-                .flat_map(|&i| (i as i64 * per_image)..((i as i64 + 1) * per_image))
-                .collect();
-            let idx = Tensor::from_slice(&idx).to_device(opts.device);
-            let q = features.index_select(0, &idx);
-            let qsrc = source_all.index_select(0, &idx);
+            let mut q = Vec::with_capacity(group.len());
+            let mut src = Vec::with_capacity(group.len() * per_image as usize);
+            for &i in group {
+                let start = i * per_image as usize;
+                q.push(
+                    store
+                        .read_range(start, per_image as usize, opts.device)
+                        .map_err(io)?,
+                );
+                src.extend(std::iter::repeat_n(i as i64, per_image as usize));
+            }
+            let q = Tensor::cat(&q, 0);
+            let qsrc = Tensor::from_slice(&src).to_device(opts.device);
             let nb = searcher.search(&q, method.k, Some((&qsrc, &bank_source)));
             let patch = patch_scores(&nb.sq_dist, method);
             let img = patch.view([group.len() as i64, per_image]).amax(1, false);
