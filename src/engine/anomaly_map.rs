@@ -18,22 +18,23 @@ pub fn gaussian_kernel(sigma: f64) -> Vec<f64> {
     taps.into_iter().map(|t| t / sum).collect()
 }
 
-/// Half-sample symmetric source index for every padded position (`d c b a | a b c d | d c b a`).
+/// Half-sample symmetric source index of position `j` in `0..n` (`d c b a | a b c d | d c b a`);
+/// repeated folding keeps it valid even when the kernel radius exceeds the size.
+fn mirror(mut j: i64, n: i64) -> i64 {
+    loop {
+        if j < 0 {
+            j = -j - 1;
+        } else if j >= n {
+            j = 2 * n - j - 1;
+        } else {
+            return j;
+        }
+    }
+}
+
+/// Source index of every padded position.
 fn reflect_indices(n: i64, r: i64, device: Device) -> Tensor {
-    let idx: Vec<i64> = (-r..n + r)
-        .map(|mut j| {
-            // Repeated folding keeps it valid even when the radius exceeds the size.
-            loop {
-                if j < 0 {
-                    j = -j - 1;
-                } else if j >= n {
-                    j = 2 * n - j - 1;
-                } else {
-                    return j;
-                }
-            }
-        })
-        .collect();
+    let idx: Vec<i64> = (-r..n + r).map(|j| mirror(j, n)).collect();
     Tensor::from_slice(&idx).to_device(device)
 }
 
@@ -86,25 +87,15 @@ mod tests {
     fn reference_blur(img: &[f64], h: usize, w: usize, sigma: f64) -> Vec<f64> {
         let k = gaussian_kernel(sigma);
         let r = (k.len() / 2) as i64;
-        let mirror = |j: i64, n: i64| -> usize {
-            let mut j = j;
-            loop {
-                if j < 0 {
-                    j = -j - 1;
-                } else if j >= n {
-                    j = 2 * n - j - 1;
-                } else {
-                    return j as usize;
-                }
-            }
-        };
+        let at =
+            |y: i64, x: i64| img[mirror(y, h as i64) as usize * w + mirror(x, w as i64) as usize];
         let mut out = vec![0.0; h * w];
         for y in 0..h as i64 {
             for x in 0..w as i64 {
                 let mut acc = 0.0;
                 for dy in -r..=r {
                     for dx in -r..=r {
-                        let v = img[mirror(y + dy, h as i64) * w + mirror(x + dx, w as i64)];
+                        let v = at(y + dy, x + dx);
                         acc += v * k[(dy + r) as usize] * k[(dx + r) as usize];
                     }
                 }
