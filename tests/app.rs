@@ -4,8 +4,8 @@
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use patchcore::app::{
-    Backend, GuiOptions, ScriptedDialogs, Services, Settings, SyntheticBackend, Workstation,
-    CSV_COLUMNS,
+    Backend, GuiOptions, NoDialogs, ScriptedDialogs, Services, Settings, SyntheticBackend,
+    Workstation, CSV_COLUMNS,
 };
 use patchcore::bank::{BankDtype, BankFile, BankMeta, Calibration, CropMode, FORMAT_VERSION};
 use patchcore::engine::Inspection;
@@ -552,6 +552,47 @@ fn catalog_skips_weights_and_lists_damaged_banks() {
     let damaged = list[1].summary();
     assert!(damaged.contains("unusable"), "{damaged}");
     assert!(list[2].meta.is_ok());
+}
+
+/// Without any file dialog on the system (no portal, no zenity), the buttons that need a
+/// path ask for it in a text field instead of silently doing nothing.
+#[test]
+fn without_file_dialogs_paths_are_typed_in() {
+    let f = fixture();
+    let out = f.root.join("typed-rejects.csv");
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(NoDialogs),
+    };
+    let mut h = harness(options(&f), services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    h.get_by_label("Export rejects...").click();
+    wait_for(&mut h, "the path field", |h| {
+        has_label(h, "Save the rejects as CSV to:")
+    });
+    h.get_by_role_and_label(
+        egui::accesskit::Role::TextInput,
+        "Save the rejects as CSV to:",
+    )
+    .set_text_value_accesskit(&out.display().to_string());
+    settle(&mut h);
+    h.get_by_label("Save").click();
+    wait_for(&mut h, "the export", |h| {
+        has_label_containing(h, "Exported 2 rejects")
+    });
+    let csv = std::fs::read_to_string(&out).expect("csv");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(!has_label(&h, "Save the rejects as CSV to:"));
+
+    // Known to be missing now: the next request opens the field at once; Cancel closes it.
+    h.get_by_label("Open folder...").click();
+    settle(&mut h);
+    assert!(has_label(&h, "Folder of images to inspect:"));
+    h.get_by_label("Cancel").click();
+    settle(&mut h);
+    assert!(!has_label(&h, "Folder of images to inspect:"));
+    assert!(has_label(&h, "Images: 5"));
 }
 
 #[test]

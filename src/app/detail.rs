@@ -154,13 +154,16 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
                     region,
                     screen,
                     Color32::WHITE,
+                    2.5,
                 );
             }
             // The zoomed patch: about 3x the patch, square, inside the image.
             if let Some(ins) = &inspection {
                 let zoom = zoom_region(ins.top_patch.box_original, image_size);
                 let mut side_ui = ui.new_child(egui::UiBuilder::new().max_rect(side));
-                side_ui.label(RichText::new("Top patch").strong());
+                side_ui
+                    .label(RichText::new("Most anomalous patch, zoomed").strong())
+                    .on_hover_text("Raw pixels around the outlined patch, without the heatmap");
                 let (zr, _) =
                     side_ui.allocate_exact_size(Vec2::splat(side.width()), Sense::hover());
                 let zp = side_ui.painter_at(zr);
@@ -179,6 +182,7 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
                     zoom,
                     zscreen,
                     Color32::WHITE,
+                    2.0,
                 );
                 side_ui.label(format!(
                     "patch score {:.4} (row {}, col {})",

@@ -9,8 +9,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-/// The answer to a dialog arrives on the channel: `Some(path)`, or `None` when cancelled.
-pub type DialogAnswer = Receiver<Option<PathBuf>>;
+/// What a file dialog answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DialogOutcome {
+    Chosen(PathBuf),
+    Cancelled,
+    /// No dialog could be shown (e.g. Linux without xdg-desktop-portal or zenity): the
+    /// workstation then asks for the path in a text field instead.
+    Unavailable,
+}
+
+/// The answer to a dialog arrives on the channel once.
+pub type DialogAnswer = Receiver<DialogOutcome>;
+
+/// rfd answers "no file" both when the operator cancels and when no dialog backend exists.
+/// Nobody cancels a dialog this fast, so a quicker "no file" means none was shown.
+const UNAVAILABLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(300);
 
 pub trait Dialogs {
     /// Asks for a folder of images to score.
@@ -31,10 +45,15 @@ impl NativeDialogs {
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let repaint = self.repaint.clone();
+        let asked = std::time::Instant::now();
         let spawned = std::thread::Builder::new()
             .name("patchcore-dialog".into())
             .spawn(move || {
-                let answer = block_on(fut).map(|h| h.path().to_path_buf());
+                let answer = match block_on(fut) {
+                    Some(h) => DialogOutcome::Chosen(h.path().to_path_buf()),
+                    None if asked.elapsed() < UNAVAILABLE_WITHIN => DialogOutcome::Unavailable,
+                    None => DialogOutcome::Cancelled,
+                };
                 let _ = tx.send(answer);
                 repaint();
             });
@@ -92,16 +111,37 @@ pub struct ScriptedDialogs {
     pub save: Option<PathBuf>,
 }
 
+fn answer_now(outcome: DialogOutcome) -> DialogAnswer {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let _ = tx.send(outcome);
+    rx
+}
+
+fn chosen_or_cancelled(path: &Option<PathBuf>) -> DialogOutcome {
+    path.clone()
+        .map_or(DialogOutcome::Cancelled, DialogOutcome::Chosen)
+}
+
 impl Dialogs for ScriptedDialogs {
     fn pick_folder(&self, _start: Option<&Path>) -> DialogAnswer {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let _ = tx.send(self.folder.clone());
-        rx
+        answer_now(chosen_or_cancelled(&self.folder))
     }
 
     fn save_csv(&self, _start: Option<&Path>, _file_name: &str) -> DialogAnswer {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let _ = tx.send(self.save.clone());
-        rx
+        answer_now(chosen_or_cancelled(&self.save))
+    }
+}
+
+/// A system without file dialogs: every request answers [`DialogOutcome::Unavailable`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDialogs;
+
+impl Dialogs for NoDialogs {
+    fn pick_folder(&self, _start: Option<&Path>) -> DialogAnswer {
+        answer_now(DialogOutcome::Unavailable)
+    }
+
+    fn save_csv(&self, _start: Option<&Path>, _file_name: &str) -> DialogAnswer {
+        answer_now(DialogOutcome::Unavailable)
     }
 }

@@ -180,6 +180,7 @@ fn tile(
                             region,
                             screen,
                             Color32::WHITE,
+                            1.5,
                         );
                     }
                 }

@@ -28,7 +28,7 @@ pub mod torch_backend;
 pub mod worker;
 pub mod workstation;
 
-pub use dialogs::{Dialogs, NativeDialogs, ScriptedDialogs};
+pub use dialogs::{DialogOutcome, Dialogs, NativeDialogs, NoDialogs, ScriptedDialogs};
 pub use export::{write_csv, write_csv_file, CsvRecord, ExportError, CSV_COLUMNS};
 pub use protocol::{Backend, BackendFactory, JobId, Reply, Request};
 pub use settings::Settings;

@@ -87,8 +87,16 @@ pub fn draw_heat(
     painter.image(heat, target, uv, Color32::from_white_alpha(a));
 }
 
-/// Outlines the top patch box `[x, y, w, h]` (original pixels).
-pub fn draw_box(painter: &Painter, b: [u32; 4], region: Rect, screen: Rect, color: Color32) {
+/// Outlines the box `b = [x, y, w, h]` (original pixels, within `region`) drawn at `screen`:
+/// a `width` line in `color` inside a black one, visible on bright and dark parts alike.
+pub fn draw_box(
+    painter: &Painter,
+    b: [u32; 4],
+    region: Rect,
+    screen: Rect,
+    color: Color32,
+    width: f32,
+) {
     let r = Rect::from_min_size(
         Pos2::new(b[0] as f32, b[1] as f32),
         Vec2::new(b[2] as f32, b[3] as f32),
@@ -97,13 +105,13 @@ pub fn draw_box(painter: &Painter, b: [u32; 4], region: Rect, screen: Rect, colo
     painter.rect_stroke(
         s,
         CornerRadius::ZERO,
-        Stroke::new(2.0, Color32::BLACK),
+        Stroke::new(width + 0.5, Color32::BLACK),
         StrokeKind::Outside,
     );
     painter.rect_stroke(
         s,
         CornerRadius::ZERO,
-        Stroke::new(1.5, color),
+        Stroke::new(width, color),
         StrokeKind::Inside,
     );
 }

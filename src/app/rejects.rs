@@ -26,7 +26,6 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         return;
     }
     let (sort_col, ascending) = ws.insp.reject_sort();
-    let arrow = if ascending { "asc" } else { "desc" };
     let selected = ws.selected;
     let scroll_to = selected.and_then(|s| rows.iter().position(|&r| r == s));
     let mut table = TableBuilder::new(ui)
@@ -34,10 +33,17 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         .striped(true)
         .resizable(true)
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-        .column(Column::remainder().at_least(110.0).clip(true))
+        // Not resizable, so it keeps taking what the other columns leave (a resizable one
+        // would keep its first-frame width and leave a gap at the right).
+        .column(
+            Column::remainder()
+                .at_least(140.0)
+                .clip(true)
+                .resizable(false),
+        )
         .column(Column::auto().at_least(58.0))
-        .column(Column::auto().at_least(48.0))
-        .column(Column::auto().at_least(96.0))
+        .column(Column::auto().at_least(44.0))
+        .column(Column::auto().at_least(64.0))
         .min_scrolled_height(0.0);
     // Follow the selection once per change (arrow keys in the detail view), then let the
     // operator scroll freely.
@@ -58,12 +64,18 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
                 header.col(|ui| {
                     let r = ui
                         .selectable_label(sort_col == col, text)
-                        .on_hover_text("Sort by this column; again to reverse");
+                        .on_hover_text(match col {
+                            RejectColumn::Location => {
+                                "Top-left corner (x, y in pixels) of the most anomalous patch. \
+                                 Sort by this column; again to reverse"
+                            }
+                            _ => "Sort by this column; again to reverse",
+                        });
                     if r.clicked() {
                         actions.push(Action::SortRejects(col));
                     }
                     if sort_col == col {
-                        ui.weak(arrow);
+                        sort_arrow(ui, ascending);
                     }
                 });
             }
@@ -93,8 +105,37 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
                 });
                 row.col(|ui| {
                     let [x, y, w, h] = ins.top_patch.box_original;
-                    ui.monospace(format!("{x},{y} {w}×{h}"));
+                    ui.monospace(format!("{x},{y}"))
+                        .on_hover_text(format!("{w}×{h} px patch at x {x}, y {y}"));
                 });
             });
         });
+}
+
+/// A small triangle beside the sorted column's name: up for ascending, down for descending.
+/// Painted, since the bundled fonts have no arrow glyphs.
+fn sort_arrow(ui: &mut Ui, ascending: bool) {
+    let (rect, resp) = ui.allocate_exact_size(egui::vec2(9.0, 9.0), egui::Sense::hover());
+    let (top, bottom) = (rect.top(), rect.bottom());
+    let (l, c, r) = (rect.left(), rect.center().x, rect.right());
+    let points = if ascending {
+        vec![
+            egui::pos2(l, bottom),
+            egui::pos2(r, bottom),
+            egui::pos2(c, top),
+        ]
+    } else {
+        vec![
+            egui::pos2(l, top),
+            egui::pos2(r, top),
+            egui::pos2(c, bottom),
+        ]
+    };
+    let color = ui.visuals().weak_text_color();
+    ui.painter().add(egui::Shape::convex_polygon(
+        points,
+        color,
+        egui::Stroke::NONE,
+    ));
+    resp.on_hover_text(if ascending { "ascending" } else { "descending" });
 }

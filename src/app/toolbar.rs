@@ -17,6 +17,7 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         ui.separator();
         progress(ui, ws, actions);
     });
+    path_prompt(ui, ws, actions);
     for (i, n) in ws.notices.iter().enumerate() {
         ui.horizontal(|ui| {
             ui.colored_label(REJECT, n.as_str());
@@ -26,6 +27,28 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         });
     }
     ui.add_space(2.0);
+}
+
+/// The text-field stand-in for a file dialog, on systems that cannot show one.
+fn path_prompt(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+    let Some(prompt) = &mut ws.path_prompt else {
+        return;
+    };
+    ui.horizontal(|ui| {
+        let label = ui.label(prompt.question());
+        let width = (ui.available_width() - 200.0).clamp(200.0, 700.0);
+        let r = ui
+            .add(egui::TextEdit::singleline(&mut prompt.text).desired_width(width))
+            .labelled_by(label.id)
+            .on_hover_text("No file dialog is available on this system: type the path");
+        let entered = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if ui.button(prompt.confirm()).clicked() || entered {
+            actions.push(Action::PromptSubmit);
+        }
+        if ui.button("Cancel").clicked() {
+            actions.push(Action::PromptCancel);
+        }
+    });
 }
 
 fn category_picker(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {

@@ -6,7 +6,7 @@
 //! goes through one place.
 use super::catalog::{self, CatalogEntry};
 use super::decode::DecodePool;
-use super::dialogs::{DialogAnswer, Dialogs};
+use super::dialogs::{DialogAnswer, DialogOutcome, Dialogs};
 use super::export::{write_csv_file, CsvRecord};
 use super::inbox::{Inbox, InboxEvent};
 use super::protocol::{BackendFactory, JobId, Reply, Request};
@@ -40,6 +40,9 @@ pub enum Action {
     SetSort(SortKey),
     SortRejects(RejectColumn),
     DismissNotice(usize),
+    /// The typed-in path of the [`PathPrompt`] was confirmed, or the prompt closed.
+    PromptSubmit,
+    PromptCancel,
 }
 
 /// Display choices the views read and change directly (no effect beyond drawing).
@@ -66,6 +69,31 @@ enum DialogPurpose {
     OpenFolder,
     InboxFolder,
     Export,
+}
+
+/// Where no file dialog can be shown, the toolbar asks for the path in a text field.
+#[derive(Clone, Debug)]
+pub(crate) struct PathPrompt {
+    purpose: DialogPurpose,
+    pub(crate) text: String,
+}
+
+impl PathPrompt {
+    pub(crate) fn question(&self) -> &'static str {
+        match self.purpose {
+            DialogPurpose::OpenFolder => "Folder of images to inspect:",
+            DialogPurpose::InboxFolder => "Folder to watch for new images:",
+            DialogPurpose::Export => "Save the rejects as CSV to:",
+        }
+    }
+
+    pub(crate) fn confirm(&self) -> &'static str {
+        match self.purpose {
+            DialogPurpose::OpenFolder => "Open",
+            DialogPurpose::InboxFolder => "Watch",
+            DialogPurpose::Export => "Save",
+        }
+    }
 }
 
 /// The outside services a workstation uses; tests swap in fakes (no libtorch, no dialogs).
@@ -120,7 +148,11 @@ pub struct Workstation {
     pub(crate) inbox_error: Option<String>,
     pub(crate) inbox_waiting: Vec<PathBuf>,
 
-    dialog: Option<(DialogPurpose, DialogAnswer)>,
+    /// The open dialog, and the path its text-field fallback starts from.
+    dialog: Option<(DialogPurpose, DialogAnswer, PathBuf)>,
+    /// Set once a dialog could not be shown: later requests go straight to the text field.
+    dialogs_unavailable: bool,
+    pub(crate) path_prompt: Option<PathPrompt>,
     pub(crate) export_status: Option<Result<String, String>>,
     pub(crate) exporting: bool,
     pub(crate) notices: Vec<String>,
@@ -195,6 +227,8 @@ impl Workstation {
             inbox_error: None,
             inbox_waiting: Vec::new(),
             dialog: None,
+            dialogs_unavailable: false,
+            path_prompt: None,
             export_status: None,
             exporting: false,
             notices: Vec::new(),
@@ -414,10 +448,10 @@ impl Workstation {
             Action::OpenFolderDialog => {
                 if self.insp.bank.is_none() {
                     self.folder_error = Some("choose a category first".into());
-                } else if self.dialog.is_none() {
+                } else {
                     let start = self.insp.source.clone();
-                    let answer = self.dialogs.pick_folder(start.as_deref());
-                    self.dialog = Some((DialogPurpose::OpenFolder, answer));
+                    let suggestion = start.clone().unwrap_or_else(working_dir);
+                    self.ask(DialogPurpose::OpenFolder, start, suggestion);
                 }
             }
             Action::InboxEnabled(on) => {
@@ -426,23 +460,21 @@ impl Workstation {
                     self.inbox_error = None;
                 } else if let Some(dir) = self.inbox_dir.clone() {
                     self.start_inbox(dir);
-                } else if self.dialog.is_none() {
-                    let answer = self.dialogs.pick_folder(None);
-                    self.dialog = Some((DialogPurpose::InboxFolder, answer));
+                } else {
+                    self.ask(DialogPurpose::InboxFolder, None, working_dir());
                 }
             }
             Action::ExportDialog => {
-                if self.dialog.is_none() {
-                    let name = self
-                        .insp
-                        .bank
-                        .as_ref()
-                        .map(|b| format!("{}-rejects.csv", b.meta.category))
-                        .unwrap_or_else(|| "rejects.csv".into());
-                    let start = self.insp.source.clone();
-                    let answer = self.dialogs.save_csv(start.as_deref(), &name);
-                    self.dialog = Some((DialogPurpose::Export, answer));
-                }
+                let name = self
+                    .insp
+                    .bank
+                    .as_ref()
+                    .map(|b| format!("{}-rejects.csv", b.meta.category))
+                    .unwrap_or_else(|| "rejects.csv".into());
+                // The dialog opens in the image folder; the typed path defaults to the
+                // working folder (image folders are often read-only shares).
+                let start = self.insp.source.clone();
+                self.ask(DialogPurpose::Export, start, working_dir().join(name));
             }
             Action::CancelScoring => {
                 for job in self.insp.live_jobs() {
@@ -480,6 +512,18 @@ impl Workstation {
                     self.notices.remove(i);
                 }
             }
+            Action::PromptSubmit => {
+                let Some(p) = self.path_prompt.take() else {
+                    return;
+                };
+                let text = p.text.trim();
+                if text.is_empty() {
+                    self.path_prompt = Some(p);
+                } else {
+                    self.dialog_chose(p.purpose, PathBuf::from(text));
+                }
+            }
+            Action::PromptCancel => self.path_prompt = None,
         }
     }
 
@@ -618,22 +662,65 @@ impl Workstation {
     }
 
     fn drain_dialog(&mut self) {
-        let Some((purpose, rx)) = &self.dialog else {
+        let Some((_, rx, _)) = &self.dialog else {
             return;
         };
-        let purpose = *purpose;
-        let answer = match rx.try_recv() {
+        let outcome = match rx.try_recv() {
             Ok(a) => a,
             Err(crossbeam_channel::TryRecvError::Empty) => return,
-            Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => DialogOutcome::Cancelled,
         };
-        self.dialog = None;
-        let Some(path) = answer else { return };
+        let Some((purpose, _, suggestion)) = self.dialog.take() else {
+            return;
+        };
+        match outcome {
+            DialogOutcome::Chosen(path) => self.dialog_chose(purpose, path),
+            DialogOutcome::Cancelled => {}
+            DialogOutcome::Unavailable => {
+                self.dialogs_unavailable = true;
+                self.prompt(purpose, suggestion);
+            }
+        }
+    }
+
+    fn dialog_chose(&mut self, purpose: DialogPurpose, path: PathBuf) {
         match purpose {
             DialogPurpose::OpenFolder => self.open_folder(path),
             DialogPurpose::InboxFolder => self.start_inbox(path),
             DialogPurpose::Export => self.export(path),
         }
+    }
+
+    /// Asks for a path: the native dialog, or the text field where there is none.
+    /// `suggestion` pre-fills the text field.
+    fn ask(&mut self, purpose: DialogPurpose, start: Option<PathBuf>, suggestion: PathBuf) {
+        if self.dialog.is_some() {
+            return;
+        }
+        if self.dialogs_unavailable {
+            self.prompt(purpose, suggestion);
+            return;
+        }
+        let answer = match purpose {
+            DialogPurpose::OpenFolder | DialogPurpose::InboxFolder => {
+                self.dialogs.pick_folder(start.as_deref())
+            }
+            DialogPurpose::Export => {
+                let name = suggestion
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "rejects.csv".into());
+                self.dialogs.save_csv(start.as_deref(), &name)
+            }
+        };
+        self.dialog = Some((purpose, answer, suggestion));
+    }
+
+    fn prompt(&mut self, purpose: DialogPurpose, suggestion: PathBuf) {
+        self.path_prompt = Some(PathPrompt {
+            purpose,
+            text: suggestion.display().to_string(),
+        });
     }
 
     pub fn inbox_on(&self) -> bool {
@@ -856,6 +943,11 @@ impl Workstation {
     pub fn texture_count(&self) -> usize {
         self.textures.count()
     }
+}
+
+/// The process's working folder, absolute where it can be found.
+fn working_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 impl Drop for Workstation {

@@ -169,12 +169,16 @@ pub fn run(a: FitArgs) -> Result<()> {
         "f16" => BankDtype::F16,
         other => bail!("--bank-dtype must be f32 or f16, not {other:?}"),
     };
-    let train_dir = dataset
-        .train
-        .first()
-        .and_then(|p| p.parent())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dataset.root.clone());
+    // Absolute, so the app finds the images whatever folder it is started from.
+    let absolute =
+        |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let train_dir = absolute(
+        dataset
+            .train
+            .first()
+            .and_then(|p| p.parent())
+            .unwrap_or(&dataset.root),
+    );
     let opts = FitOptions {
         weights: a.runtime.weights_for(&method.backbone)?,
         device: a.runtime.device()?,
@@ -188,7 +192,7 @@ pub fn run(a: FitArgs) -> Result<()> {
         calibration_images: a.calibration_images,
         category: a.category.clone().unwrap_or_else(|| dataset.name.clone()),
         train_dir,
-        test_dir: (!dataset.test.is_empty()).then(|| dataset.root.clone()),
+        test_dir: (!dataset.test.is_empty()).then(|| absolute(&dataset.root)),
         method,
     };
     eprintln!(

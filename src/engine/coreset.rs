@@ -95,15 +95,13 @@ fn dist(a: &[f32], b: &[f32]) -> f32 {
     (acc.iter().sum::<f32>() + tail).sqrt()
 }
 
-/// Initial min-distance of each row: its mean Euclidean distance to the start rows.
-fn initial_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
+/// Each row's distances to the start rows (`N x starts`, row-major).
+fn start_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
     rows.par_chunks(dim)
-        .map(|r| {
-            let s: f32 = starts
+        .flat_map_iter(|r| {
+            starts
                 .iter()
-                .map(|&j| dist(r, &rows[j * dim..(j + 1) * dim]))
-                .sum();
-            s / starts.len() as f32
+                .map(move |&j| dist(r, &rows[j * dim..(j + 1) * dim]))
         })
         .collect()
 }
@@ -116,6 +114,9 @@ struct Cluster {
     members: Vec<u32>,
     mins: Vec<f32>,
     data: Vec<f32>,
+    /// Rows without a centre only: their distances to the start rows, which bound the distance
+    /// to any new centre from below (`d(x, c) >= |d(x, s) - d(c, s)|`).
+    anchors: Vec<f32>,
     max: f32,
     arg: u32,
 }
@@ -130,17 +131,46 @@ impl Cluster {
         self.data.extend_from_slice(row);
     }
 
+    /// Appends another cluster's rows (the max keeps the first row on ties, whatever the order).
+    fn merge(mut self, other: Cluster) -> Cluster {
+        if !other.members.is_empty()
+            && (self.members.is_empty()
+                || other.max > self.max
+                || (other.max == self.max && other.arg < self.arg))
+        {
+            (self.max, self.arg) = (other.max, other.arg);
+        }
+        self.members.extend_from_slice(&other.members);
+        self.mins.extend_from_slice(&other.mins);
+        self.data.extend_from_slice(&other.data);
+        self
+    }
+
     /// Compares the members with the new centre `crow`; those that get closer move to `moved`.
-    /// `gap` is this cluster's centre-to-new-centre distance (0 for rows without a centre,
-    /// which are never pruned).
-    fn update(&mut self, dim: usize, crow: &[f32], gap: f32, moved: &mut Cluster) {
+    /// `gap` is this cluster's centre-to-new-centre distance; rows without a centre pass 0 and
+    /// the new centre's distances to the start rows (`c_starts`) instead.
+    fn update(
+        &mut self,
+        dim: usize,
+        crow: &[f32],
+        gap: f32,
+        c_starts: &[f32],
+        moved: &mut Cluster,
+    ) {
         let (mut max, mut arg) = (f32::NEG_INFINITY, u32::MAX);
         let mut kept = 0;
+        let k = c_starts.len();
         for r in 0..self.members.len() {
             let (i, m) = (self.members[r], self.mins[r]);
-            // Triangle inequality: d(x, c) >= d(a, c) - d(x, a) >= d(x, a) when d(a, c) >= 2 d(x, a).
-            // The small margin keeps rounding from ever changing the answer.
-            if gap <= 2.0 * m * (1.0 + 1e-5) {
+            // Triangle inequality: d(x, c) >= d(a, c) - d(x, a) >= d(x, a) when d(a, c) >= 2 d(x, a),
+            // and d(x, c) >= |d(x, s) - d(c, s)| for every start row s. The small margins keep
+            // rounding from ever changing the answer.
+            let far_from_starts = k > 0
+                && self.anchors[r * k..(r + 1) * k]
+                    .iter()
+                    .zip(c_starts)
+                    .any(|(a, b)| (a - b).abs() > m * (1.0 + 1e-5));
+            if !far_from_starts && gap <= 2.0 * m * (1.0 + 1e-5) {
                 let row = &self.data[r * dim..(r + 1) * dim];
                 let d = dist(row, crow);
                 if d < m {
@@ -152,6 +182,7 @@ impl Cluster {
                 self.members[kept] = i;
                 self.mins[kept] = m;
                 self.data.copy_within(r * dim..(r + 1) * dim, kept * dim);
+                self.anchors.copy_within(r * k..(r + 1) * k, kept * k);
             }
             if m > max || (m == max && i < arg) {
                 (max, arg) = (m, i);
@@ -161,6 +192,7 @@ impl Cluster {
         self.members.truncate(kept);
         self.mins.truncate(kept);
         self.data.truncate(kept * dim);
+        self.anchors.truncate(kept * k);
         (self.max, self.arg) = (max, arg);
     }
 }
@@ -170,12 +202,16 @@ impl Cluster {
 /// largest min-distance away from the new centre is skipped whole. Rows still carrying their
 /// start-point mean have no centre and are compared every step.
 pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {
-    let min_d = initial_distances(rows, dim, starts);
-    let mut unassigned = Cluster::default();
-    for (i, (&m, row)) in min_d.iter().zip(rows.chunks_exact(dim)).enumerate() {
+    let k = starts.len();
+    let mut unassigned = Cluster {
+        anchors: start_distances(rows, dim, starts),
+        ..Default::default()
+    };
+    for (i, row) in rows.chunks_exact(dim).enumerate() {
+        // The official initial value: the mean distance to the start rows.
+        let m = unassigned.anchors[i * k..(i + 1) * k].iter().sum::<f32>() / k as f32;
         unassigned.push(i as u32, m, row);
     }
-    drop(min_d);
     let mut clusters: Vec<Cluster> = Vec::with_capacity(target);
     let mut chosen: Vec<usize> = Vec::with_capacity(target);
     // The chosen rows, contiguous, for the centre-to-centre distances.
@@ -194,12 +230,24 @@ pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> 
         chosen.push(c);
         centres.extend_from_slice(crow);
         let mut moved = Cluster::default();
-        unassigned.update(dim, crow, 0.0, &mut moved);
-        for (cl, &gap) in clusters.iter_mut().zip(&gaps) {
-            if !cl.members.is_empty() && gap <= 2.0 * cl.max * (1.0 + 1e-5) {
-                cl.update(dim, crow, gap, &mut moved);
-            }
+        if !unassigned.members.is_empty() {
+            let c_starts: Vec<f32> = starts
+                .iter()
+                .map(|&s| dist(crow, &rows[s * dim..(s + 1) * dim]))
+                .collect();
+            unassigned.update(dim, crow, 0.0, &c_starts, &mut moved);
         }
+        // Clusters are independent: visit them in parallel, each collecting its own movers.
+        let movers = clusters
+            .par_iter_mut()
+            .zip(gaps.par_iter())
+            .filter(|(cl, &gap)| !cl.members.is_empty() && gap <= 2.0 * cl.max * (1.0 + 1e-5))
+            .fold(Cluster::default, |mut acc, (cl, &gap)| {
+                cl.update(dim, crow, gap, &[], &mut acc);
+                acc
+            })
+            .reduce(Cluster::default, Cluster::merge);
+        let moved = moved.merge(movers);
         clusters.push(moved);
         // Next centre: the largest min-distance, first row on ties (the official argmax rule).
         let best = clusters
