@@ -51,7 +51,12 @@ pub struct BackboneSpec {
     /// Stages in network order; `forward` stops after the last one requested.
     pub stages: Vec<StageInfo>,
     pub default_stages: &'static [&'static str],
+    /// Index into `default_stages` of the stage whose grid the patches live on.
+    pub default_grid_stage: usize,
+    /// The input normalisation the weights were trained with.
     pub normalization: Normalization,
+    /// The one PatchCore uses by default (may differ: see `efficientnet_lite`).
+    pub default_normalization: Normalization,
     /// File name in the models folder, e.g. "efficientnet_lite2.safetensors".
     pub weights_file: &'static str,
     /// Native (training) resolution; any input size works.
@@ -82,6 +87,10 @@ impl BackboneSpec {
     }
 }
 
+/// EfficientNet-Lite's default is the README's accuracy winner on MVTec AD bottle: the last
+/// blocks at strides 4, 8 and 16 on the stride-8 grid, with ImageNet normalisation (pixel AUROC
+/// 98.95 for Lite2, against 98.23 for the stride-8 + stride-16 pair with its native
+/// `(x - 127) / 128` input).
 fn efficientnet_lite(
     variant: Variant,
     default_stages: &'static [&'static str],
@@ -91,7 +100,9 @@ fn efficientnet_lite(
         name: variant.name(),
         stages: variant.stages(),
         default_stages,
+        default_grid_stage: 1,
         normalization: Normalization::TfSymmetric,
+        default_normalization: Normalization::ImageNet,
         weights_file,
         input_size: variant.coefficients().2,
         arch: Arch::EfficientNetLite(variant),
@@ -104,25 +115,26 @@ fn build() -> Vec<BackboneSpec> {
             name: "wide_resnet50_2",
             stages: wide_resnet::STAGES.to_vec(),
             default_stages: &["layer2", "layer3"],
+            default_grid_stage: 0,
             normalization: Normalization::ImageNet,
+            default_normalization: Normalization::ImageNet,
             weights_file: "wide_resnet50_2.safetensors",
             input_size: 224,
             arch: Arch::WideResNet50_2,
         },
-        // Defaults mirror WRN's layer2 + layer3: the last block at stride 8 and at stride 16.
         efficientnet_lite(
             Variant::Lite0,
-            &["block4", "block10"],
+            &["block2", "block4", "block10"],
             "efficientnet_lite0.safetensors",
         ),
         efficientnet_lite(
             Variant::Lite1,
-            &["block6", "block14"],
+            &["block3", "block6", "block14"],
             "efficientnet_lite1.safetensors",
         ),
         efficientnet_lite(
             Variant::Lite2,
-            &["block6", "block14"],
+            &["block3", "block6", "block14"],
             "efficientnet_lite2.safetensors",
         ),
     ]

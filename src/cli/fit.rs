@@ -31,7 +31,7 @@ pub struct MethodArgs {
     /// Model input size: the crop, or the square in --no-crop mode.
     #[arg(long)]
     pub input: Option<u32>,
-    /// Input normalisation: imagenet (mean/std) or tf ((x - 127) / 128); default: the backbone's.
+    /// Input normalisation: imagenet (mean/std) or tf ((x - 127) / 128); default: the registry's.
     #[arg(long)]
     pub normalization: Option<String>,
     /// Neighbourhood size of the local aggregation.
@@ -65,7 +65,9 @@ impl MethodArgs {
         };
         let mut m = Method::defaults_for(spec);
         if let Some(s) = &self.stages {
+            // The registry's grid stage belongs to its default stages; given stages use the first.
             m.stages = s.clone();
+            m.grid_stage = 0;
         }
         if let Some(g) = self.grid_stage {
             m.grid_stage = g;

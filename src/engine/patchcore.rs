@@ -55,13 +55,13 @@ pub struct Method {
 impl Method {
     /// The paper's settings on the backbone's default stages.
     pub fn defaults_for(spec: &backbone::BackboneSpec) -> Method {
-        let (mean, std) = spec.normalization.mean_std();
+        let (mean, std) = spec.default_normalization.mean_std();
         Method {
             mean,
             std,
             backbone: spec.name.to_string(),
             stages: spec.default_stages.iter().map(|s| s.to_string()).collect(),
-            grid_stage: 0,
+            grid_stage: spec.default_grid_stage,
             crop: CropMode::Center {
                 resize: 256,
                 crop: 224,
