@@ -44,6 +44,9 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let paths = collect_inputs(&a.inputs)?;
+    if paths.is_empty() {
+        bail!("no images found in {:?}", a.inputs);
+    }
     let meta = crate::bank::read_meta(&a.bank)?;
     let weights = a.runtime.weights_for(&meta.backbone)?;
     let model = PatchCore::load_with_weights(

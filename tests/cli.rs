@@ -1,0 +1,122 @@
+//! The binary as a user runs it: demo (fit + eval on the synthetic category), predict with a CSV,
+//! and a tiny bench (benchmarks are not timed here; this only proves the subcommand works).
+mod common;
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(common::patchcore_bin())
+        .args(args)
+        .env("PATCHCORE_MODELS", common::repo().join("models"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn demo_then_predict_writes_a_csv_with_the_rejects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let d = dir.to_str().unwrap();
+    let out = run(&["demo", "--dir", d, "--no-gui", "--device", "cpu"]);
+    assert!(out.contains("image AUROC"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("eval.json")).unwrap()).unwrap();
+    assert!(report["image_auroc"].as_f64().unwrap() > 0.95, "{report}");
+    assert!(report["pro"].as_f64().is_some() && report["timings_s"]["total"].as_f64().is_some());
+
+    let bank = dir.join("banks/demo_parts.safetensors");
+    let test = dir.join("data/demo_parts/test");
+    let csv = tmp.path().join("out.csv");
+    let folders: Vec<String> = ["good", "dent", "missing", "scratch", "stain"]
+        .iter()
+        .map(|f| test.join(f).display().to_string())
+        .collect();
+    let mut args = vec![
+        "predict",
+        "--bank",
+        bank.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    args.extend(folders.iter().map(String::as_str));
+    run(&args);
+    // A folder without images is an error, not an empty CSV.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = Command::new(common::patchcore_bin())
+        .args([
+            "predict",
+            "--bank",
+            bank.to_str().unwrap(),
+            empty.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no images"));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("path,score,normalized_score,threshold,decision"),
+        "{header}"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 30);
+    // Every defect folder's parts are rejected more often than the good ones at the calibrated threshold.
+    let rejected = |folder: &str| {
+        rows.iter()
+            .filter(|r| r.contains(&format!("/{folder}/")) && r.contains(",reject,"))
+            .count()
+    };
+    assert!(rejected("good") <= 2, "{text}");
+    assert!(
+        rejected("scratch") + rejected("dent") + rejected("stain") + rejected("missing") >= 15,
+        "{text}"
+    );
+}
+
+#[test]
+fn tiny_bench_reports_every_phase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.json");
+    let out = run(&[
+        "bench",
+        "--synthetic",
+        "4",
+        "--predict-images",
+        "2",
+        "--calibration-images",
+        "2",
+        "--backbone",
+        "efficientnet_lite0",
+        "--device",
+        "cpu",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.contains("| efficientnet_lite0 |"), "{out}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in [
+        "fit_features_s",
+        "fit_coreset_s",
+        "predict_features_ms",
+        "predict_search_ms",
+        "peak_rss_mb",
+    ] {
+        assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {r}");
+    }
+    assert_eq!(r["fit_images"], 4);
+    assert_eq!(r["predict_images"], 2);
+}
