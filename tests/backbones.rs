@@ -458,6 +458,48 @@ fn bfloat16_runs_close_to_float() -> Result<()> {
     Ok(())
 }
 
+/// Folding BatchNorms into the convolutions changes the weights, not the function.
+#[test]
+fn folded_batchnorm_computes_the_same_features() -> Result<()> {
+    let lite = Backbone::load(
+        "efficientnet_lite0",
+        &real_weights("efficientnet_lite0.safetensors"),
+        Device::Cpu,
+    )?;
+    // Seeded WideResNet BatchNorms are identities; give them real-looking statistics.
+    let wrn = Backbone::random("wide_resnet50_2", 1, Device::Cpu)?;
+    tch::no_grad(|| {
+        for (name, t) in wrn.parameters() {
+            let n = t.size()[0];
+            let noise = Tensor::rand([n], (Kind::Float, Device::Cpu));
+            let mut t = t.shallow_clone();
+            if name.ends_with("running_var") || name.ends_with("bn3.weight") {
+                t.copy_(&(noise + 0.5));
+            } else if name.ends_with("running_mean") || name.ends_with("bias") {
+                t.copy_(&((noise - 0.5) * 0.2));
+            }
+        }
+    });
+    for (mut backbone, stages) in [
+        (lite, names(&["block4", "block10"])),
+        (wrn, names(&["layer2", "layer3"])),
+    ] {
+        let x = Tensor::randn([2, 3, 96, 80], (Kind::Float, Device::Cpu));
+        let plain = backbone.forward(&x, &stages)?;
+        backbone.fold_batchnorm()?;
+        let folded = backbone.forward(&x, &stages)?;
+        for (a, b) in folded.iter().zip(&plain) {
+            let err = rel_err(a, b)?;
+            println!(
+                "{}: folded vs plain rel err {err:.2e}",
+                backbone.spec().name
+            );
+            assert!(err < 1e-5, "{}: rel err {err:.2e}", backbone.spec().name);
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn default_backbone_prefers_wide_resnet_weights() -> Result<()> {
     let dir = tempfile::tempdir()?;

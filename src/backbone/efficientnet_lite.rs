@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use tch::{nn, TchError, Tensor};
 
-use super::layers::{BatchNorm, Conv2d, ConvSpec, Padding};
+use super::layers::{ConvBn, ConvSpec, Padding};
 use super::StageInfo;
 
 const BN_EPS: f64 = 1e-3;
@@ -182,36 +182,33 @@ fn relu6(x: &Tensor) -> Result<Tensor, TchError> {
     x.f_clamp(0.0, 6.0)
 }
 
-fn same_conv(
+/// TF-"SAME" convolution `<p>/<conv>` with its BatchNorm `<p>/<bn>`.
+fn same_conv_bn(
     p: &nn::Path,
-    c_in: i64,
-    c_out: i64,
+    (conv, bn): (&str, &str),
+    (c_in, c_out): (i64, i64),
     kernel: i64,
     stride: i64,
     groups: i64,
-) -> Result<Conv2d, TchError> {
-    Conv2d::new(
-        p,
-        ConvSpec {
-            c_in,
-            c_out,
-            kernel,
-            stride,
-            padding: Padding::TfSame,
-            groups,
-        },
-    )
+) -> Result<ConvBn, TchError> {
+    let spec = ConvSpec {
+        c_in,
+        c_out,
+        kernel,
+        stride,
+        padding: Padding::TfSame,
+        groups,
+    };
+    ConvBn::new(&(p / conv), &(p / bn), spec, BN_EPS)
 }
 
 /// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project, identity skip when the
 /// shape is kept (drop-connect is training-only).
 #[derive(Debug)]
 struct MbConv {
-    expand: Option<(Conv2d, BatchNorm)>,
-    depthwise: Conv2d,
-    bn1: BatchNorm,
-    project: Conv2d,
-    bn2: BatchNorm,
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
     skip: bool,
 }
 
@@ -219,46 +216,54 @@ impl MbConv {
     fn new(p: &nn::Path, c: BlockConfig) -> Result<Self, TchError> {
         let hidden = c.input * c.expand;
         let expand = if c.expand != 1 {
-            Some((
-                same_conv(&(p / "_expand_conv"), c.input, hidden, 1, 1, 1)?,
-                BatchNorm::new(&(p / "_bn0"), hidden, BN_EPS)?,
-            ))
+            Some(same_conv_bn(
+                p,
+                ("_expand_conv", "_bn0"),
+                (c.input, hidden),
+                1,
+                1,
+                1,
+            )?)
         } else {
             None
         };
         Ok(MbConv {
             expand,
-            depthwise: same_conv(
-                &(p / "_depthwise_conv"),
-                hidden,
-                hidden,
+            depthwise: same_conv_bn(
+                p,
+                ("_depthwise_conv", "_bn1"),
+                (hidden, hidden),
                 c.kernel,
                 c.stride,
                 hidden,
             )?,
-            bn1: BatchNorm::new(&(p / "_bn1"), hidden, BN_EPS)?,
-            project: same_conv(&(p / "_project_conv"), hidden, c.output, 1, 1, 1)?,
-            bn2: BatchNorm::new(&(p / "_bn2"), c.output, BN_EPS)?,
+            project: same_conv_bn(p, ("_project_conv", "_bn2"), (hidden, c.output), 1, 1, 1)?,
             skip: c.stride == 1 && c.input == c.output,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let h = match &self.expand {
-            Some((conv, bn)) => relu6(&bn.forward(&conv.forward(x)?)?)?,
+            Some(expand) => relu6(&expand.forward(x)?)?,
             None => x.shallow_clone(),
         };
-        let h = relu6(&self.bn1.forward(&self.depthwise.forward(&h)?)?)?;
-        let h = self.bn2.forward(&self.project.forward(&h)?)?;
+        let h = relu6(&self.depthwise.forward(&h)?)?;
+        let h = self.project.forward(&h)?;
         Ok(if self.skip { h + x } else { h })
+    }
+
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        self.expand
+            .as_mut()
+            .into_iter()
+            .chain([&mut self.depthwise, &mut self.project])
     }
 }
 
 /// Stem and all MBConv blocks of one variant.
 #[derive(Debug)]
 pub(super) struct EfficientNetLite {
-    stem: Conv2d,
-    bn0: BatchNorm,
+    stem: ConvBn,
     blocks: Vec<MbConv>,
 }
 
@@ -272,8 +277,14 @@ impl EfficientNetLite {
             .map(|(i, c)| MbConv::new(&(&blocks_path / i), c))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EfficientNetLite {
-            stem: same_conv(&(p / "_conv_stem"), 3, STEM_CHANNELS, 3, STEM_STRIDE, 1)?,
-            bn0: BatchNorm::new(&(p / "_bn0"), STEM_CHANNELS, BN_EPS)?,
+            stem: same_conv_bn(
+                p,
+                ("_conv_stem", "_bn0"),
+                (3, STEM_CHANNELS),
+                3,
+                STEM_STRIDE,
+                1,
+            )?,
             blocks,
         })
     }
@@ -285,12 +296,17 @@ impl EfficientNetLite {
         last: usize,
         visit: &mut dyn FnMut(usize, &Tensor),
     ) -> Result<(), TchError> {
-        let mut h = relu6(&self.bn0.forward(&self.stem.forward(x)?)?)?;
+        let mut h = relu6(&self.stem.forward(x)?)?;
         for (i, block) in self.blocks.iter().take(last + 1).enumerate() {
             h = block.forward(&h)?;
             visit(i, &h);
         }
         Ok(())
+    }
+
+    /// Every convolution with its BatchNorm, for folding.
+    pub(super) fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        std::iter::once(&mut self.stem).chain(self.blocks.iter_mut().flat_map(MbConv::convs_mut))
     }
 }
 

@@ -1,6 +1,7 @@
-//! The two building blocks every backbone here shares: a bias-free convolution and an
-//! inference-mode BatchNorm, both registered under PyTorch's parameter names (`weight`,
-//! `bias`, `running_mean`, `running_var`) and both returning errors instead of panicking.
+//! The building block every backbone here is made of: a bias-free convolution followed by an
+//! inference-mode BatchNorm, both registered under PyTorch's parameter names (`weight`, `bias`,
+//! `running_mean`, `running_var`), returning errors instead of panicking, and foldable into one
+//! biased convolution for inference.
 
 use tch::{nn, TchError, Tensor};
 
@@ -15,9 +16,9 @@ pub(super) enum Padding {
     TfSame,
 }
 
-/// A 2-D convolution without bias (every conv here is followed by a BatchNorm).
+/// A 2-D convolution without bias of its own (every conv here is followed by a BatchNorm).
 #[derive(Debug)]
-pub(super) struct Conv2d {
+struct Conv2d {
     weight: Tensor,
     kernel: i64,
     stride: i64,
@@ -39,7 +40,7 @@ pub(super) struct ConvSpec {
 impl Conv2d {
     /// Registers `<p>.weight` with shape `[c_out, c_in / groups, k, k]`, zero-filled: values come
     /// from a checkpoint or a seeded initialiser, so building consumes no random numbers.
-    pub(super) fn new(p: &nn::Path, spec: ConvSpec) -> Result<Self, TchError> {
+    fn new(p: &nn::Path, spec: ConvSpec) -> Result<Self, TchError> {
         let shape = [
             spec.c_out,
             spec.c_in / spec.groups,
@@ -55,12 +56,11 @@ impl Conv2d {
         })
     }
 
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+    /// `bias` is the folded BatchNorm's shift, if any.
+    fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, TchError> {
         let (s, g) = (self.stride, self.groups);
         match self.padding {
-            Padding::Symmetric(p) => {
-                x.f_conv2d(&self.weight, None::<Tensor>, [s, s], [p, p], [1, 1], g)
-            }
+            Padding::Symmetric(p) => x.f_conv2d(&self.weight, bias, [s, s], [p, p], [1, 1], g),
             Padding::TfSame => {
                 let size = x.size();
                 let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
@@ -68,11 +68,11 @@ impl Conv2d {
                 let (left, right) = same_padding(w, self.kernel, s);
                 if top == bottom && left == right {
                     // Symmetric: let the convolution pad, saving a copy of the input.
-                    x.f_conv2d(&self.weight, None::<Tensor>, [s, s], [top, left], [1, 1], g)
+                    x.f_conv2d(&self.weight, bias, [s, s], [top, left], [1, 1], g)
                 } else {
                     x.f_constant_pad_nd([left, right, top, bottom])?.f_conv2d(
                         &self.weight,
-                        None::<Tensor>,
+                        bias,
                         [s, s],
                         [0, 0],
                         [1, 1],
@@ -94,7 +94,7 @@ pub(super) fn same_padding(input: i64, kernel: i64, stride: i64) -> (i64, i64) {
 /// BatchNorm with frozen statistics (eval mode): `(x - mean) / sqrt(var + eps) * weight + bias`.
 /// The momentum of the original layers only matters in training, so it is not kept.
 #[derive(Debug)]
-pub(super) struct BatchNorm {
+struct BatchNorm {
     weight: Tensor,
     bias: Tensor,
     running_mean: Tensor,
@@ -104,7 +104,7 @@ pub(super) struct BatchNorm {
 
 impl BatchNorm {
     /// Registers the four tensors with an identity transform (PyTorch's fresh BatchNorm).
-    pub(super) fn new(p: &nn::Path, channels: i64, eps: f64) -> Result<Self, TchError> {
+    fn new(p: &nn::Path, channels: i64, eps: f64) -> Result<Self, TchError> {
         Ok(BatchNorm {
             weight: p.f_ones("weight", &[channels])?,
             bias: p.f_zeros("bias", &[channels])?,
@@ -114,7 +114,7 @@ impl BatchNorm {
         })
     }
 
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         x.f_batch_norm(
             Some(&self.weight),
             Some(&self.bias),
@@ -125,6 +125,62 @@ impl BatchNorm {
             self.eps,
             true,
         )
+    }
+}
+
+/// A convolution and the BatchNorm after it, registered as `<conv>.weight` and `<bn>.*`.
+#[derive(Debug)]
+pub(super) struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+    /// The BatchNorm lives in the conv's weight and in `bn.bias` (see `fold`).
+    folded: bool,
+}
+
+impl ConvBn {
+    pub(super) fn new(
+        conv: &nn::Path,
+        bn: &nn::Path,
+        spec: ConvSpec,
+        eps: f64,
+    ) -> Result<Self, TchError> {
+        Ok(ConvBn {
+            conv: Conv2d::new(conv, spec)?,
+            bn: BatchNorm::new(bn, spec.c_out, eps)?,
+            folded: false,
+        })
+    }
+
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        if self.folded {
+            self.conv.forward(x, Some(&self.bn.bias))
+        } else {
+            self.bn.forward(&self.conv.forward(x, None)?)
+        }
+    }
+
+    /// Folds the BatchNorm into the convolution, in place: `w * s` and bias `beta - mean * s`
+    /// with `s = gamma / sqrt(var + eps)`. Same function up to rounding, one pass less over
+    /// every activation map. The weights then no longer equal the checkpoint's.
+    pub(super) fn fold(&mut self) -> Result<(), TchError> {
+        if self.folded {
+            return Ok(());
+        }
+        let bn = &self.bn;
+        tch::no_grad(|| {
+            let scale = bn
+                .weight
+                .f_div(&bn.running_var.f_add_scalar(bn.eps)?.f_sqrt()?)?;
+            let shift = bn.bias.f_sub(&bn.running_mean.f_mul(&scale)?)?;
+            self.conv
+                .weight
+                .shallow_clone()
+                .f_mul_(&scale.f_view([-1, 1, 1, 1])?)
+                .map(drop)?;
+            bn.bias.shallow_clone().f_copy_(&shift)
+        })?;
+        self.folded = true;
+        Ok(())
     }
 }
 

@@ -214,6 +214,17 @@ impl Backbone {
         params
     }
 
+    /// Folds every BatchNorm into the convolution before it (inference only; about a fifth of
+    /// WideResNet's forward time on CPU). `parameters()` then no longer match the checkpoint,
+    /// and `forward` agrees with the unfolded network up to float rounding.
+    pub fn fold_batchnorm(&mut self) -> Result<(), BackboneError> {
+        match &mut self.net {
+            Network::WideResNet(net) => net.convs_mut().try_for_each(|c| c.fold()),
+            Network::EfficientNetLite(net) => net.convs_mut().try_for_each(|c| c.fold()),
+        }?;
+        Ok(())
+    }
+
     /// Converts the weights to a floating-point `kind` (e.g. BFloat16); `forward` then casts its
     /// input to it and returns outputs of that kind.
     pub fn set_kind(&mut self, kind: Kind) {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use tch::{nn, Device, Kind, TchError, Tensor};
 
-use super::layers::{BatchNorm, Conv2d, ConvSpec, Padding};
+use super::layers::{ConvBn, ConvSpec, Padding};
 use super::StageInfo;
 
 /// torchvision's BatchNorm2d default.
@@ -44,30 +44,31 @@ pub(super) const STAGES: [StageInfo; 3] = [
     },
 ];
 
-fn conv(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64) -> Result<Conv2d, TchError> {
-    let padding = Padding::Symmetric(kernel / 2);
-    Conv2d::new(
-        p,
-        ConvSpec {
-            c_in,
-            c_out,
-            kernel,
-            stride,
-            padding,
-            groups: 1,
-        },
-    )
+/// Convolution `<conv>` with its BatchNorm `<bn>`, both under `p`.
+fn conv_bn(
+    p: &nn::Path,
+    (conv, bn): (&str, &str),
+    (c_in, c_out): (i64, i64),
+    kernel: i64,
+    stride: i64,
+) -> Result<ConvBn, TchError> {
+    let spec = ConvSpec {
+        c_in,
+        c_out,
+        kernel,
+        stride,
+        padding: Padding::Symmetric(kernel / 2),
+        groups: 1,
+    };
+    ConvBn::new(&(p / conv), &(p / bn), spec, BN_EPS)
 }
 
 #[derive(Debug)]
 struct Bottleneck {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    conv2: Conv2d,
-    bn2: BatchNorm,
-    conv3: Conv2d,
-    bn3: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+    downsample: Option<ConvBn>,
 }
 
 impl Bottleneck {
@@ -75,42 +76,46 @@ impl Bottleneck {
         let width = planes * WIDTH_FACTOR;
         let c_out = planes * EXPANSION;
         let downsample = if stride != 1 || c_in != c_out {
-            let d = p / "downsample";
-            Some((
-                conv(&(&d / "0"), c_in, c_out, 1, stride)?,
-                BatchNorm::new(&(&d / "1"), c_out, BN_EPS)?,
-            ))
+            Some(conv_bn(
+                &(p / "downsample"),
+                ("0", "1"),
+                (c_in, c_out),
+                1,
+                stride,
+            )?)
         } else {
             None
         };
         Ok(Bottleneck {
-            conv1: conv(&(p / "conv1"), c_in, width, 1, 1)?,
-            bn1: BatchNorm::new(&(p / "bn1"), width, BN_EPS)?,
-            conv2: conv(&(p / "conv2"), width, width, 3, stride)?,
-            bn2: BatchNorm::new(&(p / "bn2"), width, BN_EPS)?,
-            conv3: conv(&(p / "conv3"), width, c_out, 1, 1)?,
-            bn3: BatchNorm::new(&(p / "bn3"), c_out, BN_EPS)?,
+            conv1: conv_bn(p, ("conv1", "bn1"), (c_in, width), 1, 1)?,
+            conv2: conv_bn(p, ("conv2", "bn2"), (width, width), 3, stride)?,
+            conv3: conv_bn(p, ("conv3", "bn3"), (width, c_out), 1, 1)?,
             downsample,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        let y = self.bn1.forward(&self.conv1.forward(x)?)?.f_relu()?;
-        let y = self.bn2.forward(&self.conv2.forward(&y)?)?.f_relu()?;
-        let y = self.bn3.forward(&self.conv3.forward(&y)?)?;
+        let y = self.conv1.forward(x)?.f_relu()?;
+        let y = self.conv2.forward(&y)?.f_relu()?;
+        let y = self.conv3.forward(&y)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?)?,
+            Some(down) => down.forward(x)?,
             None => x.shallow_clone(),
         };
         (y + shortcut).f_relu()
+    }
+
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        [&mut self.conv1, &mut self.conv2, &mut self.conv3]
+            .into_iter()
+            .chain(self.downsample.as_mut())
     }
 }
 
 /// Stem plus the first `n` residual stages.
 #[derive(Debug)]
 pub(super) struct WideResNet {
-    conv1: Conv2d,
-    bn1: BatchNorm,
+    conv1: ConvBn,
     layers: Vec<Vec<Bottleneck>>,
 }
 
@@ -130,8 +135,7 @@ impl WideResNet {
             layers.push(layer);
         }
         Ok(WideResNet {
-            conv1: conv(&(p / "conv1"), 3, 64, 7, 2)?,
-            bn1: BatchNorm::new(&(p / "bn1"), 64, BN_EPS)?,
+            conv1: conv_bn(p, ("conv1", "bn1"), (3, 64), 7, 2)?,
             layers,
         })
     }
@@ -143,11 +147,11 @@ impl WideResNet {
         last: usize,
         visit: &mut dyn FnMut(usize, &Tensor),
     ) -> Result<(), TchError> {
-        let mut h = self
-            .bn1
-            .forward(&self.conv1.forward(x)?)?
-            .f_relu()?
-            .f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+        let mut h =
+            self.conv1
+                .forward(x)?
+                .f_relu()?
+                .f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
         for (i, layer) in self.layers.iter().take(last + 1).enumerate() {
             for block in layer {
                 h = block.forward(&h)?;
@@ -155,6 +159,16 @@ impl WideResNet {
             visit(i, &h);
         }
         Ok(())
+    }
+
+    /// Every convolution with its BatchNorm, for folding.
+    pub(super) fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        std::iter::once(&mut self.conv1).chain(
+            self.layers
+                .iter_mut()
+                .flatten()
+                .flat_map(Bottleneck::convs_mut),
+        )
     }
 }
 

@@ -1,7 +1,13 @@
-//! Locally aware patch features (paper Sec. 3.1, Eq. 2-3), exactly as the official code computes them:
+//! Locally aware patch features (paper Sec. 3.1, Eq. 2-3), with the official code's numbers:
 //! each stage map is unfolded into 3x3 neighbourhoods (zero padding), coarser grids are bilinearly
 //! upsampled onto the finest one, each stage's flattened neighbourhood is adaptive-average-pooled to
 //! `pretrain_dim`, and the stacked stages are pooled again to `embed_dim`.
+//!
+//! Pooling across taps and bilinear resampling are linear maps on different axes, so they commute:
+//! each stage is resampled at whichever side has fewer channels. When `pretrain_dim` is a multiple
+//! of the channel count every pooling window lies inside one channel's neighbourhood, and the
+//! unfold + pool collapses into a depthwise convolution with fixed averaging weights, which never
+//! materialises the `C * 9` taps (for WideResNet's layer3, 9216 of them per position).
 use tch::{Kind, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,32 +34,64 @@ impl Default for EmbedParams {
 /// `maps[p.grid_stage]`. Rows are in row-major grid order.
 pub fn embed(maps: &[Tensor], p: EmbedParams) -> Tensor {
     let (b, _, h, w) = maps[p.grid_stage].size4().expect("stage maps are NCHW");
-    let pad = p.patch_size / 2;
     let pooled: Vec<Tensor> = maps
         .iter()
         .map(|m| {
+            let m = m.to_kind(Kind::Float);
             let (_, c, mh, mw) = m.size4().expect("stage maps are NCHW");
-            let taps = c * p.patch_size * p.patch_size;
-            // (B, C*k*k, mh*mw): channel-major, then ky, kx, as torch.nn.Unfold orders them.
-            let unfolded = m
-                .to_kind(Kind::Float)
-                .im2col([p.patch_size, p.patch_size], [1, 1], [pad, pad], [1, 1])
-                .view([b, taps, mh, mw]);
-            let aligned = if (mh, mw) == (h, w) {
-                unfolded
-            } else {
-                unfolded.upsample_bilinear2d([h, w], false, None, None)
+            let resample = |t: Tensor| {
+                if (mh, mw) == (h, w) {
+                    t
+                } else {
+                    t.upsample_bilinear2d([h, w], false, None, None)
+                }
             };
-            aligned
+            let taps = c * p.patch_size * p.patch_size;
+            let stage = if taps > p.pretrain_dim {
+                resample(pool_neighbourhoods(&m, p))
+            } else {
+                pool_neighbourhoods(&resample(m), p)
+            };
+            stage
                 .permute([0, 2, 3, 1])
-                .reshape([b * h * w, 1, taps])
-                .adaptive_avg_pool1d(p.pretrain_dim)
+                .reshape([b * h * w, 1, p.pretrain_dim])
         })
         .collect();
-    let stacked = Tensor::cat(&pooled, 2);
-    stacked
+    Tensor::cat(&pooled, 2)
         .adaptive_avg_pool1d(p.embed_dim)
         .view([b, h * w, p.embed_dim])
+}
+
+/// `(B, C, h, w)` to `(B, pretrain_dim, h, w)`: every position's `C * k * k` neighbourhood taps
+/// (channel-major, then ky, kx, as torch.nn.Unfold orders them) adaptive-average-pooled.
+fn pool_neighbourhoods(m: &Tensor, p: EmbedParams) -> Tensor {
+    let (b, c, h, w) = m.size4().expect("stage maps are NCHW");
+    let (k, d) = (p.patch_size, p.pretrain_dim);
+    let (taps, pad) = (c * k * k, k / 2);
+    if d % c == 0 {
+        // Output j = c * per + r averages taps [floor(r*k*k/per), ceil((r+1)*k*k/per)) of channel c.
+        let per = d / c;
+        let kk = k * k;
+        let mut weights = vec![0f32; (per * kk) as usize];
+        for r in 0..per {
+            let (s, e) = ((r * kk) / per, ((r + 1) * kk + per - 1) / per);
+            for t in s..e {
+                weights[(r * kk + t) as usize] = 1.0 / (e - s) as f32;
+            }
+        }
+        let weight = Tensor::from_slice(&weights)
+            .view([per, 1, k, k])
+            .repeat([c, 1, 1, 1])
+            .to_device(m.device());
+        return m.conv2d(&weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], c);
+    }
+    m.im2col([k, k], [1, 1], [pad, pad], [1, 1])
+        .view([b, taps, h * w])
+        .transpose(1, 2)
+        .reshape([b * h * w, 1, taps])
+        .adaptive_avg_pool1d(d)
+        .view([b, h, w, d])
+        .permute([0, 3, 1, 2])
 }
 
 #[cfg(test)]
@@ -64,7 +102,7 @@ mod tests {
     /// Independent, literal version of the official code path (per-map interpolation of every
     /// unfolded channel, pooling written as explicit window means).
     fn reference(maps: &[Tensor], p: EmbedParams) -> Tensor {
-        let (b, _, h, w) = maps[0].size4().unwrap();
+        let (b, _, h, w) = maps[p.grid_stage].size4().unwrap();
         let mut per_stage = Vec::new();
         for m in maps {
             let (_, c, mh, mw) = m.size4().unwrap();
@@ -109,18 +147,26 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let maps = [
             Tensor::rand([2, 6, 8, 8], opts),
-            Tensor::rand([2, 10, 4, 4], opts),
+            Tensor::rand([2, 4, 4, 4], opts),
+            Tensor::rand([2, 8, 2, 2], opts),
         ];
-        let p = EmbedParams {
-            patch_size: 3,
-            pretrain_dim: 16,
-            embed_dim: 12,
-            grid_stage: 0,
-        };
-        let fast = embed(&maps, p);
-        let slow = reference(&maps, p);
-        assert_eq!(fast.size(), vec![2, 64, 12]);
-        let err = (&fast - &slow).abs().max().double_value(&[]);
-        assert!(err < 1e-6, "max abs difference {err}");
+        // Pooling dims that exercise both paths on every stage: the depthwise form (16 = 4 * 4,
+        // 8 = 8 * 1), the unfold form (16 vs 6 and 8 channels), upsampling first and pooling first.
+        for (pretrain_dim, embed_dim, grid_stage) in
+            [(16, 12, 0), (8, 8, 1), (24, 16, 0), (5, 7, 1)]
+        {
+            let p = EmbedParams {
+                patch_size: 3,
+                pretrain_dim,
+                embed_dim,
+                grid_stage,
+            };
+            let fast = embed(&maps, p);
+            let slow = reference(&maps, p);
+            let (_, _, h, w) = maps[grid_stage].size4().unwrap();
+            assert_eq!(fast.size(), vec![2, h * w, embed_dim]);
+            let err = (&fast - &slow).abs().max().double_value(&[]);
+            assert!(err < 1e-6, "{p:?}: max abs difference {err}");
+        }
     }
 }

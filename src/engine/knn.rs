@@ -1,22 +1,45 @@
 //! Exact nearest-neighbour search of patch features against the memory bank (paper Eq. 6).
 //!
-//! The neighbour is found with the GEMM form `|x|^2 + |m|^2 - 2 x.m` on mean-centred data, in
-//! chunks sized to a memory budget, then the winners' distances are recomputed directly as
-//! `sum((x - m)^2)`: the GEMM form alone cancels badly when features share a large offset
-//! (|x|^2 ~ 4e4 against distances ~ 10; see the reference README).
+//! Brute force is a full-width GEMM against every bank row. Bank features are nearly low-rank,
+//! so each row is instead compressed to its top principal components plus the length of what
+//! they leave out. The distance between two compressed rows is a lower bound of the true one
+//! (Pythagoras, then the reverse triangle inequality on the residuals). A GEMM on the short rows
+//! shortlists candidates, their distances are computed directly as `sum((x - m)^2)` in f32 (the
+//! GEMM form `|x|^2 + |m|^2 - 2 x.m` cancels badly; see the reference README), and a query is
+//! finished once the next row's lower bound exceeds its k-th exact distance; otherwise its
+//! shortlist grows. The answer is the brute-force answer at a fraction of the arithmetic.
 use tch::{Kind, Tensor};
 
-/// Bytes the distance matrix of one chunk may take (the GEMM output dominates).
+/// Bytes the lower-bound matrix of one chunk may take (it dominates the search's memory).
 pub const DEFAULT_CHUNK_BYTES: usize = 256 << 20;
+/// Share of the bank's variance the principal components keep; the rest is the residual.
+const EXPLAINED_VARIANCE: f64 = 0.999;
+/// Bounds on the number of principal components (the GEMM width).
+const MIN_COMPONENTS: i64 = 32;
+const MAX_COMPONENTS: i64 = 256;
+/// Rows the principal components are estimated from. Any orthonormal basis gives a valid bound;
+/// a better one only gives a tighter bound, so a sample is enough.
+const BASIS_SAMPLE: i64 = 8192;
+/// f32 rounding allowance of a lower bound, relative to `(|q| + max |m|)^2` of the centred
+/// operands: about 170 ulps, well above what the narrow GEMM and the compression lose. It can only add
+/// candidates, never drop the true neighbour.
+const SLACK: f64 = 2e-5;
+/// First shortlist length; queries whose bound is not yet beaten get four times as many.
+const INITIAL_SHORTLIST: i64 = 8;
 
 /// Bank rows prepared for repeated searching.
 pub struct Searcher {
     /// `(K, D)` bank rows in f32, as stored.
     rows: Tensor,
-    /// Rows minus their mean, in the search precision.
-    centred: Tensor,
     mean: Tensor,
-    centred_sq: Tensor,
+    /// `(D, d)` orthonormal principal directions of the centred rows.
+    basis: Tensor,
+    /// `(K, d + 1)` compressed centred rows: components, then residual length.
+    short: Tensor,
+    /// `(K,)` squared lengths of `short` (= of the centred rows).
+    short_sq: Tensor,
+    /// Largest centred row length, for the rounding allowance.
+    max_norm: f64,
     chunk_bytes: usize,
 }
 
@@ -29,17 +52,21 @@ pub struct Neighbours {
 }
 
 impl Searcher {
-    /// `kind` is the GEMM precision (Float, or BFloat16 for speed); distances are always exact f32.
-    pub fn new(rows: &Tensor, kind: Kind, chunk_bytes: usize) -> Self {
+    pub fn new(rows: &Tensor, chunk_bytes: usize) -> Self {
         let rows = rows.to_kind(Kind::Float);
         let mean = rows.mean_dim(0, true, Kind::Float);
-        let centred32 = &rows - &mean;
-        let centred_sq = centred32.square().sum_dim_intlist(1, false, Kind::Float);
+        let centred = &rows - &mean;
+        let basis = principal_basis(&centred);
+        let short = compress(&centred, &basis);
+        let short_sq = short.square().sum_dim_intlist(1, false, Kind::Float);
+        let max_norm = short_sq.max().double_value(&[]).sqrt();
         Self {
-            centred: centred32.to_kind(kind),
             rows,
             mean,
-            centred_sq,
+            basis,
+            short,
+            short_sq,
+            max_norm,
             chunk_bytes,
         }
     }
@@ -56,6 +83,11 @@ impl Searcher {
         &self.rows
     }
 
+    /// Width of the compressed rows (principal components + 1).
+    pub fn compressed_width(&self) -> i64 {
+        self.short.size()[1]
+    }
+
     /// Nearest `k` rows for each `(M, D)` query. `exclude = (query_source (M,), row_source (K,))`
     /// masks out the rows that came from the query's own image (leave-one-image-out calibration).
     pub fn search(
@@ -66,47 +98,163 @@ impl Searcher {
     ) -> Neighbours {
         let queries = queries.to_kind(Kind::Float);
         let m = queries.size()[0];
-        let bank = self.len();
-        let k = k.min(bank);
-        let per_row = (bank as usize * 4).max(1);
-        let chunk = ((self.chunk_bytes / per_row).max(1) as i64).min(m.max(1));
+        let k = k.min(self.len());
+        let per_query = (self.len() as usize * 4).max(1);
+        let chunk = ((self.chunk_bytes / per_query).max(1) as i64).min(m.max(1));
         let mut dists = Vec::new();
         let mut idxs = Vec::new();
-        // The GEMM only shortlists candidates (a bfloat16 one coarsely); exact f32 distances pick
-        // among them, so near-ties the GEMM form gets wrong by cancellation still resolve exactly.
-        let candidates = (4 * k).max(8).min(bank);
-        let row_sq = self.centred_sq.to_kind(self.centred.kind()).unsqueeze(0);
         for start in (0..m).step_by(chunk as usize) {
             let len = chunk.min(m - start);
-            let q = queries.narrow(0, start, len);
-            let qc = (&q - &self.mean) * -2.0;
-            // |m|^2 - 2 x.m ranks rows like the full distance (|x|^2 is constant per query row).
-            let mut approx = row_sq.addmm(&qc.to_kind(self.centred.kind()), &self.centred.tr());
-            if let Some((qsrc, rsrc)) = exclude {
-                let own = qsrc
-                    .narrow(0, start, len)
+            let own = exclude.map(|(qsrc, rsrc)| {
+                qsrc.narrow(0, start, len)
                     .unsqueeze(1)
-                    .eq_tensor(&rsrc.unsqueeze(0));
-                approx = approx.masked_fill(&own, f64::INFINITY);
-            }
-            let idx = approx.topk(candidates, 1, false, false).1;
-            // Exact recomputation at the candidates: (len, candidates, D) differences.
-            let winners = self
-                .rows
-                .index_select(0, &idx.view([-1]))
-                .view([len, candidates, -1]);
-            let exact = (q.unsqueeze(1) - winners)
-                .square()
-                .sum_dim_intlist(2, false, Kind::Float);
-            let (exact, order) = exact.sort(1, false);
-            dists.push(exact.narrow(1, 0, k));
-            idxs.push(idx.gather(1, &order, false).narrow(1, 0, k));
+                    .eq_tensor(&rsrc.unsqueeze(0))
+            });
+            let (d, i) = self.search_chunk(&queries.narrow(0, start, len), k, own.as_ref());
+            dists.push(d);
+            idxs.push(i);
         }
         Neighbours {
             sq_dist: Tensor::cat(&dists, 0),
             index: Tensor::cat(&idxs, 0),
         }
     }
+
+    fn search_chunk(&self, q: &Tensor, k: i64, own: Option<&Tensor>) -> (Tensor, Tensor) {
+        let (m, bank) = (q.size()[0], self.len());
+        let qs = compress(&(q - &self.mean), &self.basis);
+        let q_sq = qs.square().sum_dim_intlist(1, false, Kind::Float);
+        // Squared distances between compressed rows, less the per-query |qs|^2, in one GEMM.
+        let mut lower = self
+            .short_sq
+            .unsqueeze(0)
+            .addmm(&(&qs * -2.0), &self.short.tr());
+        if let Some(own) = own {
+            lower = lower.masked_fill(own, f64::INFINITY);
+        }
+        let slack = (q_sq.sqrt() + self.max_norm).square() * SLACK - &q_sq;
+        let opts = (Kind::Float, q.device());
+        let mut sq_dist = Tensor::zeros([m, k], opts);
+        let mut index = Tensor::zeros([m, k], (Kind::Int64, q.device()));
+        let mut todo = Tensor::arange(m, (Kind::Int64, q.device()));
+        let mut width = (4 * k).max(INITIAL_SHORTLIST);
+        loop {
+            let width_now = width.min(bank);
+            let pending = if todo.numel() as i64 == m {
+                lower.shallow_clone()
+            } else {
+                lower.index_select(0, &todo)
+            };
+            let (bounds, cand) = pending.topk((width_now + 1).min(bank), 1, false, true);
+            let shortlist = cand.narrow(1, 0, width_now);
+            let mut exact = self.exact(&q.index_select(0, &todo), &shortlist);
+            if own.is_some() {
+                // Excluded rows only reach a shortlist when too few others are left.
+                exact = exact.masked_fill(&bounds.narrow(1, 0, width_now).isinf(), f64::INFINITY);
+            }
+            let (best, order) = exact.topk(k, 1, false, true);
+            let done = if width_now >= bank {
+                Tensor::ones_like(&todo).to_kind(Kind::Bool)
+            } else {
+                // Every row off the shortlist is at least as far as the next bound.
+                let next = bounds.select(1, width_now) - slack.index_select(0, &todo);
+                next.ge_tensor(&best.select(1, k - 1))
+            };
+            let finished = todo.masked_select(&done);
+            let _ = sq_dist.index_copy_(0, &finished, &best.index(&[Some(&done)]));
+            let _ = index.index_copy_(
+                0,
+                &finished,
+                &shortlist.gather(1, &order, false).index(&[Some(&done)]),
+            );
+            todo = todo.masked_select(&done.logical_not());
+            if todo.numel() == 0 {
+                return (sq_dist, index);
+            }
+            width *= 4;
+        }
+    }
+
+    /// `(n, w)` direct squared distances from each query to its `w` shortlisted rows, in query
+    /// blocks that keep the `(block, w, D)` differences within the chunk budget.
+    fn exact(&self, q: &Tensor, shortlist: &Tensor) -> Tensor {
+        let (n, w) = (shortlist.size()[0], shortlist.size()[1]);
+        let dim = self.rows.size()[1];
+        let block = ((self.chunk_bytes / (w * dim * 4).max(1) as usize).max(1) as i64).min(n);
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(block.max(1) as usize)
+            .map(|s| {
+                let len = block.min(n - s);
+                let rows = self
+                    .rows
+                    .index_select(0, &shortlist.narrow(0, s, len).reshape([-1]))
+                    .view([len, w, dim]);
+                (q.narrow(0, s, len).unsqueeze(1) - rows)
+                    .square()
+                    .sum_dim_intlist(2, false, Kind::Float)
+            })
+            .collect();
+        if parts.is_empty() {
+            Tensor::zeros([0, w], (Kind::Float, q.device()))
+        } else {
+            Tensor::cat(&parts, 0)
+        }
+    }
+}
+
+/// `(D, d)` top principal directions of the centred rows, `d` keeping `EXPLAINED_VARIANCE`.
+fn principal_basis(centred: &Tensor) -> Tensor {
+    let (n, dim) = (centred.size()[0], centred.size()[1]);
+    let sample = if n > BASIS_SAMPLE {
+        centred.index_select(
+            0,
+            &Tensor::linspace(
+                0.0,
+                (n - 1) as f64,
+                BASIS_SAMPLE,
+                (Kind::Float, centred.device()),
+            )
+            .to_kind(Kind::Int64),
+        )
+    } else {
+        centred.shallow_clone()
+    };
+    // The covariance only steers the basis; eigh in f64 keeps the basis itself orthonormal.
+    // eigh sorts eigenvalues ascending: the top components are the last columns.
+    let (values, vectors) = sample
+        .tr()
+        .mm(&sample)
+        .to_kind(Kind::Double)
+        .linalg_eigh("L");
+    let values: Vec<f64> = values
+        .clamp_min(0.0)
+        .flip([0])
+        .to_device(tch::Device::Cpu)
+        .try_into()
+        .unwrap_or_default();
+    let total: f64 = values.iter().sum();
+    let mut kept = 0.0;
+    let mut d = dim;
+    for (i, v) in values.iter().enumerate() {
+        kept += v;
+        if kept >= EXPLAINED_VARIANCE * total {
+            d = i as i64 + 1;
+            break;
+        }
+    }
+    let d = d.clamp(MIN_COMPONENTS.min(dim), MAX_COMPONENTS.min(dim));
+    vectors.narrow(1, dim - d, d).to_kind(Kind::Float)
+}
+
+/// Centred rows `(N, D)` to `(N, d + 1)`: their components along `basis`, then the length of the
+/// part the basis misses.
+fn compress(centred: &Tensor, basis: &Tensor) -> Tensor {
+    let proj = centred.mm(basis);
+    let residual = (centred.square().sum_dim_intlist(1, true, Kind::Float)
+        - proj.square().sum_dim_intlist(1, true, Kind::Float))
+    .clamp_min(0.0)
+    .sqrt();
+    Tensor::cat(&[proj, residual], 1)
 }
 
 #[cfg(test)]
@@ -122,7 +270,7 @@ mod tests {
         let offset = Tensor::full([1, 64], 50.0, opts);
         let bank = Tensor::randn([500, 64], opts) + &offset;
         let queries = Tensor::randn([37, 64], opts) * 0.3 + bank.narrow(0, 100, 37);
-        let s = Searcher::new(&bank, Kind::Float, 4096); // tiny budget: many chunks
+        let s = Searcher::new(&bank, 4096); // tiny budget: many chunks
         let n = s.search(&queries, 2, None);
         // Brute force in f64.
         let b64 = bank.to_kind(Kind::Double);
@@ -147,9 +295,78 @@ mod tests {
         // Rows 0..10 come from "image 0", the rest from image 1; the queries are image 0's rows.
         let rsrc = Tensor::from_slice(&(0..50).map(|i| i64::from(i >= 10)).collect::<Vec<_>>());
         let qsrc = Tensor::zeros([10], (Kind::Int64, Device::Cpu));
-        let n = Searcher::new(&bank, Kind::Float, 64).search(&queries, 1, Some((&qsrc, &rsrc)));
+        let n = Searcher::new(&bank, 64).search(&queries, 1, Some((&qsrc, &rsrc)));
         let chosen: Vec<i64> = n.index.view([-1]).try_into().unwrap();
         assert!(chosen.iter().all(|&i| i >= 10));
         assert!(n.sq_dist.min().double_value(&[]) > 0.0);
+    }
+
+    /// f64 brute force: `(distances, indices)` of the `k` nearest rows, with `own` rows masked.
+    fn brute(bank: &Tensor, queries: &Tensor, k: i64, own: Option<&Tensor>) -> (Tensor, Tensor) {
+        let d = (queries.to_kind(Kind::Double).unsqueeze(1)
+            - bank.to_kind(Kind::Double).unsqueeze(0))
+        .square()
+        .sum_dim_intlist(2, false, Kind::Double);
+        let d = match own {
+            Some(own) => d.masked_fill(own, f64::INFINITY),
+            None => d,
+        };
+        d.topk(k, 1, false, true)
+    }
+
+    fn assert_same(got: &Neighbours, want: &(Tensor, Tensor)) {
+        assert!(
+            got.index.equal(&want.1),
+            "neighbour indices differ from brute force"
+        );
+        let rel = ((got.sq_dist.to_kind(Kind::Double) - &want.0).abs() / &want.0)
+            .max()
+            .double_value(&[]);
+        assert!(rel < 1e-5, "relative error {rel}");
+    }
+
+    #[test]
+    fn compressed_search_equals_brute_force_on_low_rank_features() {
+        tch::manual_seed(5);
+        let opts = (Kind::Float, Device::Cpu);
+        // Rank-12 structure plus small noise and an offset, like pooled CNN features.
+        let basis = Tensor::randn([12, 128], opts);
+        let bank = Tensor::randn([3000, 12], opts).mm(&basis)
+            + Tensor::randn([3000, 128], opts) * 0.05
+            + 3.0;
+        let queries = Tensor::randn([300, 12], opts).mm(&basis)
+            + Tensor::randn([300, 128], opts) * 0.05
+            + 3.0;
+        let s = Searcher::new(&bank, 1 << 20);
+        assert!(s.compressed_width() <= 33, "width {}", s.compressed_width());
+        for k in [1, 3] {
+            assert_same(
+                &s.search(&queries, k, None),
+                &brute(&bank, &queries, k, None),
+            );
+        }
+    }
+
+    #[test]
+    fn loose_bounds_grow_the_shortlist_until_exact() {
+        tch::manual_seed(6);
+        let opts = (Kind::Float, Device::Cpu);
+        // Isotropic 512-d data: 256 components keep half the variance, so bounds are weak.
+        let bank = Tensor::randn([1500, 512], opts);
+        let queries = Tensor::randn([40, 512], opts);
+        let s = Searcher::new(&bank, 1 << 20);
+        assert_eq!(s.compressed_width(), MAX_COMPONENTS + 1);
+        assert_same(
+            &s.search(&queries, 2, None),
+            &brute(&bank, &queries, 2, None),
+        );
+        // With exclusion: queries come from "image 0" = the first 700 rows.
+        let rsrc = Tensor::from_slice(&(0..1500).map(|i| i64::from(i >= 700)).collect::<Vec<_>>());
+        let qsrc = Tensor::zeros([40], (Kind::Int64, Device::Cpu));
+        let own = qsrc.unsqueeze(1).eq_tensor(&rsrc.unsqueeze(0));
+        assert_same(
+            &s.search(&queries, 2, Some((&qsrc, &rsrc))),
+            &brute(&bank, &queries, 2, Some(&own)),
+        );
     }
 }

@@ -82,7 +82,8 @@ impl Method {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     F32,
-    /// Backbone and search GEMM in bfloat16; the winners' distances are still exact f32.
+    /// Backbone in bfloat16 (fast where oneDNN has AMX or AVX512-BF16). The search stays f32:
+    /// its lower bounds must hold, and its GEMM is narrow enough not to matter.
     Bf16,
 }
 
@@ -190,6 +191,7 @@ impl Extractor {
         let (mean, std) = (method.mean, method.std);
         let device = backbone.device();
         let kind = precision.kind();
+        backbone.fold_batchnorm()?;
         if kind != Kind::Float {
             backbone.set_kind(kind);
         }
@@ -347,7 +349,7 @@ impl PatchCore {
         times.coreset_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let searcher = Searcher::new(&bank_rows, opts.precision.kind(), DEFAULT_CHUNK_BYTES);
+        let searcher = Searcher::new(&bank_rows, DEFAULT_CHUNK_BYTES);
         let calib = spread(train.len(), opts.calibration_images);
         progress.start("calibration", calib.len() as u64);
         let mut scores = Vec::with_capacity(calib.len());
@@ -475,7 +477,7 @@ impl PatchCore {
         let rows = Tensor::from_slice(&file.rows)
             .view([-1, meta.embed_dim as i64])
             .to_device(device);
-        let searcher = Searcher::new(&rows, precision.kind(), DEFAULT_CHUNK_BYTES);
+        let searcher = Searcher::new(&rows, DEFAULT_CHUNK_BYTES);
         Ok(PatchCore {
             extractor,
             searcher,
