@@ -50,12 +50,13 @@ pub fn projection(dim: usize, opts: &CoresetOptions, device: Device) -> Tensor {
 pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
     let d = features.size2().expect("features are (N, D)").1 as usize;
     let p = projection(d, opts, features.device());
-    select_projected(&features.to_kind(Kind::Float).matmul(&p), opts)
+    select_projected(features.to_kind(Kind::Float).matmul(&p), opts)
 }
 
 /// The greedy rule on rows already projected (`reduced = features @ projection`), which is all
-/// it needs: fitting keeps only these in memory and streams the full rows to disk.
-pub fn select_projected(reduced: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
+/// it needs: fitting keeps only these in memory and streams the full rows to disk. Takes the
+/// tensor so that the CPU path can free it once it has its own copy.
+pub fn select_projected(reduced: Tensor, opts: &CoresetOptions) -> Vec<i64> {
     let n = reduced.size2().expect("projected rows are (N, proj)").0 as usize;
     if opts.target >= n {
         return (0..n as i64).collect();
@@ -68,9 +69,10 @@ pub fn select_projected(reduced: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
             .view([-1])
             .try_into()
             .expect("f32 projection");
+        drop(reduced);
         greedy_cpu(&flat, opts.projection_dim, &starts, opts.target)
     } else {
-        greedy_device(reduced, &starts, opts.target)
+        greedy_device(&reduced, &starts, opts.target)
     }
 }
 
@@ -129,6 +131,13 @@ impl Cluster {
         self.members.push(i);
         self.mins.push(m);
         self.data.extend_from_slice(row);
+    }
+
+    fn shrink(&mut self) {
+        self.members.shrink_to_fit();
+        self.mins.shrink_to_fit();
+        self.data.shrink_to_fit();
+        self.anchors.shrink_to_fit();
     }
 
     /// Appends another cluster's rows (the max keeps the first row on ties, whatever the order).
@@ -216,26 +225,59 @@ pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> 
     let mut chosen: Vec<usize> = Vec::with_capacity(target);
     // The chosen rows, contiguous, for the centre-to-centre distances.
     let mut centres: Vec<f32> = Vec::with_capacity(target * dim);
+    // Each centre's distances to the start rows: |d(c, s) - d(a, s)| <= d(c, a) rules most
+    // clusters out without their full centre-to-centre distance.
+    let mut centre_starts: Vec<f32> = Vec::with_capacity(target * k);
     let mut gaps: Vec<f32> = Vec::with_capacity(target);
     let mut next = unassigned.arg as usize;
     while chosen.len() < target {
         let c = next;
         let crow = &rows[c * dim..(c + 1) * dim];
+        let c_starts: Vec<f32> = starts
+            .iter()
+            .map(|&s| dist(crow, &rows[s * dim..(s + 1) * dim]))
+            .collect();
+        let gap = |((a, a_starts), cl): ((&[f32], &[f32]), &Cluster)| {
+            let reach = 2.0 * cl.max * (1.0 + 1e-5);
+            let lower = a_starts
+                .iter()
+                .zip(&c_starts)
+                .map(|(x, y)| (x - y).abs() - 1e-5 * (x + y))
+                .fold(0.0, f32::max);
+            if cl.members.is_empty() || lower > reach {
+                f32::INFINITY
+            } else {
+                dist(crow, a)
+            }
+        };
         gaps.clear();
         if chosen.len() > 4096 {
-            gaps.par_extend(centres.par_chunks_exact(dim).map(|a| dist(crow, a)));
+            gaps.par_extend(
+                centres
+                    .par_chunks_exact(dim)
+                    .zip(centre_starts.par_chunks_exact(k.max(1)))
+                    .zip(clusters.par_iter())
+                    .map(gap),
+            );
         } else {
-            gaps.extend(centres.chunks_exact(dim).map(|a| dist(crow, a)));
+            gaps.extend(
+                centres
+                    .chunks_exact(dim)
+                    .zip(centre_starts.chunks_exact(k.max(1)))
+                    .zip(clusters.iter())
+                    .map(gap),
+            );
         }
         chosen.push(c);
         centres.extend_from_slice(crow);
+        centre_starts.extend_from_slice(&c_starts);
         let mut moved = Cluster::default();
         if !unassigned.members.is_empty() {
-            let c_starts: Vec<f32> = starts
-                .iter()
-                .map(|&s| dist(crow, &rows[s * dim..(s + 1) * dim]))
-                .collect();
             unassigned.update(dim, crow, 0.0, &c_starts, &mut moved);
+            if unassigned.data.capacity() > 2 * unassigned.data.len() + (1 << 20) {
+                // Its rows only ever leave: give the memory back as they do.
+                unassigned.shrink();
+            }
         }
         // Clusters are independent: visit them in parallel, each collecting its own movers.
         let movers = clusters

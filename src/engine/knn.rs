@@ -11,7 +11,7 @@
 use tch::{Kind, Tensor};
 
 /// Bytes the lower-bound matrix of one chunk may take (it dominates the search's memory).
-pub const DEFAULT_CHUNK_BYTES: usize = 256 << 20;
+pub const DEFAULT_CHUNK_BYTES: usize = 64 << 20;
 /// Share of the bank's variance the principal components keep; the rest is the residual.
 const EXPLAINED_VARIANCE: f64 = 0.999;
 /// Bounds on the number of principal components (the GEMM width).

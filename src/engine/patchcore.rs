@@ -156,6 +156,41 @@ pub fn decode_all(paths: &[PathBuf], crop: CropMode) -> Vec<Result<Decoded, Data
         .collect()
 }
 
+/// Decodes `paths` in chunks of `batch`, one chunk ahead of `consume` and on another thread, so
+/// decoding overlaps the forward pass. `consume` gets each chunk's offset, its results and the
+/// decode time per image, and returns false to stop.
+pub fn for_each_decoded(
+    paths: &[PathBuf],
+    batch: usize,
+    crop: CropMode,
+    mut consume: impl FnMut(usize, Vec<Result<Decoded, DataError>>, f32) -> bool,
+) {
+    let chunks: Vec<&[PathBuf]> = paths.chunks(batch.max(1)).collect();
+    let decode = move |chunk: &[PathBuf]| {
+        let t = Instant::now();
+        let decoded = decode_all(chunk, crop);
+        (
+            decoded,
+            t.elapsed().as_secs_f32() * 1000.0 / chunk.len() as f32,
+        )
+    };
+    std::thread::scope(|s| {
+        let mut next = chunks.first().map(|&c| s.spawn(move || decode(c)));
+        let mut offset = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let Some(handle) = next.take() else { break };
+            let (decoded, ms) = handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            next = chunks.get(i + 1).map(|&c| s.spawn(move || decode(c)));
+            if !consume(offset, decoded, ms) {
+                break;
+            }
+            offset += chunk.len();
+        }
+    });
+}
+
 /// Backbone plus patch embedding: images in, `(B, h*w, D)` f32 patch rows out.
 pub struct Extractor {
     backbone: Backbone,
@@ -310,20 +345,26 @@ impl PatchCore {
         let mut store = FeatureStore::new(dim as usize).map_err(io)?;
         let mut reduced = Vec::new();
         let mut grid = (0, 0);
-        for chunk in train.chunks(opts.batch_size.max(1)) {
-            let decoded = decode_all(chunk, opts.method.crop)
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?;
-            let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
-            let (emb, g) = extractor.embed(&crops)?;
-            grid = g;
-            let rows = emb.view([-1, dim]);
-            reduced.push(rows.matmul(&projection));
-            store.append(&rows).map_err(io)?;
-            progress.advance(chunk.len() as u64);
+        let mut failure = None;
+        for_each_decoded(train, opts.batch_size, opts.method.crop, |_, decoded, _| {
+            let step = || -> Result<(), EngineError> {
+                let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
+                let (emb, g) = extractor.embed(&crops)?;
+                grid = g;
+                let rows = emb.view([-1, dim]);
+                reduced.push(rows.matmul(&projection));
+                store.append(&rows).map_err(io)?;
+                progress.advance(crops.len() as u64);
+                Ok(())
+            };
+            step().map_err(|e| failure = Some(e)).is_ok()
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
         progress.finish();
-        let reduced = Tensor::cat(&reduced, 0);
+        let reduced = Tensor::cat(&std::mem::take(&mut reduced), 0);
         let per_image = grid.0 * grid.1;
         let n = store.len();
         times.features_s = t.elapsed().as_secs_f64();
@@ -335,8 +376,7 @@ impl PatchCore {
             .clamp(1, n);
         let target = coreset_opts.target;
         progress.start("coreset", target as u64);
-        let picks = coreset::select_projected(&reduced, &coreset_opts);
-        drop(reduced);
+        let picks = coreset::select_projected(reduced, &coreset_opts);
         progress.finish();
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
         let bank_rows = match opts.bank_dtype {
@@ -614,44 +654,42 @@ impl PatchCore {
         batch_size: usize,
         mut on_each: impl FnMut(usize, Result<Inspection, EngineError>) -> bool,
     ) {
-        let mut offset = 0;
-        for chunk in paths.chunks(batch_size.max(1)) {
-            let t = Instant::now();
-            let decoded = decode_all(chunk, self.meta.crop);
-            let decode_ms = t.elapsed().as_secs_f32() * 1000.0 / chunk.len() as f32;
-            let mut results: Vec<Option<Result<Inspection, EngineError>>> = Vec::new();
-            results.resize_with(chunk.len(), || None);
-            let mut ok = Vec::new();
-            for (i, r) in decoded.into_iter().enumerate() {
-                match r {
-                    Ok(d) => ok.push((i, d)),
-                    Err(e) => results[i] = Some(Err(e.into())),
-                }
-            }
-            let (idx, dec): (Vec<usize>, Vec<Decoded>) = ok.into_iter().unzip();
-            match self.inspect_decoded(&dec) {
-                Ok(list) => {
-                    for (i, mut ins) in idx.into_iter().zip(list) {
-                        ins.times.decode_ms = decode_ms;
-                        results[i] = Some(Ok(ins));
+        for_each_decoded(
+            paths,
+            batch_size,
+            self.meta.crop,
+            |offset, decoded, decode_ms| {
+                let mut results: Vec<Option<Result<Inspection, EngineError>>> = Vec::new();
+                results.resize_with(decoded.len(), || None);
+                let mut ok = Vec::new();
+                for (i, r) in decoded.into_iter().enumerate() {
+                    match r {
+                        Ok(d) => ok.push((i, d)),
+                        Err(e) => results[i] = Some(Err(e.into())),
                     }
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    for i in idx {
-                        results[i] = Some(Err(EngineError::Config(msg.clone())));
+                let (idx, dec): (Vec<usize>, Vec<Decoded>) = ok.into_iter().unzip();
+                match self.inspect_decoded(&dec) {
+                    Ok(list) => {
+                        for (i, mut ins) in idx.into_iter().zip(list) {
+                            ins.times.decode_ms = decode_ms;
+                            results[i] = Some(Ok(ins));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        for i in idx {
+                            results[i] = Some(Err(EngineError::Config(msg.clone())));
+                        }
                     }
                 }
-            }
-            for (i, r) in results.into_iter().enumerate() {
-                let r =
-                    r.unwrap_or_else(|| Err(EngineError::Config("image was not scored".into())));
-                if !on_each(offset + i, r) {
-                    return;
-                }
-            }
-            offset += chunk.len();
-        }
+                results.into_iter().enumerate().all(|(i, r)| {
+                    let r = r
+                        .unwrap_or_else(|| Err(EngineError::Config("image was not scored".into())));
+                    on_each(offset + i, r)
+                })
+            },
+        );
     }
 }
 
