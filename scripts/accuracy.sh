@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1; data=$2; shift 2
 mkdir -p results
-bin=target/debug/patchcore
+bin=${PATCHCORE_BIN:-target/debug/patchcore}
 [ -x "$bin" ] || cargo build --locked --bin patchcore
 SECONDS=0
 "$bin" fit --data "$data" --out "results/$name.safetensors" --calibration-images 32 "$@" >"results/$name.fit.log" 2>&1

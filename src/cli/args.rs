@@ -36,7 +36,14 @@ impl RuntimeArgs {
     pub fn precision(&self) -> Result<crate::engine::Precision> {
         match self.precision.as_str() {
             "f32" => Ok(crate::engine::Precision::F32),
-            "bf16" => Ok(crate::engine::Precision::Bf16),
+            "bf16" => {
+                if self.device()? == Device::Cpu && !cpu_has_bf16() {
+                    eprintln!(
+                        "warning: this CPU has no AVX512-BF16/AMX: bf16 runs slower than f32 here"
+                    );
+                }
+                Ok(crate::engine::Precision::Bf16)
+            }
             other => bail!("--precision must be f32 or bf16, not {other:?}"),
         }
     }
@@ -55,6 +62,19 @@ impl RuntimeArgs {
             );
         }
         Ok(path)
+    }
+}
+
+/// Whether oneDNN has native bfloat16 arithmetic on this CPU (Sapphire Rapids and later have it;
+/// AVX2-only CPUs emulate it, several times slower than f32).
+fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
     }
 }
 

@@ -2,11 +2,11 @@
 //! calibration, search, maps), images per second and peak RSS, for any backbone, device,
 //! precision and batch size, on a data folder or on generated images. Prints a table, writes JSON.
 use super::args::RuntimeArgs;
-use super::fit::MethodArgs;
+use super::fit::{BankArgs, MethodArgs, Source};
 use super::progress::Bars;
-use crate::bank::{write_atomic, BankDtype};
+use crate::bank::write_atomic;
 use crate::data::{self, synthetic};
-use crate::engine::{FitOptions, PatchCore};
+use crate::engine::PatchCore;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -29,14 +29,8 @@ pub struct BenchArgs {
     /// Images to predict (taken from the test set, else the training set; repeated as needed).
     #[arg(long, default_value_t = 32)]
     pub predict_images: usize,
-    #[arg(long, default_value_t = 0.1)]
-    pub coreset_ratio: f64,
-    /// Leave-one-out calibration images (0 = all).
-    #[arg(long, default_value_t = 64)]
-    pub calibration_images: usize,
-    /// Storage precision of the bank: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    pub bank_dtype: String,
+    #[command(flatten)]
+    pub bank: BankArgs,
     #[command(flatten)]
     pub method: MethodArgs,
     #[command(flatten)]
@@ -116,27 +110,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .take(a.predict_images.max(1))
         .cloned()
         .collect();
-    let device = a.runtime.device()?;
-    let precision = a.runtime.precision()?;
-    let opts = FitOptions {
-        weights: a.runtime.weights_for(&method.backbone)?,
-        device,
-        precision,
-        batch_size: a.runtime.batch_size,
-        coreset_ratio: a.coreset_ratio,
-        coreset_size: None,
-        projection_dim: 128,
-        seed: 0,
-        bank_dtype: match a.bank_dtype.as_str() {
-            "f16" => BankDtype::F16,
-            _ => BankDtype::F32,
-        },
-        calibration_images: a.calibration_images,
+    let source = Source {
         category: dataset.name.clone(),
         train_dir: dataset.root.clone(),
         test_dir: None,
-        method,
     };
+    let opts = a.bank.options(method, &a.runtime, source)?;
     let t = Instant::now();
     let (model, file, times) = PatchCore::fit(&train, &opts, &Bars::default())?;
     let fit_total_s = t.elapsed().as_secs_f64();
@@ -165,7 +144,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let n = predict.len() as f64;
     let r = BenchReport {
         backbone: file.meta.backbone.clone(),
-        device: format!("{device:?}"),
+        device: format!("{:?}", opts.device),
         precision: a.runtime.precision.clone(),
         batch_size: a.runtime.batch_size,
         fit_images: train.len(),

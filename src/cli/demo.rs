@@ -3,7 +3,7 @@
 //! and opens the operator app (or, without a display, stops after printing the evaluation).
 use super::args::RuntimeArgs;
 use super::eval::{self, EvalArgs};
-use super::fit::{self, FitArgs, MethodArgs};
+use super::fit::{self, BankArgs, FitArgs, MethodArgs};
 use crate::data::synthetic::{self, SyntheticSpec};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -42,12 +42,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         out: bank.clone(),
         method: MethodArgs::default(),
         runtime: a.runtime.clone(),
-        coreset_ratio: 0.1,
-        coreset_size: None,
-        coreset_projection: 128,
-        seed: 0,
-        bank_dtype: "f32".into(),
-        calibration_images: 64,
+        bank: BankArgs::default(),
     })?;
     eval::run(EvalArgs {
         bank: bank.clone(),

@@ -140,6 +140,14 @@ pub struct FitArgs {
     pub method: MethodArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub bank: BankArgs,
+}
+
+/// How the bank is built from the patch features: shared by `fit`, `bench` and `demo`, so the
+/// three agree on every default.
+#[derive(Args, Clone, Debug)]
+pub struct BankArgs {
     /// Fraction of patches kept in the coreset; 1 keeps all.
     #[arg(long, default_value_t = 0.1)]
     pub coreset_ratio: f64,
@@ -159,6 +167,56 @@ pub struct FitArgs {
     pub calibration_images: usize,
 }
 
+impl Default for BankArgs {
+    /// The command-line defaults.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            bank: BankArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["defaults"]).bank
+    }
+}
+
+/// Where the training images come from, for the bank's metadata.
+pub struct Source {
+    pub category: String,
+    pub train_dir: PathBuf,
+    pub test_dir: Option<PathBuf>,
+}
+
+impl BankArgs {
+    pub fn options(
+        &self,
+        method: Method,
+        runtime: &RuntimeArgs,
+        source: Source,
+    ) -> Result<FitOptions> {
+        let bank_dtype = match self.bank_dtype.as_str() {
+            "f32" => BankDtype::F32,
+            "f16" => BankDtype::F16,
+            other => bail!("--bank-dtype must be f32 or f16, not {other:?}"),
+        };
+        Ok(FitOptions {
+            weights: runtime.weights_for(&method.backbone)?,
+            device: runtime.device()?,
+            precision: runtime.precision()?,
+            batch_size: runtime.batch_size,
+            coreset_ratio: self.coreset_ratio,
+            coreset_size: self.coreset_size,
+            projection_dim: self.coreset_projection,
+            seed: self.seed,
+            bank_dtype,
+            calibration_images: self.calibration_images,
+            category: source.category,
+            train_dir: source.train_dir,
+            test_dir: source.test_dir,
+            method,
+        })
+    }
+}
+
 pub fn run(a: FitArgs) -> Result<()> {
     let t_all = Instant::now();
     let method = a.method.method(&a.runtime)?;
@@ -166,11 +224,6 @@ pub fn run(a: FitArgs) -> Result<()> {
     if dataset.train.is_empty() {
         bail!("{}: no training images found", a.data.display());
     }
-    let bank_dtype = match a.bank_dtype.as_str() {
-        "f32" => BankDtype::F32,
-        "f16" => BankDtype::F16,
-        other => bail!("--bank-dtype must be f32 or f16, not {other:?}"),
-    };
     // Absolute, so the app finds the images whatever folder it is started from.
     let absolute =
         |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -181,22 +234,12 @@ pub fn run(a: FitArgs) -> Result<()> {
             .and_then(|p| p.parent())
             .unwrap_or(&dataset.root),
     );
-    let opts = FitOptions {
-        weights: a.runtime.weights_for(&method.backbone)?,
-        device: a.runtime.device()?,
-        precision: a.runtime.precision()?,
-        batch_size: a.runtime.batch_size,
-        coreset_ratio: a.coreset_ratio,
-        coreset_size: a.coreset_size,
-        projection_dim: a.coreset_projection,
-        seed: a.seed,
-        bank_dtype,
-        calibration_images: a.calibration_images,
+    let source = Source {
         category: a.category.clone().unwrap_or_else(|| dataset.name.clone()),
         train_dir,
         test_dir: (!dataset.test.is_empty()).then(|| absolute(&dataset.root)),
-        method,
     };
+    let opts = a.bank.options(method, &a.runtime, source)?;
     eprintln!(
         "fit: {} training images of {} with {} (stages {}) on {:?}",
         dataset.train.len(),
