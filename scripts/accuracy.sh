@@ -2,6 +2,7 @@
 # One row of the README's accuracy table: fit on a dataset's good images, evaluate its test set.
 #   bash scripts/accuracy.sh NAME DATA [fit flags...]
 # e.g. bash scripts/accuracy.sh lite2-6-14 ../shared/data/mvtec_ad/bottle --backbone efficientnet_lite2
+# PATCHCORE_BIN=path uses another binary (e.g. a copy, so rebuilding meanwhile cannot swap it).
 # Writes results/NAME.json (eval report) and prints a markdown row:
 #   | NAME | image AUROC | pixel AUROC | PRO | ms per image | fit s |
 set -euo pipefail

@@ -29,7 +29,7 @@ const INITIAL_SHORTLIST: i64 = 8;
 
 /// Bank rows prepared for repeated searching.
 pub struct Searcher {
-    /// `(K, D)` bank rows in f32, as stored.
+    /// `(K, D)` bank rows in their stored precision (f16 banks stay half the size in memory).
     rows: Tensor,
     mean: Tensor,
     /// `(D, d)` orthonormal principal directions of the centred rows.
@@ -52,16 +52,18 @@ pub struct Neighbours {
 }
 
 impl Searcher {
+    /// `rows` in f32, or f16 to halve the bank's memory (distances are still computed in f32).
     pub fn new(rows: &Tensor, chunk_bytes: usize) -> Self {
-        let rows = rows.to_kind(Kind::Float);
-        let mean = rows.mean_dim(0, true, Kind::Float);
-        let centred = &rows - &mean;
+        let wide = rows.to_kind(Kind::Float);
+        let mean = wide.mean_dim(0, true, Kind::Float);
+        let centred = &wide - &mean;
+        drop(wide);
         let basis = principal_basis(&centred);
         let short = compress(&centred, &basis);
         let short_sq = short.square().sum_dim_intlist(1, false, Kind::Float);
         let max_norm = short_sq.max().double_value(&[]).sqrt();
         Self {
-            rows,
+            rows: rows.shallow_clone(),
             mean,
             basis,
             short,
@@ -188,6 +190,7 @@ impl Searcher {
                 let rows = self
                     .rows
                     .index_select(0, &shortlist.narrow(0, s, len).reshape([-1]))
+                    .to_kind(Kind::Float)
                     .view([len, w, dim]);
                 (q.narrow(0, s, len).unsqueeze(1) - rows)
                     .square()

@@ -381,7 +381,7 @@ impl PatchCore {
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
         let bank_rows = match opts.bank_dtype {
             BankDtype::F32 => bank_rows,
-            BankDtype::F16 => bank_rows.to_kind(Kind::Half).to_kind(Kind::Float),
+            BankDtype::F16 => bank_rows.to_kind(Kind::Half),
         };
         let bank_source = Tensor::from_slice(&picks)
             .to_device(opts.device)
@@ -460,6 +460,7 @@ impl PatchCore {
             meta: meta.clone(),
             rows: bank_rows
                 .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
                 .contiguous()
                 .view([-1])
                 .try_into()?,
@@ -517,6 +518,11 @@ impl PatchCore {
         let rows = Tensor::from_slice(&file.rows)
             .view([-1, meta.embed_dim as i64])
             .to_device(device);
+        let rows = match meta.bank_dtype {
+            BankDtype::F32 => rows,
+            BankDtype::F16 => rows.to_kind(Kind::Half),
+        };
+        drop(file.rows);
         let searcher = Searcher::new(&rows, DEFAULT_CHUNK_BYTES);
         Ok(PatchCore {
             extractor,
