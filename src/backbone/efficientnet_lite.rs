@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use tch::{nn, TchError, Tensor};
 
-use super::layers::{ConvBn, ConvSpec, Padding};
+use super::layers::{ConvBn, ConvSpec};
 use super::StageInfo;
 
 const BN_EPS: f64 = 1e-3;
@@ -185,21 +185,14 @@ fn relu6(x: &Tensor) -> Result<Tensor, TchError> {
 /// TF-"SAME" convolution `<p>/<conv>` with its BatchNorm `<p>/<bn>`.
 fn same_conv_bn(
     p: &nn::Path,
-    (conv, bn): (&str, &str),
+    names: (&str, &str),
     (c_in, c_out): (i64, i64),
     kernel: i64,
     stride: i64,
     groups: i64,
 ) -> Result<ConvBn, TchError> {
-    let spec = ConvSpec {
-        c_in,
-        c_out,
-        kernel,
-        stride,
-        padding: Padding::TfSame,
-        groups,
-    };
-    ConvBn::new(&(p / conv), &(p / bn), spec, BN_EPS)
+    let spec = ConvSpec::tf_same(c_in, c_out, kernel, stride, groups);
+    ConvBn::new(p, names, spec, BN_EPS)
 }
 
 /// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project, identity skip when the

@@ -26,7 +26,7 @@ struct Conv2d {
     groups: i64,
 }
 
-/// Conv2d geometry, named so call sites read like PyTorch constructors.
+/// Conv2d geometry.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ConvSpec {
     pub c_in: i64,
@@ -35,6 +35,29 @@ pub(super) struct ConvSpec {
     pub stride: i64,
     pub padding: Padding,
     pub groups: i64,
+}
+
+impl ConvSpec {
+    /// PyTorch's `Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2)`.
+    pub(super) fn torch(c_in: i64, c_out: i64, kernel: i64, stride: i64) -> Self {
+        ConvSpec {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding: Padding::Symmetric(kernel / 2),
+            groups: 1,
+        }
+    }
+
+    /// TensorFlow's convolution with "SAME" padding, grouped (`groups = c_in` is depthwise).
+    pub(super) fn tf_same(c_in: i64, c_out: i64, kernel: i64, stride: i64, groups: i64) -> Self {
+        ConvSpec {
+            padding: Padding::TfSame,
+            groups,
+            ..ConvSpec::torch(c_in, c_out, kernel, stride)
+        }
+    }
 }
 
 impl Conv2d {
@@ -138,15 +161,16 @@ pub(super) struct ConvBn {
 }
 
 impl ConvBn {
+    /// Convolution `<p>/<conv>` and its BatchNorm `<p>/<bn>`.
     pub(super) fn new(
-        conv: &nn::Path,
-        bn: &nn::Path,
+        p: &nn::Path,
+        (conv, bn): (&str, &str),
         spec: ConvSpec,
         eps: f64,
     ) -> Result<Self, TchError> {
         Ok(ConvBn {
-            conv: Conv2d::new(conv, spec)?,
-            bn: BatchNorm::new(bn, spec.c_out, eps)?,
+            conv: Conv2d::new(&(p / conv), spec)?,
+            bn: BatchNorm::new(&(p / bn), spec.c_out, eps)?,
             folded: false,
         })
     }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use tch::{nn, Device, Kind, TchError, Tensor};
 
-use super::layers::{ConvBn, ConvSpec, Padding};
+use super::layers::{ConvBn, ConvSpec};
 use super::StageInfo;
 
 /// torchvision's BatchNorm2d default.
@@ -44,23 +44,15 @@ pub(super) const STAGES: [StageInfo; 3] = [
     },
 ];
 
-/// Convolution `<conv>` with its BatchNorm `<bn>`, both under `p`.
+/// Convolution `<p>/<conv>` with its BatchNorm `<p>/<bn>`.
 fn conv_bn(
     p: &nn::Path,
-    (conv, bn): (&str, &str),
+    names: (&str, &str),
     (c_in, c_out): (i64, i64),
     kernel: i64,
     stride: i64,
 ) -> Result<ConvBn, TchError> {
-    let spec = ConvSpec {
-        c_in,
-        c_out,
-        kernel,
-        stride,
-        padding: Padding::Symmetric(kernel / 2),
-        groups: 1,
-    };
-    ConvBn::new(&(p / conv), &(p / bn), spec, BN_EPS)
+    ConvBn::new(p, names, ConvSpec::torch(c_in, c_out, kernel, stride), BN_EPS)
 }
 
 #[derive(Debug)]

@@ -251,23 +251,14 @@ pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> 
             }
         };
         gaps.clear();
-        if chosen.len() > 4096 {
-            gaps.par_extend(
-                centres
-                    .par_chunks_exact(dim)
-                    .zip(centre_starts.par_chunks_exact(k.max(1)))
-                    .zip(clusters.par_iter())
-                    .map(gap),
-            );
-        } else {
-            gaps.extend(
-                centres
-                    .chunks_exact(dim)
-                    .zip(centre_starts.chunks_exact(k.max(1)))
-                    .zip(clusters.iter())
-                    .map(gap),
-            );
-        }
+        gaps.par_extend(
+            centres
+                .par_chunks_exact(dim)
+                .zip(centre_starts.par_chunks_exact(k.max(1)))
+                .zip(clusters.par_iter())
+                .with_min_len(4096)
+                .map(gap),
+        );
         chosen.push(c);
         centres.extend_from_slice(crow);
         centre_starts.extend_from_slice(&c_starts);
