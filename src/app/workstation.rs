@@ -614,6 +614,14 @@ impl Workstation {
                             self.choose_bank(p);
                         }
                     }
+                    // A models folder with a single usable bank: open it, there is nothing to pick.
+                    let mut usable = self.catalog.iter().filter(|c| c.meta.is_ok());
+                    if let (Some(only), None) = (usable.next(), usable.next()) {
+                        if self.loading.is_none() && self.insp.bank.is_none() {
+                            let path = only.path.clone();
+                            self.choose_bank(path);
+                        }
+                    }
                 }
                 Task::Listed { id, dir, result } => {
                     if self.listing.as_ref().map(|l| l.0) != Some(id) {
