@@ -52,7 +52,12 @@ fn conv_bn(
     kernel: i64,
     stride: i64,
 ) -> Result<ConvBn, TchError> {
-    ConvBn::new(p, names, ConvSpec::torch(c_in, c_out, kernel, stride), BN_EPS)
+    ConvBn::new(
+        p,
+        names,
+        ConvSpec::torch(c_in, c_out, kernel, stride),
+        BN_EPS,
+    )
 }
 
 #[derive(Debug)]

@@ -110,7 +110,8 @@ fn start_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
 
 /// Rows that share a nearest centre: their indices, min-distances and a contiguous copy of their
 /// projected rows (so a visit streams memory instead of chasing scattered rows), with the largest
-/// min-distance (and the first row holding it) so a whole cluster can be skipped at once.
+/// min-distance (and the first row holding it) so a whole cluster can be skipped at once. The
+/// rows without a centre keep no copy: they are read in order from the projected rows themselves.
 #[derive(Default)]
 struct Cluster {
     members: Vec<u32>,
@@ -156,14 +157,14 @@ impl Cluster {
     }
 
     /// Compares the members with the new centre `crow`; those that get closer move to `moved`.
-    /// `gap` is this cluster's centre-to-new-centre distance; rows without a centre pass 0 and
-    /// the new centre's distances to the start rows (`c_starts`) instead.
+    /// `gap` is this cluster's centre-to-new-centre distance; rows without a centre pass 0, the
+    /// new centre's distances to the start rows (`c_starts`) and all projected rows (`rows`).
     fn update(
         &mut self,
         dim: usize,
         crow: &[f32],
         gap: f32,
-        c_starts: &[f32],
+        (c_starts, rows): (&[f32], Option<&[f32]>),
         moved: &mut Cluster,
     ) {
         let (mut max, mut arg) = (f32::NEG_INFINITY, u32::MAX);
@@ -180,7 +181,10 @@ impl Cluster {
                     .zip(c_starts)
                     .any(|(a, b)| (a - b).abs() > m * (1.0 + 1e-5));
             if !far_from_starts && gap <= 2.0 * m * (1.0 + 1e-5) {
-                let row = &self.data[r * dim..(r + 1) * dim];
+                let row = match rows {
+                    Some(all) => &all[i as usize * dim..(i as usize + 1) * dim],
+                    None => &self.data[r * dim..(r + 1) * dim],
+                };
                 let d = dist(row, crow);
                 if d < m {
                     moved.push(i, d, row);
@@ -190,7 +194,9 @@ impl Cluster {
             if kept != r {
                 self.members[kept] = i;
                 self.mins[kept] = m;
-                self.data.copy_within(r * dim..(r + 1) * dim, kept * dim);
+                if rows.is_none() {
+                    self.data.copy_within(r * dim..(r + 1) * dim, kept * dim);
+                }
                 self.anchors.copy_within(r * k..(r + 1) * k, kept * k);
             }
             if m > max || (m == max && i < arg) {
@@ -203,6 +209,10 @@ impl Cluster {
         self.data.truncate(kept * dim);
         self.anchors.truncate(kept * k);
         (self.max, self.arg) = (max, arg);
+        if self.members.capacity() > 2 * kept + 1024 {
+            // Rows only leave a cluster: give the memory back as they do.
+            self.shrink();
+        }
     }
 }
 
@@ -212,15 +222,30 @@ impl Cluster {
 /// start-point mean have no centre and are compared every step.
 pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {
     let k = starts.len();
+    let anchors = start_distances(rows, dim, starts);
+    // The official initial value: the mean distance to the start rows.
+    let mins: Vec<f32> = anchors
+        .chunks_exact(k)
+        .map(|a| a.iter().sum::<f32>() / k as f32)
+        .collect();
+    let (max, arg) = mins
+        .iter()
+        .enumerate()
+        .fold((f32::NEG_INFINITY, 0), |b, (i, &m)| {
+            if m > b.0 {
+                (m, i as u32)
+            } else {
+                b
+            }
+        });
     let mut unassigned = Cluster {
-        anchors: start_distances(rows, dim, starts),
-        ..Default::default()
+        members: (0..mins.len() as u32).collect(),
+        mins,
+        data: Vec::new(),
+        anchors,
+        max,
+        arg,
     };
-    for (i, row) in rows.chunks_exact(dim).enumerate() {
-        // The official initial value: the mean distance to the start rows.
-        let m = unassigned.anchors[i * k..(i + 1) * k].iter().sum::<f32>() / k as f32;
-        unassigned.push(i as u32, m, row);
-    }
     let mut clusters: Vec<Cluster> = Vec::with_capacity(target);
     let mut chosen: Vec<usize> = Vec::with_capacity(target);
     // The chosen rows, contiguous, for the centre-to-centre distances.
@@ -264,11 +289,7 @@ pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> 
         centre_starts.extend_from_slice(&c_starts);
         let mut moved = Cluster::default();
         if !unassigned.members.is_empty() {
-            unassigned.update(dim, crow, 0.0, &c_starts, &mut moved);
-            if unassigned.data.capacity() > 2 * unassigned.data.len() + (1 << 20) {
-                // Its rows only ever leave: give the memory back as they do.
-                unassigned.shrink();
-            }
+            unassigned.update(dim, crow, 0.0, (&c_starts, Some(rows)), &mut moved);
         }
         // Clusters are independent: visit them in parallel, each collecting its own movers.
         let movers = clusters
@@ -276,11 +297,12 @@ pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> 
             .zip(gaps.par_iter())
             .filter(|(cl, &gap)| !cl.members.is_empty() && gap <= 2.0 * cl.max * (1.0 + 1e-5))
             .fold(Cluster::default, |mut acc, (cl, &gap)| {
-                cl.update(dim, crow, gap, &[], &mut acc);
+                cl.update(dim, crow, gap, (&[], None), &mut acc);
                 acc
             })
             .reduce(Cluster::default, Cluster::merge);
-        let moved = moved.merge(movers);
+        let mut moved = moved.merge(movers);
+        moved.shrink();
         clusters.push(moved);
         // Next centre: the largest min-distance, first row on ties (the official argmax rule).
         let best = clusters

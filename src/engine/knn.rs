@@ -54,12 +54,23 @@ pub struct Neighbours {
 impl Searcher {
     /// `rows` in f32, or f16 to halve the bank's memory (distances are still computed in f32).
     pub fn new(rows: &Tensor, chunk_bytes: usize) -> Self {
-        let wide = rows.to_kind(Kind::Float);
-        let mean = wide.mean_dim(0, true, Kind::Float);
-        let centred = &wide - &mean;
-        drop(wide);
-        let basis = principal_basis(&centred);
-        let short = compress(&centred, &basis);
+        let mean = rows.mean_dim(0, true, Kind::Float);
+        let basis = principal_basis(rows, &mean);
+        // Compressed in blocks, so no full-size centred copy of the bank is ever made.
+        let (n, dim) = (rows.size()[0], rows.size()[1]);
+        let block = ((chunk_bytes / (dim as usize * 4).max(1)).max(1) as i64).min(n.max(1));
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(block as usize)
+            .map(|s| {
+                let centred = rows.narrow(0, s, block.min(n - s)).to_kind(Kind::Float) - &mean;
+                compress(&centred, &basis)
+            })
+            .collect();
+        let short = if parts.is_empty() {
+            Tensor::zeros([0, basis.size()[1] + 1], (Kind::Float, rows.device()))
+        } else {
+            Tensor::cat(&parts, 0)
+        };
         let short_sq = short.square().sum_dim_intlist(1, false, Kind::Float);
         let max_norm = short_sq.max().double_value(&[]).sqrt();
         Self {
@@ -205,23 +216,24 @@ impl Searcher {
     }
 }
 
-/// `(D, d)` top principal directions of the centred rows, `d` keeping `EXPLAINED_VARIANCE`.
-fn principal_basis(centred: &Tensor) -> Tensor {
-    let (n, dim) = (centred.size()[0], centred.size()[1]);
+/// `(D, d)` top principal directions of the rows about `mean`, `d` keeping `EXPLAINED_VARIANCE`.
+fn principal_basis(rows: &Tensor, mean: &Tensor) -> Tensor {
+    let (n, dim) = (rows.size()[0], rows.size()[1]);
     let sample = if n > BASIS_SAMPLE {
-        centred.index_select(
+        rows.index_select(
             0,
             &Tensor::linspace(
                 0.0,
                 (n - 1) as f64,
                 BASIS_SAMPLE,
-                (Kind::Float, centred.device()),
+                (Kind::Float, rows.device()),
             )
             .to_kind(Kind::Int64),
         )
     } else {
-        centred.shallow_clone()
+        rows.shallow_clone()
     };
+    let sample = sample.to_kind(Kind::Float) - mean;
     // The covariance only steers the basis; eigh in f64 keeps the basis itself orthonormal.
     // eigh sorts eigenvalues ascending: the top components are the last columns.
     let (values, vectors) = sample
