@@ -50,29 +50,33 @@ pub fn projection(dim: usize, opts: &CoresetOptions, device: Device) -> Tensor {
 pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
     let d = features.size2().expect("features are (N, D)").1 as usize;
     let p = projection(d, opts, features.device());
-    select_projected(features.to_kind(Kind::Float).matmul(&p), opts)
+    select_projected(vec![features.to_kind(Kind::Float).matmul(&p)], opts)
 }
 
 /// The greedy rule on rows already projected (`reduced = features @ projection`), which is all
 /// it needs: fitting keeps only these in memory and streams the full rows to disk. Takes the
-/// tensor so that the CPU path can free it once it has its own copy.
-pub fn select_projected(reduced: Tensor, opts: &CoresetOptions) -> Vec<i64> {
-    let n = reduced.size2().expect("projected rows are (N, proj)").0 as usize;
+/// row blocks (a fit makes one per batch) so the CPU path can copy them out one at a time,
+/// never holding them twice.
+pub fn select_projected(blocks: Vec<Tensor>, opts: &CoresetOptions) -> Vec<i64> {
+    let n = blocks.iter().map(|b| b.size()[0]).sum::<i64>() as usize;
     if opts.target >= n {
         return (0..n as i64).collect();
     }
     let starts = start_rows(n, opts.n_starts, opts.seed);
-    if reduced.device() == Device::Cpu {
-        let flat: Vec<f32> = reduced
-            .to_kind(Kind::Float)
-            .contiguous()
-            .view([-1])
-            .try_into()
-            .expect("f32 projection");
-        drop(reduced);
+    if blocks.iter().all(|b| b.device() == Device::Cpu) {
+        let mut flat: Vec<f32> = Vec::with_capacity(n * opts.projection_dim);
+        for block in blocks {
+            let part: Vec<f32> = block
+                .to_kind(Kind::Float)
+                .contiguous()
+                .view([-1])
+                .try_into()
+                .expect("f32 projection");
+            flat.extend_from_slice(&part);
+        }
         greedy_cpu(&flat, opts.projection_dim, &starts, opts.target)
     } else {
-        greedy_device(&reduced, &starts, opts.target)
+        greedy_device(&Tensor::cat(&blocks, 0), &starts, opts.target)
     }
 }
 

@@ -364,7 +364,6 @@ impl PatchCore {
             return Err(e);
         }
         progress.finish();
-        let reduced = Tensor::cat(&std::mem::take(&mut reduced), 0);
         let per_image = grid.0 * grid.1;
         let n = store.len();
         times.features_s = t.elapsed().as_secs_f64();
