@@ -308,6 +308,14 @@ fn method_from_meta(meta: &BankMeta) -> Method {
     }
 }
 
+/// Bank rows as the bank stores them (f16 banks stay half the size in memory too).
+fn in_storage_precision(rows: Tensor, dtype: BankDtype) -> Tensor {
+    match dtype {
+        BankDtype::F32 => rows,
+        BankDtype::F16 => rows.to_kind(Kind::Half),
+    }
+}
+
 /// Evenly spread subset of `0..n` of size `m` (all when `m` is 0 or >= n).
 fn spread(n: usize, m: usize) -> Vec<usize> {
     if m == 0 || m >= n {
@@ -378,10 +386,7 @@ impl PatchCore {
         let picks = coreset::select_projected(reduced, &coreset_opts);
         progress.finish();
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
-        let bank_rows = match opts.bank_dtype {
-            BankDtype::F32 => bank_rows,
-            BankDtype::F16 => bank_rows.to_kind(Kind::Half),
-        };
+        let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype);
         let bank_source = Tensor::from_slice(&picks)
             .to_device(opts.device)
             .divide_scalar_mode(per_image, "floor");
@@ -517,10 +522,7 @@ impl PatchCore {
         let rows = Tensor::from_slice(&file.rows)
             .view([-1, meta.embed_dim as i64])
             .to_device(device);
-        let rows = match meta.bank_dtype {
-            BankDtype::F32 => rows,
-            BankDtype::F16 => rows.to_kind(Kind::Half),
-        };
+        let rows = in_storage_precision(rows, meta.bank_dtype);
         drop(file.rows);
         let searcher = Searcher::new(&rows, DEFAULT_CHUNK_BYTES);
         Ok(PatchCore {
