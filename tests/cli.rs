@@ -2,22 +2,9 @@
 //! and a tiny bench (benchmarks are not timed here; this only proves the subcommand works).
 mod common;
 
-use std::process::Command;
+use common::run_patchcore as run;
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(common::patchcore_bin())
-        .args(args)
-        .env("PATCHCORE_MODELS", common::repo().join("models"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use std::process::Command;
 
 #[test]
 fn demo_then_predict_writes_a_csv_with_the_rejects() {

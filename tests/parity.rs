@@ -8,7 +8,6 @@ use patchcore::backbone::Backbone;
 use patchcore::data::{self, CropMode};
 use patchcore::engine::embed::{embed, EmbedParams};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tch::{Device, Tensor};
 
 const PAPER_CROP: CropMode = CropMode::Center {
@@ -121,17 +120,7 @@ fn end_to_end_cli_matches_official_scores_maps_and_top_patches() {
     let split = bottle_split(&bottle, &reference, tmp.path());
     let bank = tmp.path().join("bank.safetensors");
     let weights = seed0_weights();
-    let run = |args: &[&str]| {
-        let out = Command::new(common::patchcore_bin())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = common::run_patchcore;
     let w = weights.to_str().unwrap();
     run(&[
         "fit",

@@ -87,6 +87,23 @@ pub fn patchcore_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_patchcore"))
 }
 
+/// Runs the binary (with the checkout's models folder) and returns its stdout; fails the test
+/// with both outputs when it exits unsuccessfully.
+pub fn run_patchcore(args: &[&str]) -> String {
+    let out = std::process::Command::new(patchcore_bin())
+        .args(args)
+        .env("PATCHCORE_MODELS", repo().join("models"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Must equal VERSION in scripts/make_backbone_fixtures.py.
 pub const FIXTURE_VERSION: u64 = 1;
 
