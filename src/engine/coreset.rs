@@ -3,9 +3,9 @@
 //! min-distance of every row is its mean distance to a few random start rows, then the farthest
 //! row is taken and the min-distances updated, again and again. Memory is O(N x proj), never N x N.
 //!
-//! On the CPU the update skips every row that the triangle inequality proves cannot get closer to
-//! the new centre (`d(a, c) >= 2 d(x, a)` where `a` is the row's current nearest centre), which
-//! leaves the selection unchanged and removes most of the work once the coreset grows.
+//! On the CPU the rows sit in the leaves of a ball tree, each leaf is updated lazily with a batch
+//! of new centres, and the triangle inequality skips the pairs that cannot get closer: the
+//! selection is unchanged and most of the N x picks work disappears.
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -50,14 +50,23 @@ pub fn projection(dim: usize, opts: &CoresetOptions, device: Device) -> Tensor {
 pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
     let d = features.size2().expect("features are (N, D)").1 as usize;
     let p = projection(d, opts, features.device());
-    select_projected(vec![features.to_kind(Kind::Float).matmul(&p)], opts)
+    select_projected(
+        vec![features.to_kind(Kind::Float).matmul(&p)],
+        opts,
+        &|_| {},
+    )
 }
 
 /// The greedy rule on rows already projected (`reduced = features @ projection`), which is all
 /// it needs: fitting keeps only these in memory and streams the full rows to disk. Takes the
 /// row blocks (a fit makes one per batch) so the CPU path can copy them out one at a time,
-/// never holding them twice.
-pub fn select_projected(blocks: Vec<Tensor>, opts: &CoresetOptions) -> Vec<i64> {
+/// never holding them twice. `picked` hears how many rows are chosen so far, now and then, so a
+/// long selection never looks stuck.
+pub fn select_projected(
+    blocks: Vec<Tensor>,
+    opts: &CoresetOptions,
+    picked: &dyn Fn(usize),
+) -> Vec<i64> {
     let n = blocks.iter().map(|b| b.size()[0]).sum::<i64>() as usize;
     if opts.target >= n {
         return (0..n as i64).collect();
@@ -74,25 +83,60 @@ pub fn select_projected(blocks: Vec<Tensor>, opts: &CoresetOptions) -> Vec<i64> 
                 .expect("f32 projection");
             flat.extend_from_slice(&part);
         }
-        greedy_cpu(&flat, opts.projection_dim, &starts, opts.target)
+        greedy_cpu(flat, opts.projection_dim, &starts, opts.target, picked)
     } else {
-        greedy_device(&Tensor::cat(&blocks, 0), &starts, opts.target)
+        greedy_device(&Tensor::cat(&blocks, 0), &starts, opts.target, picked)
     }
 }
 
-/// Euclidean distance with 16 independent accumulators: a plain `.sum()` over floats is a serial
-/// dependency chain the compiler may not vectorise, and this loop is the coreset's whole cost.
+/// Euclidean distance: this loop is the coreset's whole cost. With AVX2 and FMA (the build's
+/// target, `.cargo/config.toml`) it runs on two 8-wide registers; the compiler does not
+/// vectorise the portable version below by itself.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+fn dist(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    let mut lanes = [0f32; 8];
+    // SAFETY: the target features are enabled at compile time (cfg above), and every unaligned
+    // load reads 8 floats at `i..i + 8` or `i + 8..i + 16`, inside both slices (`i + 16 <= n`).
+    unsafe {
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        while i + 16 <= n {
+            let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+            let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb));
+            let d1 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)));
+            s0 = _mm256_fmadd_ps(d0, d0, s0);
+            s1 = _mm256_fmadd_ps(d1, d1, s1);
+            i += 16;
+        }
+        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(s0, s1));
+    }
+    let tail: f32 = a[i..n]
+        .iter()
+        .zip(&b[i..n])
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    (lanes.iter().sum::<f32>() + tail).sqrt()
+}
+
+/// Euclidean distance, portable: 16 independent accumulators over fixed-size chunks.
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+)))]
 fn dist(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
+    let (ca, ta) = a.as_chunks::<LANES>();
+    let (cb, tb) = b.as_chunks::<LANES>();
+    let tail: f32 = ta.iter().zip(tb).map(|(x, y)| (x - y) * (x - y)).sum();
+    for (x, y) in ca.iter().zip(cb) {
         for i in 0..LANES {
             let d = x[i] - y[i];
             acc[i] += d * d;
@@ -101,235 +145,305 @@ fn dist(a: &[f32], b: &[f32]) -> f32 {
     (acc.iter().sum::<f32>() + tail).sqrt()
 }
 
-/// Each row's distances to the start rows (`N x starts`, row-major).
-fn start_distances(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
+/// Rows per leaf of the ball tree: small enough that a leaf's ball is tight, large enough that
+/// the leaf-against-centre checks (leaves x picks) stay a small share of the work.
+const LEAF_ROWS: usize = 1024;
+/// Stale leaves brought up to date together, so both cores have work in every step.
+const PARALLEL_LEAVES: usize = 8;
+/// Picks between two progress reports.
+const REPORT_EVERY: usize = 1024;
+/// Relative slack on every triangle-inequality skip, so f32 rounding never changes the answer.
+const SLACK: f32 = 1e-5;
+
+/// Each row's mean distance to the start rows: the official initial min-distance.
+fn start_means(rows: &[f32], dim: usize, starts: &[usize]) -> Vec<f32> {
+    let start_rows: Vec<&[f32]> = starts
+        .iter()
+        .map(|&s| &rows[s * dim..(s + 1) * dim])
+        .collect();
     rows.par_chunks(dim)
-        .flat_map_iter(|r| {
-            starts
-                .iter()
-                .map(move |&j| dist(r, &rows[j * dim..(j + 1) * dim]))
-        })
+        .map(|r| start_rows.iter().map(|s| dist(r, s)).sum::<f32>() / starts.len() as f32)
         .collect()
 }
 
-/// Rows that share a nearest centre: their indices, min-distances and a contiguous copy of their
-/// projected rows (so a visit streams memory instead of chasing scattered rows), with the largest
-/// min-distance (and the first row holding it) so a whole cluster can be skipped at once. The
-/// rows without a centre keep no copy: they are read in order from the projected rows themselves.
-#[derive(Default)]
-struct Cluster {
-    members: Vec<u32>,
-    mins: Vec<f32>,
-    data: Vec<f32>,
-    /// Rows without a centre only: their distances to the start rows, which bound the distance
-    /// to any new centre from below (`d(x, c) >= |d(x, s) - d(c, s)|`).
-    anchors: Vec<f32>,
-    max: f32,
-    arg: u32,
-}
-
-impl Cluster {
-    fn push(&mut self, i: u32, m: f32, row: &[f32]) {
-        if self.members.is_empty() || m > self.max || (m == self.max && i < self.arg) {
-            (self.max, self.arg) = (m, i);
+/// Applies `order` (new position -> old position) to a segment whose items are `width` floats,
+/// in place by following cycles, so the tree build never holds a second copy of the rows.
+fn permute<T: Copy>(items: &mut [T], width: usize, order: &[usize], done: &mut [bool]) {
+    done.iter_mut().for_each(|d| *d = false);
+    let mut held = vec![items[0]; width];
+    for start in 0..order.len() {
+        if done[start] || order[start] == start {
+            continue;
         }
-        self.members.push(i);
-        self.mins.push(m);
-        self.data.extend_from_slice(row);
-    }
-
-    fn shrink(&mut self) {
-        self.members.shrink_to_fit();
-        self.mins.shrink_to_fit();
-        self.data.shrink_to_fit();
-        self.anchors.shrink_to_fit();
-    }
-
-    /// Appends another cluster's rows (the max keeps the first row on ties, whatever the order).
-    fn merge(mut self, other: Cluster) -> Cluster {
-        if !other.members.is_empty()
-            && (self.members.is_empty()
-                || other.max > self.max
-                || (other.max == self.max && other.arg < self.arg))
-        {
-            (self.max, self.arg) = (other.max, other.arg);
-        }
-        self.members.extend_from_slice(&other.members);
-        self.mins.extend_from_slice(&other.mins);
-        self.data.extend_from_slice(&other.data);
-        self
-    }
-
-    /// Compares the members with the new centre `crow`; those that get closer move to `moved`.
-    /// `gap` is this cluster's centre-to-new-centre distance; rows without a centre pass 0, the
-    /// new centre's distances to the start rows (`c_starts`) and all projected rows (`rows`).
-    fn update(
-        &mut self,
-        dim: usize,
-        crow: &[f32],
-        gap: f32,
-        (c_starts, rows): (&[f32], Option<&[f32]>),
-        moved: &mut Cluster,
-    ) {
-        let (mut max, mut arg) = (f32::NEG_INFINITY, u32::MAX);
-        let mut kept = 0;
-        let k = c_starts.len();
-        for r in 0..self.members.len() {
-            let (i, m) = (self.members[r], self.mins[r]);
-            // Triangle inequality: d(x, c) >= d(a, c) - d(x, a) >= d(x, a) when d(a, c) >= 2 d(x, a),
-            // and d(x, c) >= |d(x, s) - d(c, s)| for every start row s. The small margins keep
-            // rounding from ever changing the answer.
-            let far_from_starts = k > 0
-                && self.anchors[r * k..(r + 1) * k]
-                    .iter()
-                    .zip(c_starts)
-                    .any(|(a, b)| (a - b).abs() > m * (1.0 + 1e-5));
-            if !far_from_starts && gap <= 2.0 * m * (1.0 + 1e-5) {
-                let row = match rows {
-                    Some(all) => &all[i as usize * dim..(i as usize + 1) * dim],
-                    None => &self.data[r * dim..(r + 1) * dim],
-                };
-                let d = dist(row, crow);
-                if d < m {
-                    moved.push(i, d, row);
-                    continue;
-                }
+        held.copy_from_slice(&items[start * width..(start + 1) * width]);
+        let mut at = start;
+        loop {
+            done[at] = true;
+            let from = order[at];
+            if from == start {
+                items[at * width..(at + 1) * width].copy_from_slice(&held);
+                break;
             }
-            if kept != r {
-                self.members[kept] = i;
-                self.mins[kept] = m;
-                if rows.is_none() {
-                    self.data.copy_within(r * dim..(r + 1) * dim, kept * dim);
-                }
-                self.anchors.copy_within(r * k..(r + 1) * k, kept * k);
-            }
-            if m > max || (m == max && i < arg) {
-                (max, arg) = (m, i);
-            }
-            kept += 1;
-        }
-        self.members.truncate(kept);
-        self.mins.truncate(kept);
-        self.data.truncate(kept * dim);
-        self.anchors.truncate(kept * k);
-        (self.max, self.arg) = (max, arg);
-        if self.members.capacity() > 2 * kept + 1024 {
-            // Rows only leave a cluster: give the memory back as they do.
-            self.shrink();
+            items.copy_within(from * width..(from + 1) * width, at * width);
+            at = from;
         }
     }
 }
 
-/// Greedy farthest-point selection over `rows` (`N x dim`, row-major), exact but pruned: rows
-/// are kept in clusters by their nearest centre, and a cluster whose centre is at least twice its
-/// largest min-distance away from the new centre is skipped whole. Rows still carrying their
-/// start-point mean have no centre and are compared every step.
-pub fn greedy_cpu(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {
-    let k = starts.len();
-    let anchors = start_distances(rows, dim, starts);
-    // The official initial value: the mean distance to the start rows.
-    let mins: Vec<f32> = anchors
-        .chunks_exact(k)
-        .map(|a| a.iter().sum::<f32>() / k as f32)
-        .collect();
-    let (max, arg) = mins
-        .iter()
-        .enumerate()
-        .fold((f32::NEG_INFINITY, 0), |b, (i, &m)| {
-            if m > b.0 {
-                (m, i as u32)
-            } else {
-                b
-            }
-        });
-    let mut unassigned = Cluster {
-        members: (0..mins.len() as u32).collect(),
-        mins,
-        data: Vec::new(),
-        anchors,
-        max,
-        arg,
+/// Reorders `rows` (with their `ids` and `mins`) so that every run of `LEAF_ROWS` rows is a
+/// compact ball: each range is split in half along the line through two far-apart rows.
+fn build_tree(rows: &mut [f32], ids: &mut [u32], mins: &mut [f32], dim: usize) {
+    let n = ids.len();
+    if n <= LEAF_ROWS {
+        return;
+    }
+    let row = |i: usize| &rows[i * dim..(i + 1) * dim];
+    let farthest = |from: &[f32]| {
+        (0..n)
+            .map(|i| (dist(row(i), from), i))
+            .fold((f32::NEG_INFINITY, 0), |b, x| if x.0 > b.0 { x } else { b })
+            .1
     };
-    let mut clusters: Vec<Cluster> = Vec::with_capacity(target);
-    let mut chosen: Vec<usize> = Vec::with_capacity(target);
-    // The chosen rows, contiguous, for the centre-to-centre distances.
-    let mut centres: Vec<f32> = Vec::with_capacity(target * dim);
-    // Each centre's distances to the start rows: |d(c, s) - d(a, s)| <= d(c, a) rules most
-    // clusters out without their full centre-to-centre distance.
-    let mut centre_starts: Vec<f32> = Vec::with_capacity(target * k);
-    let mut gaps: Vec<f32> = Vec::with_capacity(target);
-    let mut next = unassigned.arg as usize;
-    while chosen.len() < target {
-        let c = next;
-        let crow = &rows[c * dim..(c + 1) * dim];
-        let c_starts: Vec<f32> = starts
-            .iter()
-            .map(|&s| dist(crow, &rows[s * dim..(s + 1) * dim]))
-            .collect();
-        let gap = |((a, a_starts), cl): ((&[f32], &[f32]), &Cluster)| {
-            let reach = 2.0 * cl.max * (1.0 + 1e-5);
-            let lower = a_starts
-                .iter()
-                .zip(&c_starts)
-                .map(|(x, y)| (x - y).abs() - 1e-5 * (x + y))
-                .fold(0.0, f32::max);
-            if cl.members.is_empty() || lower > reach {
-                f32::INFINITY
-            } else {
-                dist(crow, a)
-            }
-        };
-        gaps.clear();
-        gaps.par_extend(
-            centres
-                .par_chunks_exact(dim)
-                .zip(centre_starts.par_chunks_exact(k.max(1)))
-                .zip(clusters.par_iter())
-                .with_min_len(4096)
-                .map(gap),
-        );
-        chosen.push(c);
-        centres.extend_from_slice(crow);
-        centre_starts.extend_from_slice(&c_starts);
-        let mut moved = Cluster::default();
-        if !unassigned.members.is_empty() {
-            unassigned.update(dim, crow, 0.0, (&c_starts, Some(rows)), &mut moved);
-        }
-        // Clusters are independent: visit them in parallel, each collecting its own movers.
-        let movers = clusters
-            .par_iter_mut()
-            .zip(gaps.par_iter())
-            .filter(|(cl, &gap)| !cl.members.is_empty() && gap <= 2.0 * cl.max * (1.0 + 1e-5))
-            .fold(Cluster::default, |mut acc, (cl, &gap)| {
-                cl.update(dim, crow, gap, (&[], None), &mut acc);
-                acc
-            })
-            .reduce(Cluster::default, Cluster::merge);
-        let mut moved = moved.merge(movers);
-        moved.shrink();
-        clusters.push(moved);
-        // Next centre: the largest min-distance, first row on ties (the official argmax rule).
-        let best = clusters
-            .iter()
-            .chain(std::iter::once(&unassigned))
-            .filter(|cl| !cl.members.is_empty())
-            .fold((f32::NEG_INFINITY, u32::MAX), |b, cl| {
-                if cl.max > b.0 || (cl.max == b.0 && cl.arg < b.1) {
-                    (cl.max, cl.arg)
-                } else {
-                    b
-                }
-            });
-        if best.1 == u32::MAX {
-            break;
-        }
-        next = best.1 as usize;
+    let a = farthest(row(0));
+    let b = farthest(row(a));
+    let axis: Vec<f32> = row(b).iter().zip(row(a)).map(|(x, y)| x - y).collect();
+    let key: Vec<f32> = (0..n)
+        .map(|i| row(i).iter().zip(&axis).map(|(x, y)| x * y).sum())
+        .collect();
+    // Split at a multiple of the leaf size so that leaves never straddle two halves.
+    let half = (n / 2).div_ceil(LEAF_ROWS) * LEAF_ROWS;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.select_nth_unstable_by(half, |&x, &y| key[x].total_cmp(&key[y]).then(x.cmp(&y)));
+    let mut done = vec![false; n];
+    permute(rows, dim, &order, &mut done);
+    permute(ids, 1, &order, &mut done);
+    permute(mins, 1, &order, &mut done);
+    let (rl, rr) = rows.split_at_mut(half * dim);
+    let (il, ir) = ids.split_at_mut(half);
+    let (ml, mr) = mins.split_at_mut(half);
+    rayon::join(
+        || build_tree(rl, il, ml, dim),
+        || build_tree(rr, ir, mr, dim),
+    );
+}
+
+/// A run of rows that lie in a small ball: its centre and radius let a whole batch of new
+/// centres be skipped at once, and each row's distance to the ball's centre skips single pairs.
+struct Leaf {
+    start: usize,
+    len: usize,
+    centre: Vec<f32>,
+    radius: f32,
+    /// Centres chosen so far that this leaf's min-distances already account for.
+    applied: usize,
+}
+
+/// A leaf's largest min-distance and the first row (original index) holding it: the heap order,
+/// largest first, ties to the lowest row as in the official argmax.
+#[derive(Clone, Copy)]
+struct Key {
+    max: f32,
+    id: u32,
+    pos: u32,
+    leaf: u32,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
     }
-    chosen.into_iter().map(|i| i as i64).collect()
+}
+impl Eq for Key {}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.max.total_cmp(&other.max).then(other.id.cmp(&self.id))
+    }
+}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The leaf's max after lowering its rows' min-distances with the centres `pending`.
+fn update_leaf(
+    leaf: &Leaf,
+    rows: &[f32],
+    (ids, mins, reach): (&[u32], &mut [f32], &[f32]),
+    pending: &[f32],
+    dim: usize,
+    leaf_no: u32,
+) -> Key {
+    let current = mins.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    // Centres farther from the ball than its largest min-distance cannot move any of its rows.
+    let near: Vec<(&[f32], f32)> = pending
+        .chunks_exact(dim)
+        .map(|c| (c, dist(c, &leaf.centre)))
+        .filter(|&(_, g)| g - leaf.radius - SLACK * (g + leaf.radius) <= current)
+        .collect();
+    let (mut max, mut id, mut pos) = (f32::NEG_INFINITY, u32::MAX, 0);
+    for (r, m) in mins.iter_mut().enumerate() {
+        let row = &rows[r * dim..(r + 1) * dim];
+        for &(c, g) in &near {
+            // d(x, c) >= d(c, o) - d(x, o) for the ball centre o.
+            if g - reach[r] - SLACK * (g + reach[r]) > *m {
+                continue;
+            }
+            let d = dist(row, c);
+            if d < *m {
+                *m = d;
+            }
+        }
+        if *m > max || (*m == max && ids[r] < id) {
+            (max, id, pos) = (*m, ids[r], (leaf.start + r) as u32);
+        }
+    }
+    Key {
+        max,
+        id,
+        pos,
+        leaf: leaf_no,
+    }
+}
+
+/// Greedy farthest-point selection over `rows` (`N x dim`, row-major), exact: the same picks as
+/// the plain rule, which compares every row with every new centre. Rows are sorted into a ball
+/// tree whose leaves keep their largest min-distance in a heap; a leaf is brought up to date
+/// only when it reaches the top, with all the centres chosen since its last visit at once, and
+/// the triangle inequality skips the centres (and single pairs) that cannot get closer. Time
+/// grows with the pairs that can matter, not with N x picks, and memory is the rows plus a few
+/// numbers per row.
+pub fn greedy_cpu(
+    mut rows: Vec<f32>,
+    dim: usize,
+    starts: &[usize],
+    target: usize,
+    picked: &dyn Fn(usize),
+) -> Vec<i64> {
+    let n = rows.len() / dim;
+    let target = target.min(n);
+    if target == 0 {
+        return Vec::new();
+    }
+    let mut mins = start_means(&rows, dim, starts);
+    let mut ids: Vec<u32> = (0..n as u32).collect();
+    build_tree(&mut rows, &mut ids, &mut mins, dim);
+    let mut reach = vec![0f32; n];
+    let mut leaves: Vec<Leaf> = rows
+        .par_chunks(LEAF_ROWS * dim)
+        .zip(reach.par_chunks_mut(LEAF_ROWS))
+        .enumerate()
+        .map(|(l, (block, reach))| {
+            let len = reach.len();
+            let mut centre = vec![0f32; dim];
+            for r in block.chunks_exact(dim) {
+                centre.iter_mut().zip(r).for_each(|(c, x)| *c += x);
+            }
+            centre.iter_mut().for_each(|c| *c /= len as f32);
+            for (d, r) in reach.iter_mut().zip(block.chunks_exact(dim)) {
+                *d = dist(r, &centre);
+            }
+            let radius = reach.iter().fold(0f32, |a, &b| a.max(b));
+            Leaf {
+                start: l * LEAF_ROWS,
+                len,
+                centre,
+                radius,
+                applied: 0,
+            }
+        })
+        .collect();
+    let mut heap: std::collections::BinaryHeap<Key> = leaves
+        .par_iter()
+        .enumerate()
+        .map(|(l, leaf)| {
+            let span = leaf.start..leaf.start + leaf.len;
+            update_leaf(
+                leaf,
+                &rows[span.start * dim..span.end * dim],
+                (
+                    &ids[span.clone()],
+                    &mut mins[span.clone()].to_vec(),
+                    &reach[span],
+                ),
+                &[],
+                dim,
+                l as u32,
+            )
+        })
+        .collect();
+    let mut chosen: Vec<i64> = Vec::with_capacity(target);
+    let mut centres: Vec<f32> = Vec::with_capacity(target * dim);
+    let mut stale: Vec<Key> = Vec::with_capacity(PARALLEL_LEAVES);
+    while chosen.len() < target {
+        let Some(top) = heap.pop() else { break };
+        if leaves[top.leaf as usize].applied == chosen.len() {
+            // Up to date and no other leaf can beat it: every key is an upper bound, since
+            // min-distances only shrink.
+            chosen.push(top.id as i64);
+            if chosen.len().is_multiple_of(REPORT_EVERY) {
+                picked(chosen.len());
+            }
+            let p = top.pos as usize;
+            centres.extend_from_slice(&rows[p * dim..(p + 1) * dim]);
+            heap.push(top);
+            continue;
+        }
+        stale.clear();
+        stale.push(top);
+        while stale.len() < PARALLEL_LEAVES {
+            match heap.peek() {
+                Some(k) if leaves[k.leaf as usize].applied < chosen.len() => {
+                    stale.extend(heap.pop());
+                }
+                _ => break,
+            }
+        }
+        stale.sort_unstable_by_key(|k| k.leaf);
+        // Disjoint row ranges of the stale leaves, handed out as mutable slices.
+        let mut parts = Vec::with_capacity(stale.len());
+        let mut rest: &mut [f32] = &mut mins;
+        let mut offset = 0;
+        for k in &stale {
+            let leaf = &leaves[k.leaf as usize];
+            let (_, tail) = rest.split_at_mut(leaf.start - offset);
+            let (part, tail) = tail.split_at_mut(leaf.len);
+            parts.push((k.leaf, part));
+            rest = tail;
+            offset = leaf.start + leaf.len;
+        }
+        let (leaves_ref, rows_ref, ids_ref, reach_ref) = (&leaves, &rows, &ids, &reach);
+        let t = chosen.len();
+        let keys: Vec<Key> = parts
+            .into_par_iter()
+            .map(|(l, part)| {
+                let leaf = &leaves_ref[l as usize];
+                let span = leaf.start..leaf.start + leaf.len;
+                update_leaf(
+                    leaf,
+                    &rows_ref[span.start * dim..span.end * dim],
+                    (&ids_ref[span.clone()], part, &reach_ref[span]),
+                    &centres[leaf.applied * dim..t * dim],
+                    dim,
+                    l,
+                )
+            })
+            .collect();
+        for k in keys {
+            leaves[k.leaf as usize].applied = t;
+            heap.push(k);
+        }
+    }
+    chosen
 }
 
 /// The same rule with tensor ops, for CUDA: no host round trip per step.
-pub fn greedy_device(reduced: &Tensor, starts: &[usize], target: usize) -> Vec<i64> {
+pub fn greedy_device(
+    reduced: &Tensor,
+    starts: &[usize],
+    target: usize,
+    picked: &dyn Fn(usize),
+) -> Vec<i64> {
     let to_all = |row: &Tensor| -> Tensor {
         (reduced - row.unsqueeze(0))
             .square()
@@ -347,6 +461,9 @@ pub fn greedy_device(reduced: &Tensor, starts: &[usize], target: usize) -> Vec<i
         let row = reduced.index_select(0, &idx.unsqueeze(0)).squeeze_dim(0);
         min_d = min_d.minimum(&to_all(&row));
         picks.push(idx);
+        if picks.len().is_multiple_of(REPORT_EVERY) {
+            picked(picks.len());
+        }
     }
     let picks: Vec<i64> = Tensor::stack(&picks, 0)
         .to_device(Device::Cpu)
@@ -408,11 +525,12 @@ mod tests {
 
     #[test]
     fn pruned_selection_equals_plain_greedy() {
-        for seed in 0..4 {
-            let (n, dim) = (3000, 16);
+        // Three leaves, then many (the tree, the lazy batches and the parallel updates at work).
+        for (seed, n) in [(0, 3000), (1, 3000), (2, 3000), (3, 24_000)] {
+            let dim = 16;
             let rows = clustered(n, dim, seed);
             let starts = start_rows(n, 10, seed);
-            let fast = greedy_cpu(&rows, dim, &starts, 300);
+            let fast = greedy_cpu(rows.clone(), dim, &starts, 300, &|_| {});
             let slow = plain_greedy(&rows, dim, &starts, 300);
             assert_eq!(fast, slow, "seed {seed}");
         }
@@ -438,7 +556,7 @@ mod tests {
         // The tensor path (used on CUDA) run on CPU tensors picks the same rows.
         let p = Tensor::from_slice(&random_projection(64, 32, 9)).view([64, 32]);
         let reduced = feats.matmul(&p);
-        let dev = greedy_device(&reduced, &start_rows(2000, 10, 9), 200);
+        let dev = greedy_device(&reduced, &start_rows(2000, 10, 9), 200, &|_| {});
         let same = a.iter().zip(&dev).take_while(|(x, y)| x == y).count();
         assert!(same >= 150, "tensor path diverges after {same} picks");
         let other = select(&feats, &CoresetOptions { seed: 10, ..opts });
@@ -450,7 +568,7 @@ mod tests {
         // Points 0, 1, 2, 10, 4 on a line, start at 0: 10 is farthest, then 4 (4 from {0, 10}... the
         // start only seeds the distances), then 2, then 1.
         let rows = [0.0f32, 1.0, 2.0, 10.0, 4.0];
-        let picks = greedy_cpu(&rows, 1, &[0], 4);
+        let picks = greedy_cpu(rows.to_vec(), 1, &[0], 4, &|_| {});
         assert_eq!(picks, vec![3, 4, 2, 1]);
     }
 }

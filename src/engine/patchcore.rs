@@ -383,7 +383,11 @@ impl PatchCore {
             .clamp(1, n);
         let target = coreset_opts.target;
         progress.start("coreset", target as u64);
-        let picks = coreset::select_projected(reduced, &coreset_opts);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let picks = coreset::select_projected(reduced, &coreset_opts, &|n| {
+            let before = done.swap(n, std::sync::atomic::Ordering::Relaxed);
+            progress.advance(n.saturating_sub(before) as u64);
+        });
         progress.finish();
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
         let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype);
