@@ -129,52 +129,67 @@ impl BankFile {
     }
 
     /// Writes atomically: a temporary file in the same folder, flushed, then renamed over `path`.
+    /// The safetensors layout is written directly, the rows streamed in blocks, so saving a large
+    /// bank never holds another copy of it in memory.
     pub fn save(&self, path: &Path) -> Result<(), BankError> {
-        use safetensors::tensor::{Dtype, TensorView};
-        let io = |source| BankError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        use std::io::Write;
         let d = self.meta.embed_dim as usize;
         let n = self.n_rows();
-        let row_bytes: Vec<u8> = match self.meta.bank_dtype {
-            BankDtype::F32 => self.rows.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            BankDtype::F16 => self
-                .rows
-                .iter()
-                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                .collect(),
-        };
-        let dtype = match self.meta.bank_dtype {
-            BankDtype::F32 => Dtype::F32,
-            BankDtype::F16 => Dtype::F16,
-        };
-        let src_bytes: Vec<u8> = self
-            .source_image
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
         let invalid = |reason: String| BankError::Invalid {
             path: path.to_path_buf(),
             reason,
         };
-        let views = [
-            (
-                "bank",
-                TensorView::new(dtype, vec![n, d], &row_bytes)
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
-            (
-                "source_image",
-                TensorView::new(Dtype::I32, vec![n], &src_bytes)
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
-        ];
+        if self.rows.len() != n * d {
+            return Err(invalid(format!(
+                "{} row values for {n} rows of {d}",
+                self.rows.len()
+            )));
+        }
+        let (dtype, width) = match self.meta.bank_dtype {
+            BankDtype::F32 => ("F32", 4),
+            BankDtype::F16 => ("F16", 2),
+        };
+        let bank_bytes = n * d * width;
         let meta_json = serde_json::to_string(&self.meta).map_err(|e| invalid(e.to_string()))?;
-        let metadata = std::collections::HashMap::from([(META_KEY.to_string(), meta_json)]);
-        let bytes =
-            safetensors::serialize(views, Some(metadata)).map_err(|e| invalid(e.to_string()))?;
-        write_atomic(path, &bytes).map_err(io)
+        let mut header = serde_json::json!({
+            "__metadata__": { META_KEY: meta_json },
+            "bank": { "dtype": dtype, "shape": [n, d], "data_offsets": [0, bank_bytes] },
+            "source_image": {
+                "dtype": "I32",
+                "shape": [n],
+                "data_offsets": [bank_bytes, bank_bytes + 4 * n]
+            },
+        })
+        .to_string();
+        // Data starts 8-byte aligned, as the safetensors writer does it.
+        while !header.len().is_multiple_of(8) {
+            header.push(' ');
+        }
+        let format = self.meta.bank_dtype;
+        write_atomic_with(path, |w| {
+            w.write_all(&(header.len() as u64).to_le_bytes())?;
+            w.write_all(header.as_bytes())?;
+            let mut buf = Vec::with_capacity(STREAM_VALUES * 4);
+            for block in self.rows.chunks(STREAM_VALUES) {
+                buf.clear();
+                match format {
+                    BankDtype::F32 => block.iter().for_each(|v| buf.extend(v.to_le_bytes())),
+                    BankDtype::F16 => block
+                        .iter()
+                        .for_each(|v| buf.extend(half::f16::from_f32(*v).to_le_bytes())),
+                }
+                w.write_all(&buf)?;
+            }
+            buf.clear();
+            self.source_image
+                .iter()
+                .for_each(|v| buf.extend(v.to_le_bytes()));
+            w.write_all(&buf)
+        })
+        .map_err(|source| BankError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Reads and validates a whole bank file.
@@ -254,6 +269,19 @@ impl BankFile {
 /// Temp file beside the target, fsync, rename: readers see the old file or the new one, never half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Values converted and written per block when a bank is saved.
+const STREAM_VALUES: usize = 1 << 20;
+
+/// `write_atomic` for content produced piece by piece: `fill` writes into a buffered temporary
+/// file in the same folder, which is flushed, synced and renamed over `path` (removed on error).
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::Write;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -264,9 +292,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        fill(&mut w)?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -248,7 +248,9 @@ pub fn run(a: FitArgs) -> Result<()> {
         opts.method.stages.join("+"),
         opts.device
     );
-    let (_model, file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
+    let (model, file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
+    // The model's copy of the bank is not needed to save the file's.
+    drop(model);
     let t = Instant::now();
     file.save(&a.out)
         .with_context(|| format!("saving {}", a.out.display()))?;

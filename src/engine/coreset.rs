@@ -50,42 +50,74 @@ pub fn projection(dim: usize, opts: &CoresetOptions, device: Device) -> Tensor {
 pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
     let d = features.size2().expect("features are (N, D)").1 as usize;
     let p = projection(d, opts, features.device());
-    select_projected(
-        vec![features.to_kind(Kind::Float).matmul(&p)],
-        opts,
-        &|_| {},
-    )
+    let mut projected = Projected::new(features.device());
+    projected.push(&features.to_kind(Kind::Float).matmul(&p));
+    select_projected(projected, opts, &|_| {})
+}
+
+/// The projected rows of a fit, collected batch by batch: on the CPU straight into one host
+/// buffer, so no per-batch tensors pile up (and fragment the heap) until the selection; on a GPU
+/// as device tensors, so nothing crosses to the host.
+pub enum Projected {
+    Host { rows: Vec<f32>, dim: usize },
+    Device(Vec<Tensor>),
+}
+
+impl Projected {
+    pub fn new(device: Device) -> Projected {
+        match device {
+            Device::Cpu => Projected::Host {
+                rows: Vec::new(),
+                dim: 0,
+            },
+            _ => Projected::Device(Vec::new()),
+        }
+    }
+
+    /// Appends a `(rows, proj)` block.
+    pub fn push(&mut self, block: &Tensor) {
+        match self {
+            Projected::Host { rows, dim } => {
+                *dim = block.size().last().copied().unwrap_or(0) as usize;
+                let part: Vec<f32> = block
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .contiguous()
+                    .view([-1])
+                    .try_into()
+                    .expect("f32 projection");
+                rows.extend_from_slice(&part);
+            }
+            Projected::Device(blocks) => blocks.push(block.shallow_clone()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Projected::Host { rows, dim } => rows.len() / (*dim).max(1),
+            Projected::Device(blocks) => blocks.iter().map(|b| b.size()[0] as usize).sum(),
+        }
+    }
 }
 
 /// The greedy rule on rows already projected (`reduced = features @ projection`), which is all
-/// it needs: fitting keeps only these in memory and streams the full rows to disk. Takes the
-/// row blocks (a fit makes one per batch) so the CPU path can copy them out one at a time,
-/// never holding them twice. `picked` hears how many rows are chosen so far, now and then, so a
-/// long selection never looks stuck.
+/// it needs: fitting keeps only these in memory and streams the full rows to disk. `picked`
+/// hears how many rows are chosen so far, now and then, so a long selection never looks stuck.
 pub fn select_projected(
-    blocks: Vec<Tensor>,
+    projected: Projected,
     opts: &CoresetOptions,
     picked: &dyn Fn(usize),
 ) -> Vec<i64> {
-    let n = blocks.iter().map(|b| b.size()[0]).sum::<i64>() as usize;
+    let n = projected.len();
     if opts.target >= n {
         return (0..n as i64).collect();
     }
     let starts = start_rows(n, opts.n_starts, opts.seed);
-    if blocks.iter().all(|b| b.device() == Device::Cpu) {
-        let mut flat: Vec<f32> = Vec::with_capacity(n * opts.projection_dim);
-        for block in blocks {
-            let part: Vec<f32> = block
-                .to_kind(Kind::Float)
-                .contiguous()
-                .view([-1])
-                .try_into()
-                .expect("f32 projection");
-            flat.extend_from_slice(&part);
+    match projected {
+        Projected::Host { rows, dim } => greedy_cpu(rows, dim, &starts, opts.target, picked),
+        Projected::Device(blocks) => {
+            greedy_device(&Tensor::cat(&blocks, 0), &starts, opts.target, picked)
         }
-        greedy_cpu(flat, opts.projection_dim, &starts, opts.target, picked)
-    } else {
-        greedy_device(&Tensor::cat(&blocks, 0), &starts, opts.target, picked)
     }
 }
 

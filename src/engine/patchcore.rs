@@ -351,7 +351,7 @@ impl PatchCore {
         let io = |e: std::io::Error| EngineError::Config(format!("temporary feature file: {e}"));
         // Full rows go to disk; only their projections stay in memory for the coreset.
         let mut store = FeatureStore::new(dim as usize).map_err(io)?;
-        let mut reduced = Vec::new();
+        let mut reduced = coreset::Projected::new(opts.device);
         let mut grid = (0, 0);
         let mut failure = None;
         for_each_decoded(train, opts.batch_size, opts.method.crop, |_, decoded, _| {
@@ -361,7 +361,7 @@ impl PatchCore {
                 let (emb, g) = extractor.embed(&crops)?;
                 grid = g;
                 let rows = emb.view([-1, dim]);
-                reduced.push(rows.matmul(&projection));
+                reduced.push(&rows.matmul(&projection));
                 store.append(&rows).map_err(io)?;
                 progress.advance(crops.len() as u64);
                 Ok(())
