@@ -385,19 +385,17 @@ pub fn greedy_cpu(
             }
         })
         .collect();
+    // Each leaf's first key: an update with no centres only finds its largest min-distance.
     let mut heap: std::collections::BinaryHeap<Key> = leaves
         .par_iter()
+        .zip(mins.par_chunks_mut(LEAF_ROWS))
         .enumerate()
-        .map(|(l, leaf)| {
+        .map(|(l, (leaf, part))| {
             let span = leaf.start..leaf.start + leaf.len;
             update_leaf(
                 leaf,
                 &rows[span.start * dim..span.end * dim],
-                (
-                    &ids[span.clone()],
-                    &mut mins[span.clone()].to_vec(),
-                    &reach[span],
-                ),
+                (&ids[span.clone()], part, &reach[span]),
                 &[],
                 dim,
                 l as u32,
