@@ -3,6 +3,7 @@
 #   bash scripts/accuracy.sh NAME DATA [fit flags...]
 # e.g. bash scripts/accuracy.sh lite2-6-14 ../shared/data/mvtec_ad/bottle --backbone efficientnet_lite2
 # PATCHCORE_BIN=path uses another binary (e.g. a copy, so rebuilding meanwhile cannot swap it).
+# EVAL_FLAGS="..." are passed to eval too (runtime flags such as --precision bf16 or --weights FILE).
 # Writes results/NAME.json (eval report) and prints a markdown row:
 #   | NAME | image AUROC | pixel AUROC | PRO | ms per image | fit s |
 set -euo pipefail
@@ -14,7 +15,8 @@ bin=${PATCHCORE_BIN:-target/debug/patchcore}
 SECONDS=0
 "$bin" fit --data "$data" --out "results/$name.safetensors" --calibration-images 32 "$@" >"results/$name.fit.log" 2>&1
 fit_s=$SECONDS
-"$bin" eval --bank "results/$name.safetensors" --data "$data" --json "results/$name.json" >"results/$name.eval.log" 2>&1
+# shellcheck disable=SC2086 # EVAL_FLAGS is a list of flags
+"$bin" eval --bank "results/$name.safetensors" --data "$data" ${EVAL_FLAGS:-} --json "results/$name.json" >"results/$name.eval.log" 2>&1
 python3 - "$name" "$fit_s" <<'PY'
 import json, sys
 name, fit_s = sys.argv[1], float(sys.argv[2])

@@ -34,6 +34,12 @@ pub struct MethodArgs {
     /// Input normalisation: imagenet (mean/std) or tf ((x - 127) / 128); default: the registry's.
     #[arg(long)]
     pub normalization: Option<String>,
+    /// Input mean on 0..1 pixel values, one value or one per RGB channel (overrides --normalization).
+    #[arg(long, value_delimiter = ',')]
+    pub pixel_mean: Option<Vec<f32>>,
+    /// Input standard deviation, one value or one per RGB channel (overrides --normalization).
+    #[arg(long, value_delimiter = ',')]
+    pub pixel_std: Option<Vec<f32>>,
     /// Neighbourhood size of the local aggregation.
     #[arg(long)]
     pub patch_size: Option<i64>,
@@ -101,6 +107,15 @@ impl MethodArgs {
                 other => bail!("--normalization must be imagenet or tf, not {other:?}"),
             };
             (m.mean, m.std) = norm.mean_std();
+        }
+        if let Some(v) = &self.pixel_mean {
+            m.mean = per_channel("--pixel-mean", v)?;
+        }
+        if let Some(v) = &self.pixel_std {
+            m.std = per_channel("--pixel-std", v)?;
+            if m.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
+                bail!("--pixel-std must be positive, got {v:?}");
+            }
         }
         if let Some(p) = self.patch_size {
             m.embed.patch_size = p;
@@ -276,4 +291,31 @@ pub fn run(a: FitArgs) -> Result<()> {
         t_all.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One value for all channels, or one per RGB channel.
+fn per_channel(flag: &str, v: &[f32]) -> Result<[f32; 3]> {
+    match *v {
+        [x] => Ok([x; 3]),
+        [r, g, b] => Ok([r, g, b]),
+        _ => bail!("{flag} takes one value or three (R,G,B), got {}", v.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_channel;
+
+    #[test]
+    fn pixel_statistics_take_one_or_three_values() {
+        assert_eq!(per_channel("--pixel-mean", &[0.5]).unwrap(), [0.5; 3]);
+        assert_eq!(
+            per_channel("--pixel-std", &[0.1, 0.2, 0.3]).unwrap(),
+            [0.1, 0.2, 0.3]
+        );
+        let err = per_channel("--pixel-std", &[0.1, 0.2]).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("--pixel-std takes one value or three"));
+    }
 }

@@ -26,6 +26,13 @@ const BASIS_SAMPLE: i64 = 8192;
 const SLACK: f64 = 2e-5;
 /// First shortlist length; queries whose bound is not yet beaten get four times as many.
 const INITIAL_SHORTLIST: i64 = 8;
+/// Once a shortlist would pass 1/64 of the bank, the compressed bounds are too loose to pay
+/// (exact distances cost far more per row than a GEMM): the pending queries get full-width
+/// bounds instead, one GEMM against the centred bank, tight up to f32 rounding.
+const FULL_WIDTH_SHARE: i64 = 64;
+/// Rounding allowance of the full-width bounds, as `SLACK`: a 1,024-wide f32 dot product's
+/// worst case is about `D * 2^-24 / 2` of `(|q| + |m|)^2`, 3e-5 at D = 1,024.
+const FULL_SLACK: f64 = 1e-4;
 
 /// Bank rows prepared for repeated searching.
 pub struct Searcher {
@@ -56,16 +63,7 @@ impl Searcher {
     pub fn new(rows: &Tensor, chunk_bytes: usize) -> Self {
         let mean = rows.mean_dim(0, true, Kind::Float);
         let basis = principal_basis(rows, &mean);
-        // Compressed in blocks, so no full-size centred copy of the bank is ever made.
-        let (n, dim) = (rows.size()[0], rows.size()[1]);
-        let block = ((chunk_bytes / (dim as usize * 4).max(1)).max(1) as i64).min(n.max(1));
-        let parts: Vec<Tensor> = (0..n)
-            .step_by(block as usize)
-            .map(|s| {
-                let centred = rows.narrow(0, s, block.min(n - s)).to_kind(Kind::Float) - &mean;
-                compress(&centred, &basis)
-            })
-            .collect();
+        let parts = centred_blocks(rows, &mean, chunk_bytes, |c| compress(c, &basis));
         let short = if parts.is_empty() {
             Tensor::zeros([0, basis.size()[1] + 1], (Kind::Float, rows.device()))
         } else {
@@ -145,13 +143,31 @@ impl Searcher {
         if let Some(own) = own {
             lower = lower.masked_fill(own, f64::INFINITY);
         }
-        let slack = (q_sq.sqrt() + self.max_norm).square() * SLACK - &q_sq;
+        let allowance =
+            |share: f64, q_sq: &Tensor| (q_sq.sqrt() + self.max_norm).square() * share - q_sq;
+        let mut slack = allowance(SLACK, &q_sq);
         let opts = (Kind::Float, q.device());
         let mut sq_dist = Tensor::zeros([m, k], opts);
         let mut index = Tensor::zeros([m, k], (Kind::Int64, q.device()));
         let mut todo = Tensor::arange(m, (Kind::Int64, q.device()));
-        let mut width = (4 * k).max(INITIAL_SHORTLIST);
+        let first_width = (4 * k).max(INITIAL_SHORTLIST);
+        let mut width = first_width;
+        let mut full_width = false;
         loop {
+            if !full_width && width < bank && width * FULL_WIDTH_SHARE > bank {
+                let mut full = self.full_bounds(&(q.index_select(0, &todo) - &self.mean));
+                if let Some(own) = own {
+                    full = full.masked_fill(&own.index_select(0, &todo), f64::INFINITY);
+                }
+                let _ = lower.index_copy_(0, &todo, &full);
+                let _ = slack.index_copy_(
+                    0,
+                    &todo,
+                    &allowance(FULL_SLACK, &q_sq.index_select(0, &todo)),
+                );
+                full_width = true;
+                width = first_width;
+            }
             let width_now = width.min(bank);
             let pending = if todo.numel() as i64 == m {
                 lower.shallow_clone()
@@ -185,6 +201,19 @@ impl Searcher {
                 return (sq_dist, index);
             }
             width *= 4;
+        }
+    }
+
+    /// `(n, K)` full-width bounds `|m|^2 - 2 q.m` for centred queries `qc`: the squared distances
+    /// less `|q|^2`, one GEMM per block of centred bank rows.
+    fn full_bounds(&self, qc: &Tensor) -> Tensor {
+        let parts = centred_blocks(&self.rows, &self.mean, self.chunk_bytes, |c| {
+            (qc * -2.0).mm(&c.tr())
+        });
+        if parts.is_empty() {
+            Tensor::zeros([qc.size()[0], 0], (Kind::Float, qc.device()))
+        } else {
+            Tensor::cat(&parts, 1) + self.short_sq.unsqueeze(0)
         }
     }
 
@@ -259,6 +288,22 @@ fn principal_basis(rows: &Tensor, mean: &Tensor) -> Tensor {
     }
     let d = d.clamp(MIN_COMPONENTS.min(dim), MAX_COMPONENTS.min(dim));
     vectors.narrow(1, dim - d, d).to_kind(Kind::Float)
+}
+
+/// `f` applied to the centred bank in row blocks of at most `chunk_bytes`, so no full-size
+/// centred copy of the bank is ever made.
+fn centred_blocks(
+    rows: &Tensor,
+    mean: &Tensor,
+    chunk_bytes: usize,
+    f: impl Fn(&Tensor) -> Tensor,
+) -> Vec<Tensor> {
+    let (n, dim) = (rows.size()[0], rows.size()[1]);
+    let block = ((chunk_bytes / (dim as usize * 4).max(1)).max(1) as i64).min(n.max(1));
+    (0..n)
+        .step_by(block as usize)
+        .map(|s| f(&(rows.narrow(0, s, block.min(n - s)).to_kind(Kind::Float) - mean)))
+        .collect()
 }
 
 /// Centred rows `(N, D)` to `(N, d + 1)`: their components along `basis`, then the length of the
