@@ -55,7 +55,7 @@ pub struct Method {
 impl Method {
     /// The paper's settings on the backbone's default stages.
     pub fn defaults_for(spec: &backbone::BackboneSpec) -> Method {
-        let (mean, std) = spec.default_normalization.mean_std();
+        let (mean, std) = spec.normalization.mean_std();
         Method {
             mean,
             std,
