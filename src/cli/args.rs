@@ -19,7 +19,7 @@ pub struct RuntimeArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// f32, or bf16 for the backbone (the nearest-neighbour search is always exact f32).
+    /// f32, or bf16 for the backbone and the search's shortlisting GEMM (distances stay exact f32).
     #[arg(long, default_value = "f32")]
     pub precision: String,
 }

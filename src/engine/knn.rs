@@ -33,6 +33,9 @@ const FULL_WIDTH_SHARE: i64 = 64;
 /// Rounding allowance of the full-width bounds, as `SLACK`: a 1,024-wide f32 dot product's
 /// worst case is about `D * 2^-24 / 2` of `(|q| + |m|)^2`, 3e-5 at D = 1,024.
 const FULL_SLACK: f64 = 1e-4;
+/// Rounding allowance of bf16 compressed bounds: bf16 operands and a bf16 result each round by
+/// up to 2^-9, so `2 q.m` is off by at most about 6 * 2^-9 |q||m| <= 2.9e-3 (|q| + |m|)^2.
+const BF16_SLACK: f64 = 4e-3;
 
 /// Bank rows prepared for repeated searching.
 pub struct Searcher {
@@ -41,12 +44,15 @@ pub struct Searcher {
     mean: Tensor,
     /// `(D, d)` orthonormal principal directions of the centred rows.
     basis: Tensor,
-    /// `(K, d + 1)` compressed centred rows: components, then residual length.
+    /// `(K, d + 1)` compressed centred rows: components, then residual length; f32, or bf16
+    /// for the bound GEMM of `with_bf16_bounds`.
     short: Tensor,
     /// `(K,)` squared lengths of `short` (= of the centred rows).
     short_sq: Tensor,
     /// Largest centred row length, for the rounding allowance.
     max_norm: f64,
+    /// Rounding allowance of the compressed bounds, relative to `(|q| + max_norm)^2`.
+    bound_slack: f64,
     chunk_bytes: usize,
 }
 
@@ -78,8 +84,17 @@ impl Searcher {
             short,
             short_sq,
             max_norm,
+            bound_slack: SLACK,
             chunk_bytes,
         }
+    }
+
+    /// Shortlisting GEMM in bf16 (AMX and tensor cores run it several times faster than f32),
+    /// with a rounding allowance widened to match: the answer is still the exact one.
+    pub fn with_bf16_bounds(mut self) -> Self {
+        self.short = self.short.to_kind(Kind::BFloat16);
+        self.bound_slack = BF16_SLACK;
+        self
     }
 
     pub fn len(&self) -> i64 {
@@ -135,17 +150,13 @@ impl Searcher {
         let (m, bank) = (q.size()[0], self.len());
         let qs = compress(&(q - &self.mean), &self.basis);
         let q_sq = qs.square().sum_dim_intlist(1, false, Kind::Float);
-        // Squared distances between compressed rows, less the per-query |qs|^2, in one GEMM.
-        let mut lower = self
-            .short_sq
-            .unsqueeze(0)
-            .addmm(&(&qs * -2.0), &self.short.tr());
+        let mut lower = self.compressed_bounds(&qs);
         if let Some(own) = own {
             lower = lower.masked_fill(own, f64::INFINITY);
         }
         let allowance =
             |share: f64, q_sq: &Tensor| (q_sq.sqrt() + self.max_norm).square() * share - q_sq;
-        let mut slack = allowance(SLACK, &q_sq);
+        let mut slack = allowance(self.bound_slack, &q_sq);
         let opts = (Kind::Float, q.device());
         let mut sq_dist = Tensor::zeros([m, k], opts);
         let mut index = Tensor::zeros([m, k], (Kind::Int64, q.device()));
@@ -204,12 +215,24 @@ impl Searcher {
         }
     }
 
+    /// Squared distances between compressed rows, less the per-query `|qs|^2`, in one GEMM.
+    fn compressed_bounds(&self, qs: &Tensor) -> Tensor {
+        let sq = self.short_sq.unsqueeze(0);
+        if self.short.kind() == Kind::Float {
+            sq.addmm(&(qs * -2.0), &self.short.tr())
+        } else {
+            (qs.to_kind(self.short.kind()) * -2.0)
+                .mm(&self.short.tr())
+                .to_kind(Kind::Float)
+                + sq
+        }
+    }
+
     /// `(n, K)` full-width bounds `|m|^2 - 2 q.m` for centred queries `qc`: the squared distances
     /// less `|q|^2`, one GEMM per block of centred bank rows.
     fn full_bounds(&self, qc: &Tensor) -> Tensor {
-        let parts = centred_blocks(&self.rows, &self.mean, self.chunk_bytes, |c| {
-            (qc * -2.0).mm(&c.tr())
-        });
+        let q2 = qc * -2.0;
+        let parts = centred_blocks(&self.rows, &self.mean, self.chunk_bytes, |c| q2.mm(&c.tr()));
         if parts.is_empty() {
             Tensor::zeros([qc.size()[0], 0], (Kind::Float, qc.device()))
         } else {
@@ -399,12 +422,33 @@ mod tests {
             + 3.0;
         let s = Searcher::new(&bank, 1 << 20);
         assert!(s.compressed_width() <= 33, "width {}", s.compressed_width());
+        let s16 = Searcher::new(&bank, 1 << 20).with_bf16_bounds();
         for k in [1, 3] {
-            assert_same(
-                &s.search(&queries, k, None),
-                &brute(&bank, &queries, k, None),
-            );
+            let want = brute(&bank, &queries, k, None);
+            assert_same(&s.search(&queries, k, None), &want);
+            // bf16 bounds only shortlist: the answer is the same exact one.
+            assert_same(&s16.search(&queries, k, None), &want);
         }
+    }
+
+    #[test]
+    fn bf16_bound_gemm_stays_within_its_allowance() {
+        tch::manual_seed(7);
+        let opts = (Kind::Float, Device::Cpu);
+        let bank = Tensor::randn([2000, 256], opts).abs() * 3.0; // post-ReLU-like, offset
+        let queries = Tensor::randn([200, 256], opts).abs() * 3.0;
+        let s = Searcher::new(&bank, 1 << 20);
+        let qs = compress(&(&queries - &s.mean), &s.basis);
+        let (q64, m64) = (qs.to_kind(Kind::Double), s.short.to_kind(Kind::Double));
+        // The f32 compressed rows' bound in f64, against the one the bf16 GEMM gives.
+        let want = s.short_sq.to_kind(Kind::Double).unsqueeze(0) - q64.mm(&m64.tr()) * 2.0;
+        let s = s.with_bf16_bounds();
+        let got = s.compressed_bounds(&qs).to_kind(Kind::Double);
+        let q_norm = q64.square().sum_dim_intlist(1, true, Kind::Double).sqrt();
+        let allowance = (q_norm + s.max_norm).square() * BF16_SLACK;
+        let worst = ((got - want).abs() / allowance).max().double_value(&[]);
+        eprintln!("bf16 bound error: at most {worst:.3} of its allowance");
+        assert!(worst < 1.0, "bf16 bound error at {worst} of its allowance");
     }
 
     #[test]

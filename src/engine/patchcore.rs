@@ -61,7 +61,8 @@ impl Method {
             std,
             backbone: spec.name.to_string(),
             stages: spec.default_stages.iter().map(|s| s.to_string()).collect(),
-            grid_stage: spec.default_grid_stage,
+            // Patches live on the first (finest) default stage's grid, as in the paper.
+            grid_stage: 0,
             crop: CropMode::Center {
                 resize: 256,
                 crop: 224,
@@ -82,8 +83,8 @@ impl Method {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     F32,
-    /// Backbone in bfloat16 (fast where oneDNN has AMX or AVX512-BF16). The search stays f32:
-    /// its lower bounds must hold, and its GEMM is narrow enough not to matter.
+    /// Backbone and the search's shortlisting GEMM in bfloat16 (fast where oneDNN has AMX or
+    /// AVX512-BF16, and on GPUs); distances are still computed in f32, so the answer is exact.
     Bf16,
 }
 
@@ -309,6 +310,15 @@ fn method_from_meta(meta: &BankMeta) -> Method {
 }
 
 /// Bank rows as the bank stores them (f16 banks stay half the size in memory too).
+/// The bank's searcher, shortlisting in bf16 when the backbone runs in bf16.
+fn searcher_for(rows: &Tensor, precision: Precision) -> Searcher {
+    let searcher = Searcher::new(rows, DEFAULT_CHUNK_BYTES);
+    match precision {
+        Precision::F32 => searcher,
+        Precision::Bf16 => searcher.with_bf16_bounds(),
+    }
+}
+
 fn in_storage_precision(rows: Tensor, dtype: BankDtype) -> Tensor {
     match dtype {
         BankDtype::F32 => rows,
@@ -397,7 +407,7 @@ impl PatchCore {
         times.coreset_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let searcher = Searcher::new(&bank_rows, DEFAULT_CHUNK_BYTES);
+        let searcher = searcher_for(&bank_rows, opts.precision);
         let calib = spread(train.len(), opts.calibration_images);
         progress.start("calibration", calib.len() as u64);
         let mut scores = Vec::with_capacity(calib.len());
@@ -528,7 +538,7 @@ impl PatchCore {
             .to_device(device);
         let rows = in_storage_precision(rows, meta.bank_dtype);
         drop(file.rows);
-        let searcher = Searcher::new(&rows, DEFAULT_CHUNK_BYTES);
+        let searcher = searcher_for(&rows, precision);
         Ok(PatchCore {
             extractor,
             searcher,
