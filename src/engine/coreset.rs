@@ -6,11 +6,12 @@
 //! On the CPU the rows sit in the leaves of a ball tree, each leaf is updated lazily with a batch
 //! of new centres, and the triangle inequality skips the pairs that cannot get closer: the
 //! selection is unchanged and most of the N x picks work disappears.
+use super::host::to_host_f32;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CoresetOptions {
@@ -51,7 +52,9 @@ pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
     let d = features.size2().expect("features are (N, D)").1 as usize;
     let p = projection(d, opts, features.device());
     let mut projected = Projected::new(features.device());
-    projected.push(&features.to_kind(Kind::Float).matmul(&p));
+    projected
+        .push(&features.to_kind(Kind::Float).matmul(&p))
+        .expect("f32 projection");
     select_projected(projected, opts, &|_| {})
 }
 
@@ -75,21 +78,15 @@ impl Projected {
     }
 
     /// Appends a `(rows, proj)` block.
-    pub fn push(&mut self, block: &Tensor) {
+    pub fn push(&mut self, block: &Tensor) -> Result<(), TchError> {
         match self {
             Projected::Host { rows, dim } => {
                 *dim = block.size().last().copied().unwrap_or(0) as usize;
-                let part: Vec<f32> = block
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Float)
-                    .contiguous()
-                    .view([-1])
-                    .try_into()
-                    .expect("f32 projection");
-                rows.extend_from_slice(&part);
+                rows.extend_from_slice(&to_host_f32(block)?);
             }
             Projected::Device(blocks) => blocks.push(block.shallow_clone()),
         }
+        Ok(())
     }
 
     fn len(&self) -> usize {

@@ -1,10 +1,11 @@
 //! Patch rows of a fit, streamed to an anonymous temporary file, so memory holds only the
 //! coreset's 128-d projections however many training images there are; the selected rows and
 //! each calibration image's rows are read back afterwards.
+use super::host::to_host_f32;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 pub struct FeatureStore {
     writer: BufWriter<File>,
@@ -32,13 +33,7 @@ impl FeatureStore {
 
     /// Appends `(M, dim)` rows (any device; copied to the host as f32).
     pub fn append(&mut self, rows: &Tensor) -> std::io::Result<()> {
-        let host: Vec<f32> = rows
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous()
-            .view([-1])
-            .try_into()
-            .map_err(std::io::Error::other)?;
+        let host = to_host_f32(rows).map_err(std::io::Error::other)?;
         let bytes: Vec<u8> = host.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.writer.write_all(&bytes)?;
         self.rows += host.len() / self.dim;
@@ -91,6 +86,7 @@ impl FeatureStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     #[test]
     fn rows_come_back_bit_for_bit() {

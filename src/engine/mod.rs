@@ -5,6 +5,7 @@ pub mod coreset;
 pub mod device;
 pub mod embed;
 pub mod feature_store;
+pub mod host;
 pub mod inspection;
 pub mod knn;
 pub mod patchcore;

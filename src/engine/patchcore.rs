@@ -5,6 +5,7 @@ use super::anomaly_map::anomaly_maps;
 use super::coreset::{self, CoresetOptions};
 use super::embed::{embed, EmbedParams};
 use super::feature_store::FeatureStore;
+use super::host::to_host_f32;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use crate::backbone::{self, Backbone, BackboneError};
@@ -371,7 +372,7 @@ impl PatchCore {
                 let (emb, g) = extractor.embed(&crops)?;
                 grid = g;
                 let rows = emb.view([-1, dim]);
-                reduced.push(&rows.matmul(&projection));
+                reduced.push(&rows.matmul(&projection))?;
                 store.append(&rows).map_err(io)?;
                 progress.advance(crops.len() as u64);
                 Ok(())
@@ -476,12 +477,7 @@ impl PatchCore {
         };
         let file = BankFile {
             meta: meta.clone(),
-            rows: bank_rows
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous()
-                .view([-1])
-                .try_into()?,
+            rows: to_host_f32(&bank_rows)?,
             source_image: Vec::<i64>::try_from(bank_source.to_device(Device::Cpu))?
                 .into_iter()
                 .map(|v| v as i32)
