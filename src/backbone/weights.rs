@@ -1,5 +1,5 @@
 //! Reading a backbone state dict (`.safetensors`, or a `.pth` written by `torch.save` in its zip
-//! format) and copying it into a built model, with errors that name the file and the key.
+//! or legacy format) and copying it into a built model, with errors that name the file and the key.
 //!
 //! Every parameter the model registers must be present with its exact shape; extra keys (a
 //! classifier, stages that are not built, `num_batches_tracked`) are ignored. The file's sha256
@@ -12,14 +12,10 @@ use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::registry::BackboneSpec;
-use super::{efficientnet_lite, wide_resnet, BackboneError};
+use super::{efficientnet_lite, legacy_pth, wide_resnet, BackboneError};
 
 /// Start of a zip archive: `torch.save` since PyTorch 1.6.
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
-/// Start of the pre-1.6 `torch.save` format: a pickled protocol-2 long holding torch's magic number.
-const LEGACY_TORCH_MAGIC: &[u8] = &[
-    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
-];
 
 /// A state dict read from disk, on the CPU, with the sha256 of the file it came from.
 pub(super) struct StateDict {
@@ -44,10 +40,9 @@ pub(super) fn read(path: &Path) -> Result<StateDict, BackboneError> {
         .collect();
     let tensors = if bytes.starts_with(ZIP_MAGIC) {
         read_torch_zip(path)?
-    } else if bytes.starts_with(LEGACY_TORCH_MAGIC) {
-        return Err(BackboneError::LegacyFormat {
-            file: path.to_path_buf(),
-        });
+    } else if bytes.starts_with(legacy_pth::MAGIC) {
+        legacy_pth::read(&bytes)
+            .map_err(|reason| unreadable(path, "legacy torch.save (.pth)", reason))?
     } else {
         read_safetensors(&bytes, path)?
     };
