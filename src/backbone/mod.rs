@@ -8,11 +8,11 @@
 //! - `registry`: names, stages (stride, channels), default stages, normalisation, weights file.
 //! - `wide_resnet`, `efficientnet_lite`: one file per architecture.
 //! - `weights`: reading `.safetensors` / `.pth` state dicts and checking them against a model;
-//!   `legacy_pth` reads the pre-1.6 `torch.save` format that libtorch cannot.
+//!   `pth` reads both `torch.save` formats (zip and pre-1.6 legacy) natively.
 
 mod efficientnet_lite;
 mod layers;
-mod legacy_pth;
+mod pth;
 mod registry;
 mod weights;
 mod wide_resnet;

@@ -9,13 +9,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use super::registry::BackboneSpec;
-use super::{efficientnet_lite, legacy_pth, wide_resnet, BackboneError};
-
-/// Start of a zip archive: `torch.save` since PyTorch 1.6.
-const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+use super::{efficientnet_lite, pth, wide_resnet, BackboneError};
 
 /// A state dict read from disk, on the CPU, with the sha256 of the file it came from.
 pub(super) struct StateDict {
@@ -38,10 +35,10 @@ pub(super) fn read(path: &Path) -> Result<StateDict, BackboneError> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let tensors = if bytes.starts_with(ZIP_MAGIC) {
-        read_torch_zip(path)?
-    } else if bytes.starts_with(legacy_pth::MAGIC) {
-        legacy_pth::read(&bytes)
+    let tensors = if bytes.starts_with(pth::ZIP_MAGIC) {
+        pth::read_zip(&bytes).map_err(|reason| unreadable(path, "torch zip (.pth)", reason))?
+    } else if bytes.starts_with(pth::LEGACY_MAGIC) {
+        pth::read_legacy(&bytes)
             .map_err(|reason| unreadable(path, "legacy torch.save (.pth)", reason))?
     } else {
         read_safetensors(&bytes, path)?
@@ -89,19 +86,6 @@ fn read_safetensors(bytes: &[u8], path: &Path) -> Result<HashMap<String, Tensor>
         tensors.insert(name, tensor);
     }
     Ok(tensors)
-}
-
-fn read_torch_zip(path: &Path) -> Result<HashMap<String, Tensor>, BackboneError> {
-    let tensors = Tensor::loadz_multi_with_device(path, Device::Cpu).map_err(|e| {
-        // libtorch appends a C++ backtrace; its first line says what is wrong.
-        let message = e.to_string();
-        unreadable(
-            path,
-            "torch zip (.pth)",
-            message.lines().next().unwrap_or_default(),
-        )
-    })?;
-    Ok(tensors.into_iter().collect())
 }
 
 /// What is wrong between a state dict and the model's parameters.
