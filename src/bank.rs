@@ -75,6 +75,20 @@ pub struct BankMeta {
     pub created: String,
     pub bank_dtype: BankDtype,
     pub calibration: Calibration,
+    /// The configurations `fit` tried on synthetic defects before choosing this one (empty when
+    /// it did not choose, e.g. with explicit feature flags or WideResNet's paper settings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selection: Vec<SelectionTrial>,
+}
+
+/// How one candidate configuration scored on synthetic defects in held-out good images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectionTrial {
+    pub name: String,
+    pub image_auroc: f64,
+    pub pixel_auroc: f64,
+    pub pro: f64,
+    pub chosen: bool,
 }
 
 impl Calibration {

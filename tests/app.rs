@@ -51,6 +51,7 @@ fn meta(category: &str, test_dir: &Path, threshold: f32) -> BankMeta {
         created: "2024-05-01T10:00:00Z".into(),
         bank_dtype: BankDtype::F32,
         calibration: Calibration::from_scores("test".into(), scores),
+        selection: Vec::new(),
     }
 }
 

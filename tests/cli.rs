@@ -19,6 +19,14 @@ fn demo_then_predict_writes_a_csv_with_the_rejects() {
     assert!(report["pro"].as_f64().is_some() && report["timings_s"]["total"].as_f64().is_some());
 
     let bank = dir.join("banks/demo_parts.safetensors");
+    // EfficientNet-Lite banks record the configurations fit chose between on synthetic defects.
+    let meta = patchcore::bank::read_meta(&bank).unwrap();
+    if meta.backbone.starts_with("efficientnet_lite") {
+        let trials = &meta.selection;
+        assert_eq!(trials.len(), 2, "{trials:?}");
+        assert_eq!(trials.iter().filter(|t| t.chosen).count(), 1, "{trials:?}");
+        assert!(trials.iter().all(|t| t.image_auroc > 0.5), "{trials:?}");
+    }
     let test = dir.join("data/demo_parts/test");
     let csv = tmp.path().join("out.csv");
     let folders: Vec<String> = ["good", "dent", "missing", "scratch", "stain"]

@@ -58,6 +58,9 @@ pub struct BackboneSpec {
     pub weights_file: &'static str,
     /// Native (training) resolution; any input size works.
     pub input_size: u32,
+    /// A finer stage `fit` may add when it chooses a configuration on synthetic defects
+    /// (`engine::select`); None keeps the default stages (WideResNet: the paper's settings).
+    pub detail_stage: Option<&'static str>,
     pub(super) arch: Arch,
 }
 
@@ -100,6 +103,13 @@ fn efficientnet_lite(
         normalization: Normalization::TfSymmetric,
         weights_file,
         input_size: variant.coefficients().2,
+        // The last block at stride 4.
+        detail_stage: variant
+            .stages()
+            .iter()
+            .rev()
+            .find(|s| s.stride == 4)
+            .map(|s| s.name),
         arch: Arch::EfficientNetLite(variant),
     }
 }
@@ -113,6 +123,7 @@ fn build() -> Vec<BackboneSpec> {
             normalization: Normalization::ImageNet,
             weights_file: "wide_resnet50_2.safetensors",
             input_size: 224,
+            detail_stage: None,
             arch: Arch::WideResNet50_2,
         },
         efficientnet_lite(

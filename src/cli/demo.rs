@@ -41,6 +41,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         category: None,
         out: bank.clone(),
         method: MethodArgs::default(),
+        no_select: false,
         runtime: a.runtime.clone(),
         bank: BankArgs::default(),
     })?;

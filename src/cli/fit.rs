@@ -2,9 +2,9 @@
 use super::args::RuntimeArgs;
 use super::progress::Bars;
 use crate::backbone;
-use crate::bank::{BankDtype, CropMode};
+use crate::bank::{BankDtype, CropMode, SelectionTrial};
 use crate::data;
-use crate::engine::{FitOptions, Method, PatchCore};
+use crate::engine::{select, FitOptions, Method, PatchCore};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -64,6 +64,15 @@ pub struct MethodArgs {
 }
 
 impl MethodArgs {
+    /// Whether the user chose the feature settings that `fit` would otherwise choose itself.
+    fn sets_features(&self) -> bool {
+        self.stages.is_some()
+            || self.grid_stage.is_some()
+            || self.normalization.is_some()
+            || self.pixel_mean.is_some()
+            || self.pixel_std.is_some()
+    }
+
     pub fn method(&self, rt: &RuntimeArgs) -> Result<Method> {
         let spec = match &self.backbone {
             Some(name) => backbone::find(name)?,
@@ -153,6 +162,10 @@ pub struct FitArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub method: MethodArgs,
+    /// Fit the backbone's default configuration without first trying its alternative on
+    /// synthetic defects (EfficientNet-Lite; feature flags such as --stages also skip the choice).
+    #[arg(long)]
+    pub no_select: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -254,7 +267,12 @@ pub fn run(a: FitArgs) -> Result<()> {
         train_dir,
         test_dir: (!dataset.test.is_empty()).then(|| absolute(&dataset.root)),
     };
-    let opts = a.bank.options(method, &a.runtime, source)?;
+    let mut opts = a.bank.options(method, &a.runtime, source)?;
+    let (selection, select_s) = if a.no_select || a.method.sets_features() {
+        (Vec::new(), 0.0)
+    } else {
+        choose(&dataset.train, &mut opts)?
+    };
     eprintln!(
         "fit: {} training images of {} with {} (stages {}) on {:?}",
         dataset.train.len(),
@@ -263,9 +281,10 @@ pub fn run(a: FitArgs) -> Result<()> {
         opts.method.stages.join("+"),
         opts.device
     );
-    let (model, file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
+    let (model, mut file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
     // The model's copy of the bank is not needed to save the file's.
     drop(model);
+    file.meta.selection = selection;
     let t = Instant::now();
     file.save(&a.out)
         .with_context(|| format!("saving {}", a.out.display()))?;
@@ -283,7 +302,8 @@ pub fn run(a: FitArgs) -> Result<()> {
         c.max
     );
     println!(
-        "time: features {:.1} s, coreset {:.1} s, calibration {:.1} s, save {:.1} s, total {:.1} s",
+        "time: selection {:.1} s, features {:.1} s, coreset {:.1} s, calibration {:.1} s, save {:.1} s, total {:.1} s",
+        select_s,
         times.features_s,
         times.coreset_s,
         times.calibration_s,
@@ -291,6 +311,42 @@ pub fn run(a: FitArgs) -> Result<()> {
         t_all.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Lets `engine::select` pick among the backbone's candidate configurations and puts the winner
+/// into `opts`; returns the trials and the seconds spent. One candidate, or too few images: no-op.
+fn choose(train: &[PathBuf], opts: &mut FitOptions) -> Result<(Vec<SelectionTrial>, f64)> {
+    let spec = backbone::find(&opts.method.backbone)?;
+    let candidates = select::candidates(spec, &opts.method);
+    if candidates.len() < 2 {
+        return Ok((Vec::new(), 0.0));
+    }
+    if select::holdout(train.len()).is_none() {
+        eprintln!(
+            "fit: {} training images are too few to choose between configurations; using {}",
+            train.len(),
+            candidates[0].name
+        );
+        return Ok((Vec::new(), 0.0));
+    }
+    eprintln!(
+        "fit: choosing between {} configurations on synthetic defects in every 7th good image",
+        candidates.len()
+    );
+    let t = Instant::now();
+    let (best, trials) = select::select(train, &candidates, opts, &Bars::default())?;
+    for trial in &trials {
+        println!(
+            "select: {} {:<40} image AUROC {:6.2}  pixel AUROC {:6.2}  PRO {:6.2}",
+            if trial.chosen { "*" } else { " " },
+            trial.name,
+            100.0 * trial.image_auroc,
+            100.0 * trial.pixel_auroc,
+            100.0 * trial.pro
+        );
+    }
+    opts.method = candidates[best].method.clone();
+    Ok((trials, t.elapsed().as_secs_f64()))
 }
 
 /// One value for all channels, or one per RGB channel.

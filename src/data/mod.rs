@@ -3,6 +3,7 @@
 mod geometry;
 
 pub mod dataset;
+pub mod defects;
 mod error;
 pub mod image;
 pub mod preprocess;

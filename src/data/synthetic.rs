@@ -531,7 +531,7 @@ impl Defect {
 }
 
 /// Distance from a point to a polyline.
-fn polyline_distance(pts: &[[f32; 2]], x: f32, y: f32) -> f32 {
+pub(super) fn polyline_distance(pts: &[[f32; 2]], x: f32, y: f32) -> f32 {
     pts.windows(2)
         .map(|w| {
             let ([ax, ay], [bx, by]) = (w[0], w[1]);

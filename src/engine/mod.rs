@@ -9,6 +9,7 @@ pub mod host;
 pub mod inspection;
 pub mod knn;
 pub mod patchcore;
+pub mod select;
 
 pub use inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 pub use patchcore::{EngineError, FitOptions, FitTimes, Method, PatchCore, Precision, Progress};

@@ -108,6 +108,7 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+#[derive(Clone)]
 pub struct FitOptions {
     pub method: Method,
     pub weights: PathBuf,
@@ -474,6 +475,7 @@ impl PatchCore {
             created: now_rfc3339(),
             bank_dtype: opts.bank_dtype,
             calibration,
+            selection: Vec::new(),
         };
         let file = BankFile {
             meta: meta.clone(),
