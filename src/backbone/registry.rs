@@ -2,7 +2,7 @@
 //! PatchCore uses by default, the input normalisation its weights were trained with, the weights
 //! file setup writes into `models/`, and its native resolution.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::efficientnet_lite::Variant;
@@ -56,6 +56,9 @@ pub struct BackboneSpec {
     pub normalization: Normalization,
     /// File name in the models folder, e.g. "efficientnet_lite2.safetensors".
     pub weights_file: &'static str,
+    /// The file as its publisher distributes it (a `.pth`), read directly when the converted
+    /// `weights_file` is absent, so dropping torchvision's download into the models folder suffices.
+    pub published_file: Option<&'static str>,
     /// Native (training) resolution; any input size works.
     pub input_size: u32,
     /// A finer stage `fit` may add when it chooses a configuration on synthetic defects
@@ -65,6 +68,16 @@ pub struct BackboneSpec {
 }
 
 impl BackboneSpec {
+    /// The weights file to load from `models_dir`: the converted file, else the published one when
+    /// only that is there; the converted file's path (for the error message) when neither is.
+    pub fn weights_in(&self, models_dir: &Path) -> PathBuf {
+        let converted = models_dir.join(self.weights_file);
+        match self.published_file.map(|f| models_dir.join(f)) {
+            Some(published) if !converted.is_file() && published.is_file() => published,
+            _ => converted,
+        }
+    }
+
     /// The stage called `name`, or an error listing this backbone's stages.
     pub fn stage(&self, name: &str) -> Result<&StageInfo, BackboneError> {
         self.stage_index(name).map(|i| &self.stages[i])
@@ -87,10 +100,10 @@ impl BackboneSpec {
     }
 }
 
-/// EfficientNet-Lite's default (README, Accuracy) was chosen on two datasets, not one: the last
-/// blocks at strides 8 and 16 on the stride-8 grid, with the weights' own `(x - 127) / 128` input.
-/// ImageNet mean/std (2.2x the input gain) adds 0.5 pixel AUROC on bottle but costs 4 to 7 image
-/// AUROC on magnetic tile; a stride-4 block adds 0.14 on bottle and costs 2 on magnetic tile.
+/// EfficientNet-Lite's registered configuration: the last blocks at strides 8 and 16 on the
+/// stride-8 grid with the weights' own `(x - 127) / 128` input. `fit` also tries the stride-4 block
+/// with ImageNet input (`detail_stage`, `engine::select`), because neither wins on both bottle and
+/// magnetic tile (README, Accuracy).
 fn efficientnet_lite(
     variant: Variant,
     default_stages: &'static [&'static str],
@@ -102,6 +115,7 @@ fn efficientnet_lite(
         default_stages,
         normalization: Normalization::TfSymmetric,
         weights_file,
+        published_file: None,
         input_size: variant.coefficients().2,
         // The last block at stride 4.
         detail_stage: variant
@@ -122,6 +136,7 @@ fn build() -> Vec<BackboneSpec> {
             default_stages: &["layer2", "layer3"],
             normalization: Normalization::ImageNet,
             weights_file: "wide_resnet50_2.safetensors",
+            published_file: Some("wide_resnet50_2-95faca4d.pth"),
             input_size: 224,
             detail_stage: None,
             arch: Arch::WideResNet50_2,
@@ -168,21 +183,35 @@ pub fn find(name: &str) -> Result<&'static BackboneSpec, BackboneError> {
 /// WideResNet-50-2 (the paper's backbone) when its weights are in `models_dir`, else
 /// EfficientNet-Lite2, whose weights setup can always install offline.
 pub fn default_backbone(models_dir: &Path) -> &'static BackboneSpec {
-    let name = if models_dir.join("wide_resnet50_2.safetensors").is_file() {
-        "wide_resnet50_2"
-    } else {
-        "efficientnet_lite2"
-    };
     let registry = registry();
+    let wrn = &registry[0];
+    if wrn.weights_in(models_dir).is_file() {
+        return wrn;
+    }
     registry
         .iter()
-        .find(|s| s.name == name)
-        .unwrap_or(&registry[0])
+        .find(|s| s.name == "efficientnet_lite2")
+        .unwrap_or(wrn)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn published_weights_are_used_only_without_the_converted_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let wrn = find("wide_resnet50_2").unwrap();
+        let converted = dir.path().join("wide_resnet50_2.safetensors");
+        let published = dir.path().join("wide_resnet50_2-95faca4d.pth");
+        assert_eq!(wrn.weights_in(dir.path()), converted);
+        assert_eq!(default_backbone(dir.path()).name, "efficientnet_lite2");
+        std::fs::write(&published, b"").unwrap();
+        assert_eq!(wrn.weights_in(dir.path()), published);
+        assert_eq!(default_backbone(dir.path()).name, "wide_resnet50_2");
+        std::fs::write(&converted, b"").unwrap();
+        assert_eq!(wrn.weights_in(dir.path()), converted);
+    }
 
     #[test]
     fn default_stages_exist_and_strides_grow() {

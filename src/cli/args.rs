@@ -54,7 +54,7 @@ impl RuntimeArgs {
             return Ok(w.clone());
         }
         let spec = backbone::find(backbone)?;
-        let path = self.models_dir().join(spec.weights_file);
+        let path = spec.weights_in(&self.models_dir());
         if !path.exists() {
             bail!(
                 "weights for {backbone} not found at {} (run `bash scripts/setup.sh`, or pass --weights FILE)",

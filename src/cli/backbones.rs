@@ -20,7 +20,7 @@ pub fn run(a: BackbonesArgs) -> Result<()> {
         "backbone", "input", "default stages", "stages (stride)"
     );
     for spec in backbone::registry() {
-        let weights = models.join(spec.weights_file);
+        let weights = spec.weights_in(&models);
         let status = if weights.exists() {
             format!("ready ({})", weights.display())
         } else {

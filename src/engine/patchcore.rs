@@ -500,12 +500,7 @@ impl PatchCore {
     pub fn load(bank: &Path, models_dir: &Path, device: Device) -> Result<PatchCore, EngineError> {
         let meta = crate::bank::read_meta(bank)?;
         let spec = backbone::find(&meta.backbone)?;
-        Self::load_with_weights(
-            bank,
-            &models_dir.join(spec.weights_file),
-            device,
-            Precision::F32,
-        )
+        Self::load_with_weights(bank, &spec.weights_in(models_dir), device, Precision::F32)
     }
 
     /// Loads a bank and checks that `weights` are the ones it was fitted with.
