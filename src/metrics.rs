@@ -178,6 +178,28 @@ fn components(mask: &[u8], width: usize, height: usize) -> (Vec<u32>, Vec<u32>) 
     (labels, sizes)
 }
 
+/// The FPR limit of MVTec AD's AUPRO, as eval reports it.
+pub const PRO_MAX_FPR: f64 = 0.3;
+
+/// Pixel AUROC over every pixel of every map, and PRO up to `PRO_MAX_FPR`: the two pixel-level
+/// figures eval reports and the configuration choice ranks by. Masks: nonzero = defect.
+pub fn pixel_metrics(
+    maps: &[&[f32]],
+    masks: &[&[u8]],
+    width: usize,
+    height: usize,
+) -> Result<(f64, f64), MetricsError> {
+    let scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
+    let labels: Vec<bool> = masks
+        .iter()
+        .flat_map(|m| m.iter().map(|&v| v > 0))
+        .collect();
+    Ok((
+        auroc(&scores, &labels)?,
+        pro_auc(maps, masks, width, height, PRO_MAX_FPR)?,
+    ))
+}
+
 /// Normalised area under the PRO curve up to `max_fpr` (MVTec AD's AUPRO, as in the MVTec
 /// evaluation script): every 8-connected component of a ground-truth mask (nonzero = defect) is a
 /// region. At threshold t, PRO = mean over all regions of the fraction of the region's pixels

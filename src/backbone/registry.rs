@@ -184,14 +184,11 @@ pub fn find(name: &str) -> Result<&'static BackboneSpec, BackboneError> {
 /// EfficientNet-Lite2, whose weights setup can always install offline.
 pub fn default_backbone(models_dir: &Path) -> &'static BackboneSpec {
     let registry = registry();
-    let wrn = &registry[0];
-    if wrn.weights_in(models_dir).is_file() {
-        return wrn;
+    let by_name = |name: &str| registry.iter().find(|s| s.name == name);
+    match by_name("wide_resnet50_2") {
+        Some(wrn) if wrn.weights_in(models_dir).is_file() => wrn,
+        _ => by_name("efficientnet_lite2").unwrap_or(&registry[0]),
     }
-    registry
-        .iter()
-        .find(|s| s.name == "efficientnet_lite2")
-        .unwrap_or(wrn)
 }
 
 #[cfg(test)]

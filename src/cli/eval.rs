@@ -149,15 +149,8 @@ pub fn run(a: EvalArgs) -> Result<Report> {
             .map(|i| i.map.values.as_slice())
             .collect();
         let mask_refs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
-        let flat_scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
-        let flat_labels: Vec<bool> = masks
-            .iter()
-            .flat_map(|m| m.iter().map(|&v| v > 0))
-            .collect();
-        (
-            Some(metrics::auroc(&flat_scores, &flat_labels)?),
-            Some(metrics::pro_auc(&maps, &mask_refs, size, size, 0.3)?),
-        )
+        let (pixel_auroc, pro) = metrics::pixel_metrics(&maps, &mask_refs, size, size)?;
+        (Some(pixel_auroc), Some(pro))
     } else {
         (None, None)
     };

@@ -311,7 +311,6 @@ fn method_from_meta(meta: &BankMeta) -> Method {
     }
 }
 
-/// Bank rows as the bank stores them (f16 banks stay half the size in memory too).
 /// The bank's searcher, shortlisting in bf16 when the backbone runs in bf16.
 fn searcher_for(rows: &Tensor, precision: Precision) -> Searcher {
     let searcher = Searcher::new(rows, DEFAULT_CHUNK_BYTES);
@@ -321,6 +320,7 @@ fn searcher_for(rows: &Tensor, precision: Precision) -> Searcher {
     }
 }
 
+/// Bank rows as the bank stores them (f16 banks stay half the size in memory too).
 fn in_storage_precision(rows: Tensor, dtype: BankDtype) -> Tensor {
     match dtype {
         BankDtype::F32 => rows,

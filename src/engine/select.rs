@@ -172,15 +172,15 @@ fn score(
     progress.finish();
     let metric = |e: metrics::MetricsError| EngineError::Config(format!("selection: {e}"));
     let labels: Vec<bool> = masks.iter().map(|m| m.iter().any(|&v| v > 0)).collect();
-    let pixel_scores: Vec<f32> = maps.concat();
-    let pixel_labels: Vec<bool> = masks.iter().flatten().map(|&v| v > 0).collect();
     let side = opts.method.input_size() as usize;
     let map_refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
     let mask_refs: Vec<&[u8]> = masks.iter().map(Vec::as_slice).collect();
+    let (pixel_auroc, pro) =
+        metrics::pixel_metrics(&map_refs, &mask_refs, side, side).map_err(metric)?;
     Ok([
         metrics::auroc(&scores, &labels).map_err(metric)?,
-        metrics::auroc(&pixel_scores, &pixel_labels).map_err(metric)?,
-        metrics::pro_auc(&map_refs, &mask_refs, side, side, 0.3).map_err(metric)?,
+        pixel_auroc,
+        pro,
     ])
 }
 
