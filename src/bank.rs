@@ -180,7 +180,7 @@ impl BankFile {
             header.push(' ');
         }
         let format = self.meta.bank_dtype;
-        write_atomic_with(path, |w| {
+        crate::report::write_atomic_with(path, |w| {
             w.write_all(&(header.len() as u64).to_le_bytes())?;
             w.write_all(header.as_bytes())?;
             let mut buf = Vec::with_capacity(STREAM_VALUES * 4);
@@ -280,43 +280,8 @@ impl BankFile {
     }
 }
 
-/// Temp file beside the target, fsync, rename: readers see the old file or the new one, never half.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    write_atomic_with(path, |w| w.write_all(bytes))
-}
-
 /// Values converted and written per block when a bank is saved.
 const STREAM_VALUES: usize = 1 << 20;
-
-/// `write_atomic` for content produced piece by piece: `fill` writes into a buffered temporary
-/// file in the same folder, which is flushed, synced and renamed over `path` (removed on error).
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        fill(&mut w)?;
-        w.flush()?;
-        w.get_ref().sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
 
 fn parse_meta(path: &Path, bytes: &[u8]) -> Result<BankMeta, BankError> {
     let invalid = |reason: String| BankError::Invalid {

@@ -5,10 +5,11 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use patchcore::app::{
     Backend, GuiOptions, NoDialogs, ScriptedDialogs, Services, Settings, SyntheticBackend,
-    Workstation, CSV_COLUMNS,
+    Workstation,
 };
 use patchcore::bank::{BankDtype, BankFile, BankMeta, Calibration, CropMode, FORMAT_VERSION};
 use patchcore::engine::Inspection;
+use patchcore::report::CSV_COLUMNS;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -305,7 +306,12 @@ fn operator_flow_category_threshold_filter_detail_export() {
     });
     let csv = std::fs::read_to_string(&out).expect("csv");
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 2, "{csv}");
+    // The reject, then the image that could not be inspected, with its reason.
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[2].contains("broken.png") && lines[2].contains(",error,"),
+        "{csv}"
+    );
     assert_eq!(lines[0], CSV_COLUMNS.join(","));
     let cols: Vec<&str> = lines[1].split(',').collect();
     assert_eq!(cols.len(), CSV_COLUMNS.len(), "{}", lines[1]);
@@ -580,10 +586,13 @@ fn without_file_dialogs_paths_are_typed_in() {
     settle(&mut h);
     h.get_by_label("Save").click();
     wait_for(&mut h, "the export", |h| {
-        has_label_containing(h, "Exported 2 rejects")
+        has_label_containing(
+            h,
+            "Exported 2 rejects and 1 images that could not be inspected",
+        )
     });
     let csv = std::fs::read_to_string(&out).expect("csv");
-    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(!has_label(&h, "Save the rejects as CSV to:"));
 
     // Known to be missing now: the next request opens the field at once; Cancel closes it.

@@ -4,6 +4,8 @@ mod common;
 
 use common::run_patchcore as run;
 
+use patchcore::data;
+use std::path::Path;
 use std::process::Command;
 
 #[test]
@@ -60,6 +62,7 @@ fn demo_then_predict_writes_a_csv_with_the_rejects() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no images"));
+    predict_records_every_image(tmp.path(), &bank, &test.join("good"));
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap();
@@ -80,6 +83,106 @@ fn demo_then_predict_writes_a_csv_with_the_rejects() {
         rejected("scratch") + rejected("dent") + rejected("stain") + rejected("missing") >= 15,
         "{text}"
     );
+}
+
+/// Runs `predict` with `args` (CPU, the checkout's models) and returns (exit code, stdout, stderr).
+fn predict(bank: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(common::patchcore_bin())
+        .args([
+            "predict",
+            "--device",
+            "cpu",
+            "--bank",
+            bank.to_str().unwrap(),
+        ])
+        .args(args)
+        .env("PATCHCORE_MODELS", common::repo().join("models"))
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Unreadable images among good ones: each gets an `error` row with its reason, the run exits
+/// 3, heatmaps keep the relative path (two `000.png` in different folders both survive), and an
+/// unwritable CSV fails before anything is scored.
+fn predict_records_every_image(tmp: &Path, bank: &Path, good: &Path) {
+    let lot = tmp.join("lot");
+    let first = data::list_images(good).unwrap()[0].clone();
+    for sub in ["good", "crack"] {
+        std::fs::create_dir_all(lot.join(sub)).unwrap();
+        std::fs::copy(&first, lot.join(sub).join("000.png")).unwrap();
+    }
+    std::fs::write(lot.join("good/empty.png"), b"").unwrap();
+    let bytes = std::fs::read(&first).unwrap();
+    std::fs::write(lot.join("good/cut.png"), &bytes[..bytes.len() / 3]).unwrap();
+    image::GrayImage::new(1, 60_000)
+        .save(lot.join("good/=strip.png"))
+        .unwrap();
+    let (csv, maps) = (tmp.join("lot.csv"), tmp.join("maps"));
+    let (code, _, err) = predict(
+        bank,
+        &[
+            "--csv",
+            csv.to_str().unwrap(),
+            "--heatmaps",
+            maps.to_str().unwrap(),
+            lot.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("3 of 5 images could not be inspected"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{text}");
+    let errors: Vec<&&str> = rows.iter().filter(|r| r.contains(",error,")).collect();
+    assert_eq!(errors.len(), 3, "{text}");
+    assert!(errors
+        .iter()
+        .any(|r| r.contains("empty.png") && r.contains("empty")));
+    assert!(errors.iter().any(|r| r.contains("cut.png")));
+    // The strip is refused by the decode limits (its name starts with `=` but it is not the
+    // cell's first character, so it stays as it is).
+    assert!(
+        errors
+            .iter()
+            .any(|r| r.contains("good/=strip.png") && r.contains("aspect ratio")),
+        "{text}"
+    );
+    for sub in ["good", "crack"] {
+        assert!(maps.join(sub).join("000.png.npy").is_file(), "{sub}");
+    }
+    // Over a tiny pixel budget every image is an error row.
+    let (code, _, _) = predict(
+        bank,
+        &[
+            "--max-pixels",
+            "100",
+            "--csv",
+            csv.to_str().unwrap(),
+            good.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(3));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|r| r.contains(",error,") && r.contains("--max-pixels")),
+        "{text}"
+    );
+    // An unwritable destination is refused before the first image is scored.
+    let bad = tmp.join("no/such/folder/out.csv");
+    let (code, out, err) = predict(
+        bank,
+        &["--csv", bad.to_str().unwrap(), good.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no/such/folder/out.csv"), "{err}");
+    assert!(out.is_empty(), "nothing was scored: {out}");
 }
 
 #[test]

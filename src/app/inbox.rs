@@ -4,8 +4,8 @@
 //! Files present when watching starts are taken as already handled. A new file is reported
 //! only once its size and modification time are the same on two polls in a row, so an image
 //! still being written is not scored half-written.
-use super::catalog::is_image_path;
 use super::worker::Repaint;
+use crate::data::is_image_path;
 use crossbeam_channel::Receiver;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -12,7 +12,6 @@ mod controls;
 pub mod decode;
 mod detail;
 pub mod dialogs;
-pub mod export;
 mod gallery;
 mod histogram;
 pub mod inbox;
@@ -29,10 +28,8 @@ pub mod worker;
 pub mod workstation;
 
 pub use dialogs::{DialogOutcome, Dialogs, NativeDialogs, NoDialogs, ScriptedDialogs};
-pub use export::{write_csv, write_csv_file, CsvRecord, ExportError, CSV_COLUMNS};
 pub use protocol::{Backend, BackendFactory, JobId, Reply, Request};
 pub use settings::Settings;
-pub use state::Decision;
 pub use synthetic::SyntheticBackend;
 pub use torch_backend::TorchBackend;
 pub use workstation::{Services, Workstation};

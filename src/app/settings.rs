@@ -130,7 +130,7 @@ impl Settings {
         }
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| write(std::io::Error::other(e.to_string())))?;
-        crate::bank::write_atomic(path, &json).map_err(write)
+        crate::report::write_atomic(path, &json).map_err(write)
     }
 
     /// The operator's threshold for `bank_file`, if it was set for this very fit of the bank.

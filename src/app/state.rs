@@ -6,34 +6,10 @@ use super::colormap::ColorScale;
 use super::protocol::JobId;
 use crate::bank::BankMeta;
 use crate::engine::Inspection;
+pub use crate::report::Decision;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Accept or reject: an image is rejected when its score is strictly above the threshold
-/// (the calibrated threshold is the worst good training score, which must still pass).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Accept,
-    Reject,
-}
-
-impl Decision {
-    pub fn of(score: f32, threshold: f32) -> Decision {
-        if score > threshold {
-            Decision::Reject
-        } else {
-            Decision::Accept
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Accept => "accept",
-            Decision::Reject => "reject",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {

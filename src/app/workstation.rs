@@ -7,7 +7,6 @@
 use super::catalog::{self, CatalogEntry};
 use super::decode::DecodePool;
 use super::dialogs::{DialogAnswer, DialogOutcome, Dialogs};
-use super::export::{write_csv_file, CsvRecord};
 use super::inbox::{Inbox, InboxEvent};
 use super::protocol::{BackendFactory, JobId, Reply, Request};
 use super::settings::{SavedThreshold, Settings, SettingsError};
@@ -15,6 +14,7 @@ use super::state::{BankInfo, Filter, Inspector, RejectColumn, SortKey};
 use super::textures::TextureCache;
 use super::worker::{Repaint, Worker};
 use super::{controls, detail, gallery, rejects, toolbar, GuiOptions};
+use crate::report::{write_csv_file, CsvRecord, Outcome};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,8 @@ enum Task {
         dir: PathBuf,
         result: Result<Vec<PathBuf>, String>,
     },
-    Exported(Result<(PathBuf, usize), String>),
+    /// The status line of a finished export, or why it failed.
+    Exported(Result<String, String>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,7 +350,7 @@ impl Workstation {
         let id = self.id();
         self.listing = Some((id, dir.clone()));
         self.spawn_task(move || {
-            let result = catalog::list_images(&dir);
+            let result = crate::data::list_images(&dir).map_err(|e| e.to_string());
             Task::Listed { id, dir, result }
         });
     }
@@ -414,23 +415,44 @@ impl Workstation {
         let threshold = self.insp.threshold();
         let category = bank.meta.category.clone();
         let bank_path = bank.path.clone();
-        let rows: Vec<usize> = self.insp.rejects().to_vec();
+        // The rejects in table order, then every image that could not be inspected: a part
+        // that was never looked at must not drop out of the record.
+        let mut rows: Vec<usize> = self.insp.rejects().to_vec();
+        rows.extend((0..self.insp.items.len()).filter(|&i| self.insp.items[i].error().is_some()));
         let records: Vec<CsvRecord> = rows
             .iter()
             .filter_map(|&i| {
                 let item = &self.insp.items[i];
-                item.inspection().map(|ins| {
-                    CsvRecord::new(ins, threshold, &category, &bank_path, &item.scored_at)
+                let outcome = match (item.inspection(), item.error()) {
+                    (Some(ins), _) => ins.outcome(),
+                    (None, Some(e)) => Outcome::Failed(e.to_string()),
+                    (None, None) => return None,
+                };
+                Some(CsvRecord {
+                    path: item.path.clone(),
+                    outcome,
+                    threshold,
+                    category: category.clone(),
+                    bank: bank_path.clone(),
+                    timestamp: item.scored_at.clone(),
                 })
             })
             .collect();
         self.exporting = true;
         self.export_status = None;
         self.spawn_task(move || {
-            let n = records.len();
+            let failed = records
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+                .count();
+            let message = format!(
+                "Exported {} rejects and {failed} images that could not be inspected to {}",
+                records.len() - failed,
+                path.display()
+            );
             Task::Exported(
                 write_csv_file(&path, &records)
-                    .map(|()| (path, n))
+                    .map(|()| message)
                     .map_err(|e| e.to_string()),
             )
         });
@@ -560,7 +582,7 @@ impl Workstation {
                 index,
                 inspection,
             } => {
-                let now = crate::engine::patchcore::now_rfc3339();
+                let now = crate::report::now_rfc3339();
                 self.insp.set_result(job, index, *inspection, &now);
             }
             Reply::ImageFailed {
@@ -645,9 +667,7 @@ impl Workstation {
                 }
                 Task::Exported(result) => {
                     self.exporting = false;
-                    self.export_status = Some(
-                        result.map(|(p, n)| format!("Exported {n} rejects to {}", p.display())),
-                    );
+                    self.export_status = Some(result);
                 }
             }
         }

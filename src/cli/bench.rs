@@ -4,9 +4,9 @@
 use super::args::RuntimeArgs;
 use super::fit::{BankArgs, MethodArgs, Source};
 use super::progress::Bars;
-use crate::bank::write_atomic;
 use crate::data::{self, synthetic};
 use crate::engine::PatchCore;
+use crate::report::write_atomic;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;

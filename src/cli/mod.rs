@@ -10,6 +10,7 @@ mod gui;
 mod predict;
 mod progress;
 
+use crate::data::{set_decode_limits, DecodeLimits};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -22,6 +23,20 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+/// Limits checked from each image's header before decoding (README: "Limits"); every
+/// subcommand obeys them, so a decompression bomb is refused in milliseconds.
+#[derive(clap::Args)]
+struct DecodeArgs {
+    /// Largest image accepted, in pixels (width x height).
+    #[arg(long, global = true, default_value_t = DecodeLimits::DEFAULT.max_pixels)]
+    max_pixels: u64,
+    /// Largest aspect ratio accepted (longer side / shorter side).
+    #[arg(long, global = true, default_value_t = DecodeLimits::DEFAULT.max_aspect)]
+    max_aspect: f64,
 }
 
 #[derive(Subcommand)]
@@ -44,6 +59,15 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let aspect = cli.decode.max_aspect;
+    if aspect.is_nan() || aspect < 1.0 || cli.decode.max_pixels == 0 {
+        eprintln!("error: --max-pixels must be at least 1 and --max-aspect at least 1");
+        return ExitCode::FAILURE;
+    }
+    set_decode_limits(DecodeLimits {
+        max_pixels: cli.decode.max_pixels,
+        max_aspect: cli.decode.max_aspect,
+    });
     let result = match cli.command {
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a).map(|_| ()),
@@ -57,7 +81,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<predict::Uninspected>().is_some() {
+                ExitCode::from(predict::EXIT_UNINSPECTED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

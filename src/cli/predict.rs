@@ -1,24 +1,29 @@
-//! `patchcore predict`: batch inspection of images or folders with a fitted bank.
+//! `patchcore predict`: batch inspection of images or folders with a fitted bank. Every image
+//! gets a CSV row (an image that could not be inspected gets decision `error` and the reason),
+//! rows are streamed as results come, and the exit status says whether every image was seen.
 use super::args::RuntimeArgs;
 use super::progress::Bars;
-use crate::app::{write_csv_file, CsvRecord, Decision};
 use crate::data;
 use crate::engine::{PatchCore, Progress};
+use crate::report::{now_rfc3339, write_npy, CsvRecord, CsvStream, Decision, Outcome};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
     #[arg(long)]
     pub bank: PathBuf,
-    /// Image files and/or folders of images.
+    /// Image files and/or folders of images (sub-folders included, `ground_truth` skipped).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Write one CSV row per image.
+    /// Write one CSV row per image, failures included (streamed to `<file>.partial`, renamed
+    /// when the run completes).
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Write each anomaly map as a float32 .npy (crop resolution) under this folder.
+    /// Write each anomaly map as a float32 .npy (crop resolution) under this folder, at the
+    /// image's path relative to the folder it was listed from.
     #[arg(long)]
     pub heatmaps: Option<PathBuf>,
     /// Reject threshold on the raw score (default: the bank's calibrated threshold).
@@ -28,13 +33,39 @@ pub struct PredictArgs {
     pub runtime: RuntimeArgs,
 }
 
-fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Exit status of a run that finished but could not inspect every image (documented in the
+/// README; 1 is a run that could not start or stopped, 2 a bad command line).
+pub const EXIT_UNINSPECTED: u8 = 3;
+
+/// Returned when some images could not be inspected; `cli::main` turns it into exit status 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {total} images could not be inspected (decision `error` in the CSV)")]
+pub struct Uninspected {
+    pub failed: usize,
+    pub total: usize,
+}
+
+/// An image to inspect and where its heatmap goes below `--heatmaps` (its path relative to the
+/// folder it was listed from, or its file name when given directly).
+struct Input {
+    path: PathBuf,
+    relative: PathBuf,
+}
+
+fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            out.extend(data::list_images(p)?);
+            for path in data::list_images(p)? {
+                let relative = path.strip_prefix(p).unwrap_or(&path).to_path_buf();
+                out.push(Input { path, relative });
+            }
         } else if p.is_file() {
-            out.push(p.clone());
+            let relative = PathBuf::from(p.file_name().unwrap_or(p.as_os_str()));
+            out.push(Input {
+                path: p.clone(),
+                relative,
+            });
         } else {
             bail!("{}: no such file or folder", p.display());
         }
@@ -42,11 +73,48 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Heatmap file of each input; two inputs that would write the same file are refused up front.
+fn heatmap_paths(dir: &Path, inputs: &[Input]) -> Result<Vec<PathBuf>> {
+    let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
+    let mut out = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        let mut name = i.relative.clone().into_os_string();
+        name.push(".npy");
+        let target = dir.join(name);
+        if let Some(other) = seen.insert(target.clone(), &i.path) {
+            bail!(
+                "--heatmaps: {} and {} would both write {}; inspect them in separate runs",
+                other.display(),
+                i.path.display(),
+                target.display()
+            );
+        }
+        out.push(target);
+    }
+    Ok(out)
+}
+
+fn write_heatmap(out: &Path, i: &crate::engine::Inspection) -> Result<()> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_npy(
+        out,
+        &[i.map.height as usize, i.map.width as usize],
+        &i.map.values,
+    )
+    .with_context(|| format!("writing {}", out.display()))
+}
+
 pub fn run(a: PredictArgs) -> Result<()> {
-    let paths = collect_inputs(&a.inputs)?;
-    if paths.is_empty() {
+    let inputs = collect_inputs(&a.inputs)?;
+    if inputs.is_empty() {
         bail!("no images found in {:?}", a.inputs);
     }
+    let heatmaps = match &a.heatmaps {
+        Some(dir) => Some(heatmap_paths(dir, &inputs)?),
+        None => None,
+    };
     let meta = crate::bank::read_meta(&a.bank)?;
     let weights = a.runtime.weights_for(&meta.backbone)?;
     let model = PatchCore::load_with_weights(
@@ -55,17 +123,18 @@ pub fn run(a: PredictArgs) -> Result<()> {
         a.runtime.device()?,
         a.runtime.precision()?,
     )?;
+    // Before any scoring: an unwritable CSV destination fails now, not after the last image.
+    let mut csv = a.csv.as_deref().map(CsvStream::create).transpose()?;
     let threshold = a.threshold.unwrap_or(meta.calibration.threshold);
-    let stamp = crate::engine::patchcore::now_rfc3339();
-    let mut rows = Vec::new();
-    let (mut rejects, mut errors) = (0usize, 0usize);
+    let paths: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+    let (mut rejects, mut failed) = (0usize, 0usize);
     let bars = Bars::default();
     bars.start("inspecting", paths.len() as u64);
-    let mut write_error = None;
+    let mut fatal = None;
     let start = std::time::Instant::now();
-    model.inspect_paths(&paths, a.runtime.batch_size, |_, r| {
+    model.inspect_paths(&paths, a.runtime.batch_size, |index, r| {
         bars.advance(1);
-        match r {
+        let outcome = match r {
             Ok(i) => {
                 let reject = Decision::of(i.score, threshold) == Decision::Reject;
                 rejects += usize::from(reject);
@@ -80,53 +149,62 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     i.top_patch.box_original[2],
                     i.top_patch.box_original[3]
                 );
-                if let Some(dir) = &a.heatmaps {
-                    let name = i
-                        .path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let out = dir.join(format!("{name}.npy"));
-                    let res = std::fs::create_dir_all(dir).and_then(|_| {
-                        super::eval::write_npy(
-                            &out,
-                            &[i.map.height as usize, i.map.width as usize],
-                            &i.map.values,
-                        )
-                    });
-                    if let Err(e) = res {
-                        write_error = Some(anyhow::anyhow!("writing {}: {e}", out.display()));
+                if let Some(out) = heatmaps.as_ref().map(|h| &h[index]) {
+                    if let Err(e) = write_heatmap(out, &i) {
+                        fatal = Some(e);
                         return false;
                     }
                 }
-                rows.push(CsvRecord::new(
-                    &i,
-                    threshold,
-                    &meta.category,
-                    &a.bank,
-                    &stamp,
-                ));
+                i.outcome()
             }
             Err(e) => {
-                errors += 1;
+                failed += 1;
                 eprintln!("error: {e}");
+                Outcome::Failed(e.to_string())
+            }
+        };
+        if let Some(csv) = csv.as_mut() {
+            let record = CsvRecord {
+                path: paths[index].clone(),
+                outcome,
+                threshold,
+                category: meta.category.clone(),
+                bank: a.bank.clone(),
+                timestamp: now_rfc3339(),
+            };
+            if let Err(e) = csv.push(&record) {
+                fatal = Some(e.into());
+                return false;
             }
         }
         true
     });
     bars.finish();
-    if let Some(e) = write_error {
+    if let Some(e) = fatal {
+        if let Some(csv) = &csv {
+            eprintln!(
+                "the rows written so far are in {}",
+                csv.partial_path().display()
+            );
+        }
         return Err(e);
     }
-    if let Some(csv) = &a.csv {
-        write_csv_file(csv, &rows).with_context(|| format!("writing {}", csv.display()))?;
+    if let Some(csv) = csv {
+        csv.finish()?;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "predict: {} images, {rejects} rejected at threshold {threshold:.4}, {errors} unreadable; {:.1} s ({:.0} ms per image)",
+        "predict: {} images, {rejects} rejected at threshold {threshold:.4}, {failed} could not be inspected; {:.1} s ({:.0} ms per image)",
         paths.len(),
         secs,
         secs * 1000.0 / paths.len().max(1) as f64
     );
+    if failed > 0 {
+        return Err(Uninspected {
+            failed,
+            total: paths.len(),
+        }
+        .into());
+    }
     Ok(())
 }

@@ -100,23 +100,44 @@ pub fn open(path: &Path, category: Option<&str>) -> Result<Dataset, DataError> {
     }
 }
 
-/// Image files directly in `dir` (by extension, case-insensitive; hidden files skipped), sorted
-/// by name. An existing folder without images gives an empty list.
+/// Whether `path` names an image file by its extension (case-insensitive; hidden files are not):
+/// the content is checked when decoding.
+pub fn is_image_path(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let image = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    !hidden && image
+}
+
+/// Sub-folders deeper than this are not listed (guards against symlink loops).
+const MAX_DEPTH: usize = 8;
+
+/// The one image lister of `predict`, `eval`, `fit` and the app: image files under `dir`,
+/// sub-folders included (MVTec's `test/<defect>/`), sorted by path. Hidden entries and mask
+/// folders (`ground_truth`) are skipped: they are not parts to inspect. A folder that cannot be
+/// read is an error naming it, so no image is silently left out.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut files: Vec<PathBuf> = read_dir(dir)?
-        .into_iter()
-        .filter(|p| {
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_none_or(|n| n.starts_with('.'));
-            let image = p
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            !hidden && image && p.is_file()
-        })
-        .collect();
+    let mut files = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        for p in read_dir(&d)? {
+            if p.is_dir() {
+                let skip = p
+                    .file_name()
+                    .is_none_or(|n| n == "ground_truth" || n.to_string_lossy().starts_with('.'));
+                if depth < MAX_DEPTH && !skip {
+                    stack.push((p, depth + 1));
+                }
+            } else if is_image_path(&p) && p.is_file() {
+                files.push(p);
+            }
+        }
+    }
     files.sort();
     Ok(files)
 }

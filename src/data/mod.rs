@@ -10,10 +10,10 @@ pub mod preprocess;
 pub mod resize;
 pub mod synthetic;
 
-pub use dataset::{list_images, open, Dataset, TestSample};
+pub use dataset::{is_image_path, list_images, open, Dataset, TestSample};
 pub use error::DataError;
 pub use geometry::Geometry;
-pub use image::{load_luma8, load_rgb8};
+pub use image::{decode_limits, load_luma8, load_rgb8, set_decode_limits, DecodeLimits};
 pub use preprocess::{load_mask, preprocess, to_chw_f32, CropMode};
 pub use resize::{resize_bilinear_pil, resize_bilinear_pil_gray};
 pub use synthetic::{generate, SyntheticSpec};

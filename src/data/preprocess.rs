@@ -1,10 +1,10 @@
 //! The model-input pipeline of the reference implementation (torchvision on PIL images):
 //! `Resize` + `CenterCrop` (or a plain square resize), then `ToTensor` + `Normalize`.
-use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
+use image::{ImageBuffer, Pixel, RgbImage};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use super::resize::{resize_bilinear_pil, resize_bilinear_pil_gray};
+use super::resize::{resize_window, Window};
 use super::{load_luma8, DataError, Geometry};
 
 /// How the image is turned into the model input. Sizes of 0 are treated as 1.
@@ -119,7 +119,6 @@ fn crop_square<P: Pixel<Subpixel = u8>>(
 /// Bit-exact with torchvision `Resize` + `CenterCrop` on a PIL RGB image.
 pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
     let p = plan(img.width(), img.height(), mode);
-    let resized = resize_bilinear_pil(img, p.width, p.height);
     let geometry = Geometry {
         orig_width: img.width(),
         orig_height: img.height(),
@@ -129,7 +128,29 @@ pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
         off_y: p.top as f64,
         crop: p.size,
     };
-    (crop_square(&resized, p.left, p.top, p.size), geometry)
+    (resize_and_crop(img, &p), geometry)
+}
+
+/// The plan's square: only the part of the resize that the square keeps is computed.
+fn resize_and_crop<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    p: &Plan,
+) -> ImageBuffer<P, Vec<u8>> {
+    let clamp = |v: i64, n: u32| v.clamp(0, n as i64) as u32;
+    let end = |start: i64| start + p.size as i64;
+    let window = Window {
+        x0: clamp(p.left, p.width),
+        y0: clamp(p.top, p.height),
+        x1: clamp(end(p.left), p.width),
+        y1: clamp(end(p.top), p.height),
+    };
+    let part = resize_window(img, p.width, p.height, window);
+    crop_square(
+        &part,
+        p.left - window.x0 as i64,
+        p.top - window.y0 as i64,
+        p.size,
+    )
 }
 
 /// Loads a ground-truth mask and maps it onto the model input exactly as `preprocess` maps its
@@ -141,9 +162,7 @@ pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
 pub fn load_mask(path: &Path, mode: CropMode) -> Result<Vec<u8>, DataError> {
     let mask = load_luma8(path)?;
     let p = plan(mask.width(), mask.height(), mode);
-    let resized: GrayImage = resize_bilinear_pil_gray(&mask, p.width, p.height);
-    let cropped = crop_square(&resized, p.left, p.top, p.size);
-    Ok(cropped
+    Ok(resize_and_crop(&mask, &p)
         .into_raw()
         .into_iter()
         .map(|v| u8::from(v >= 128))

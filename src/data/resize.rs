@@ -6,7 +6,7 @@
 //! rounded to fixed point with 22 fractional bits, and applied in two passes (horizontal first
 //! unless the height shrinks much more than the width) through an 8-bit intermediate, each pass
 //! rounding half up and clipping to 0..=255.
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 use rayon::prelude::*;
 
 /// Pillow's `PRECISION_BITS` for 8-bit images: 32 - 8 bits of value - 2 bits of headroom.
@@ -14,14 +14,59 @@ const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Resizes like Pillow's `img.resize((w, h), Image.BILINEAR)` on an RGB image, bit for bit.
 pub fn resize_bilinear_pil(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    let out = resample::<3>(img.as_raw(), img.width(), img.height(), w, h);
-    RgbImage::from_raw(w, h, out).expect("resample returns w*h*3 bytes")
+    resize_window(img, w, h, Window::all(w, h))
 }
 
 /// Single-channel version (Pillow mode "L"), used for masks.
 pub fn resize_bilinear_pil_gray(img: &GrayImage, w: u32, h: u32) -> GrayImage {
-    let out = resample::<1>(img.as_raw(), img.width(), img.height(), w, h);
-    GrayImage::from_raw(w, h, out).expect("resample returns w*h bytes")
+    resize_window(img, w, h, Window::all(w, h))
+}
+
+/// The part `[x0, x1) x [y0, y1)` of a `w` x `h` resize that a caller keeps: only it is computed,
+/// so cropping a small square out of a huge resize never allocates the whole resize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+}
+
+impl Window {
+    pub fn all(w: u32, h: u32) -> Window {
+        Window {
+            x0: 0,
+            y0: 0,
+            x1: w,
+            y1: h,
+        }
+    }
+
+    fn width(&self) -> u32 {
+        self.x1.saturating_sub(self.x0)
+    }
+
+    fn height(&self) -> u32 {
+        self.y1.saturating_sub(self.y0)
+    }
+}
+
+/// The `window` of Pillow's bilinear resize of `img` to `w` x `h`, bit for bit the same pixels as
+/// cropping the full resize. `window` must lie inside `w` x `h`.
+pub fn resize_window<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    w: u32,
+    h: u32,
+    window: Window,
+) -> ImageBuffer<P, Vec<u8>> {
+    let out = match P::CHANNEL_COUNT {
+        1 => resample::<1>(img.as_raw(), img.width(), img.height(), w, h, window),
+        3 => resample::<3>(img.as_raw(), img.width(), img.height(), w, h, window),
+        4 => resample::<4>(img.as_raw(), img.width(), img.height(), w, h, window),
+        c => unreachable!("no {c}-channel 8-bit pixel type is resized"),
+    };
+    ImageBuffer::from_raw(window.width(), window.height(), out)
+        .expect("resample returns the window's pixels")
 }
 
 /// Fixed-point filter taps along one axis: output pixel `i` reads `count[i]` source pixels from
@@ -92,33 +137,74 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Two-pass resample of interleaved 8-bit pixels with `C` channels (`ImagingResample`). Each
-/// pass rounds to 8 bits, so the pass order changes results; Pillow 13 runs the vertical pass
-/// first when the height shrinks by more than twice what the width shrinks (read from its
-/// binary, confirmed on 592 random size pairs), and the horizontal pass first otherwise.
-fn resample<const C: usize>(src: &[u8], sw: u32, sh: u32, dw: u32, dh: u32) -> Vec<u8> {
-    if dw == 0 || dh == 0 || sw == 0 || sh == 0 {
-        return vec![0; dw as usize * dh as usize * C];
+impl Taps {
+    /// The taps of outputs `range` only.
+    fn slice(self, range: std::ops::Range<usize>) -> Taps {
+        Taps {
+            ksize: self.ksize,
+            first: self.first[range.clone()].to_vec(),
+            count: self.count[range.clone()].to_vec(),
+            weights: self.weights[range.start * self.ksize..range.end * self.ksize].to_vec(),
+        }
     }
-    let (sw_, dw_) = (sw as usize, dw as usize);
+}
+
+/// Two-pass resample of interleaved 8-bit pixels with `C` channels (`ImagingResample`), computing
+/// only the output `window`. Each pass rounds to 8 bits, so the pass order changes results;
+/// Pillow 13 runs the vertical pass first when the height shrinks by more than twice what the
+/// width shrinks (read from its binary, confirmed on 592 random size pairs), and the horizontal
+/// pass first otherwise. The order is decided on the full sizes, as Pillow does.
+fn resample<const C: usize>(
+    src: &[u8],
+    sw: u32,
+    sh: u32,
+    dw: u32,
+    dh: u32,
+    win: Window,
+) -> Vec<u8> {
+    let (wx, wy) = (
+        win.x0 as usize..win.x1 as usize,
+        win.y0 as usize..win.y1 as usize,
+    );
+    if wx.is_empty() || wy.is_empty() {
+        return Vec::new();
+    }
+    if sw == 0 || sh == 0 {
+        return vec![0; wx.len() * wy.len() * C];
+    }
+    let sw_ = sw as usize;
+    // Source rows `rows` restricted to the columns `cols` (both in source pixels).
+    let sub = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| -> Vec<u8> {
+        rows.flat_map(|y| &src[(y * sw_ + cols.start) * C..(y * sw_ + cols.end) * C])
+            .copied()
+            .collect()
+    };
     match (dw != sw, dh != sh) {
-        (false, false) => src.to_vec(),
-        (true, false) => horizontal::<C>(src, sw_, &taps(sw, dw)),
-        (false, true) => vertical::<C>(src, sw_, &taps(sh, dh)),
+        (false, false) => sub(wy, wx),
+        (true, false) => horizontal::<C>(&sub(wy, 0..sw_), sw_, &taps(sw, dw).slice(wx)),
+        (false, true) => vertical::<C>(
+            &sub(0..sh as usize, wx.clone()),
+            wx.len(),
+            &taps(sh, dh).slice(wy),
+        ),
         (true, true) => {
-            let (hor, ver) = (taps(sw, dw), taps(sh, dh));
+            let (hor, ver) = (
+                taps(sw, dw).slice(wx.clone()),
+                taps(sh, dh).slice(wy.clone()),
+            );
+            // Only the source rows the vertical pass reads go through it.
+            let row0 = ver.first[0];
+            let last = wy.len() - 1;
+            let row1 = ver.first[last] + ver.count[last];
+            let shifted = Taps {
+                first: ver.first.iter().map(|f| f - row0).collect(),
+                ..ver
+            };
+            let rows = &src[row0 * sw_ * C..row1 * sw_ * C];
             if sh > dh && (sh - dh) as i64 > 2 * (sw as i64 - dw as i64) {
-                horizontal::<C>(&vertical::<C>(src, sw_, &ver), sw_, &hor)
+                horizontal::<C>(&vertical::<C>(rows, sw_, &shifted), sw_, &hor)
             } else {
-                // Only the source rows the vertical pass reads go through the horizontal pass.
-                let row0 = ver.first[0];
-                let row1 = ver.first[dh as usize - 1] + ver.count[dh as usize - 1];
-                let rows = &src[row0 * sw_ * C..row1 * sw_ * C];
-                let shifted = Taps {
-                    first: ver.first.iter().map(|f| f - row0).collect(),
-                    ..ver
-                };
-                vertical::<C>(&horizontal::<C>(rows, sw_, &hor), dw_, &shifted)
+                vertical::<C>(&horizontal::<C>(rows, sw_, &hor), wx.len(), &shifted)
             }
         }
     }

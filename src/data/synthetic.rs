@@ -194,20 +194,14 @@ fn write_png(
     write_atomic(path, &bytes)
 }
 
+/// Rewrites `path` only when its content changes, so a re-run of the same spec touches nothing.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let write_err = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| DataError::Write { path: p, source }
-    };
-    std::fs::write(&tmp, bytes).map_err(write_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write_err(path)(e)
+    crate::report::write_atomic(path, bytes).map_err(|source| DataError::Write {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

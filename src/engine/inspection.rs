@@ -44,3 +44,14 @@ pub struct Inspection {
     pub top_patch: TopPatch,
     pub times: PhaseTimes,
 }
+
+impl Inspection {
+    /// What goes into the inspection CSV for this image.
+    pub fn outcome(&self) -> crate::report::Outcome {
+        crate::report::Outcome::Scored {
+            score: self.score,
+            normalized: self.normalized,
+            top_box: self.top_patch.box_original,
+        }
+    }
+}

@@ -472,7 +472,7 @@ impl PatchCore {
             n_patches: n as u64,
             train_dir: opts.train_dir.clone(),
             test_dir: opts.test_dir.clone(),
-            created: now_rfc3339(),
+            created: crate::report::now_rfc3339(),
             bank_dtype: opts.bank_dtype,
             calibration,
             selection: Vec::new(),
@@ -716,29 +716,4 @@ fn patch_scores(sq_dist: &Tensor, method: &Method) -> Tensor {
         sq_dist.sqrt()
     };
     d.mean_dim(1, false, Kind::Float)
-}
-
-/// UTC timestamp without pulling in a date library.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
