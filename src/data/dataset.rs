@@ -40,7 +40,7 @@ pub struct Dataset {
 ///   (`{"name", "train": [path], "test": [{"image", "mask" | null, "label"}]}`, paths relative to it);
 /// - an MVTec AD category folder (`train/good`, `test/<type>`, `ground_truth/<type>/<stem>_mask.png`),
 ///   or its parent folder together with `category`;
-/// - a plain folder of good images (training only, no test set).
+/// - a plain folder of good images, sub-folders included (training only, no test set).
 pub fn open(path: &Path, category: Option<&str>) -> Result<Dataset, DataError> {
     let err = |p: &Path, reason: String| DataError::Dataset {
         path: p.to_path_buf(),
@@ -69,35 +69,35 @@ pub fn open(path: &Path, category: Option<&str>) -> Result<Dataset, DataError> {
     if path.join("train").join(GOOD).is_dir() {
         return open_mvtec(path);
     }
-    let train = list_images(path)?;
-    if !train.is_empty() {
-        return Ok(Dataset {
-            name: folder_name(path),
-            root: path.to_path_buf(),
-            train,
-            test: Vec::new(),
-        });
-    }
-    // A parent of MVTec categories: say which categories there are.
+    // A parent of MVTec categories: say which categories there are (listing it as a plain
+    // folder would train on their test defects).
     let categories: Vec<String> = sorted_subdirs(path)?
         .iter()
         .filter(|d| d.join("train").join(GOOD).is_dir())
         .map(|d| folder_name(d))
         .collect();
-    if categories.is_empty() {
-        Err(err(
-            path,
-            "no images, no split.json and no MVTec layout (train/good) found".into(),
-        ))
-    } else {
-        Err(err(
+    if !categories.is_empty() {
+        return Err(err(
             path,
             format!(
                 "holds several MVTec categories, choose one: {}",
                 categories.join(", ")
             ),
-        ))
+        ));
     }
+    let train = list_images(path)?;
+    if train.is_empty() {
+        return Err(err(
+            path,
+            "no images, no split.json and no MVTec layout (train/good) found".into(),
+        ));
+    }
+    Ok(Dataset {
+        name: folder_name(path),
+        root: path.to_path_buf(),
+        train,
+        test: Vec::new(),
+    })
 }
 
 /// Whether `path` names an image file by its extension (case-insensitive; hidden files are not):
