@@ -6,7 +6,7 @@ use super::fit::{BankArgs, MethodArgs, Source};
 use super::progress::Bars;
 use crate::data::{self, synthetic};
 use crate::engine::PatchCore;
-use crate::report::write_atomic;
+use crate::report::{check_writable, write_atomic};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -79,6 +79,9 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let Some(json) = &a.json {
+        check_writable(json).with_context(|| format!("--json {}", json.display()))?;
+    }
     let method = a.method.method(&a.runtime)?;
     let tmp;
     let dataset = match &a.data {

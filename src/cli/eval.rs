@@ -5,7 +5,7 @@ use super::progress::Bars;
 use crate::data;
 use crate::engine::{PatchCore, Progress};
 use crate::metrics;
-use crate::report::{write_atomic, write_npy};
+use crate::report::{check_writable, write_atomic, write_npy};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -69,6 +69,9 @@ pub struct Report {
 
 pub fn run(a: EvalArgs) -> Result<Report> {
     let t_all = Instant::now();
+    if let Some(json) = &a.json {
+        check_writable(json).with_context(|| format!("--json {}", json.display()))?;
+    }
     let dataset = data::open(&a.data, a.category.as_deref())?;
     if dataset.test.is_empty() {
         bail!("{}: no test images found", a.data.display());

@@ -37,6 +37,22 @@ pub fn write_atomic_with(
     tmp_path.persist(path).map_err(|e| e.error)
 }
 
+/// Fails now if `path` could not be written atomically later (its folder is missing or
+/// read-only, or it is a folder): long runs check their outputs before the work, not after.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::other("it is a folder"));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(".patchcore-check.")
+        .tempfile_in(dir)
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +72,9 @@ mod tests {
         assert_eq!(left.len(), 1, "the temporary file is removed on error");
         write_atomic(&p, b"second").expect("write");
         assert_eq!(std::fs::read(&p).expect("read"), b"second");
+        check_writable(&p).expect("writable");
+        assert!(check_writable(dir.path()).is_err(), "a folder");
+        assert!(check_writable(&dir.path().join("no/such/out.txt")).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
     }
 }

@@ -7,7 +7,7 @@ mod decision;
 mod npy;
 mod time;
 
-pub use atomic::{write_atomic, write_atomic_with};
+pub use atomic::{check_writable, write_atomic, write_atomic_with};
 pub use csv::{neutralize_formula, write_csv_file, CsvRecord, CsvStream, Outcome, CSV_COLUMNS};
 pub use decision::Decision;
 pub use npy::write_npy;
