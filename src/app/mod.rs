@@ -3,9 +3,9 @@
 //!
 //! Threads: the GUI thread draws and never touches libtorch; one [`worker`] thread owns the
 //! device and the loaded models; a small [`decode`] pool makes thumbnails; the [`inbox`]
-//! poller and short tasks (folder listing, CSV export) run on their own threads. They all talk
-//! to the GUI over crossbeam channels with plain-data messages ([`protocol`]) and wake it with
-//! `request_repaint`.
+//! poller, short tasks (folder listing, CSV export) and the settings writer
+//! ([`settings_store`]) run on their own threads. They all talk to the GUI over crossbeam
+//! channels with plain-data messages ([`protocol`]) and wake it with `request_repaint`.
 pub mod catalog;
 pub mod colormap;
 mod controls;
@@ -20,6 +20,7 @@ mod paint;
 pub mod protocol;
 mod rejects;
 pub mod settings;
+pub mod settings_store;
 pub mod state;
 pub mod synthetic;
 mod textures;
