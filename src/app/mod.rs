@@ -6,16 +6,21 @@
 //! poller, short tasks (folder listing, CSV export) and the settings writer
 //! ([`settings_store`]) run on their own threads. They all talk to the GUI over crossbeam
 //! channels with plain-data messages ([`protocol`]) and wake it with `request_repaint`.
+mod actions;
+mod banks;
 pub mod catalog;
 pub mod colormap;
 mod controls;
 pub mod decode;
 mod detail;
+mod dialog_flow;
 pub mod dialogs;
 pub mod export;
+mod frame;
 mod gallery;
 mod histogram;
 pub mod inbox;
+mod jobs;
 mod paint;
 pub mod protocol;
 mod rejects;
