@@ -1,29 +1,37 @@
 //! The left panel: what the loaded bank is, the threshold (raw and normalised), filter and
 //! sort, live counts, and the score histogram.
+use super::actions::Action;
 use super::histogram;
 use super::paint::{ACCEPT, ERROR, REJECT};
-use super::state::{Filter, SortKey};
-use super::workstation::{Action, Workstation};
+use super::state::{BankInfo, Filter, Inspector, SortKey};
+use super::workstation::Prefs;
 use egui::{ComboBox, Grid, RichText, ScrollArea, Slider, Ui};
 
-pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+/// `slider_ids` collects the sliders drawn, whose focus keeps the arrow keys.
+pub(crate) fn show(
+    ui: &mut Ui,
+    insp: &mut Inspector,
+    prefs: &mut Prefs,
+    slider_ids: &mut Vec<egui::Id>,
+    actions: &mut Vec<Action>,
+) {
     ScrollArea::vertical()
         .id_salt("controls")
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            bank_info(ui, ws);
+            bank_info(ui, insp.bank.as_ref());
             ui.separator();
-            decision(ui, ws, actions);
+            decision(ui, insp, slider_ids, actions);
             ui.separator();
-            display(ui, ws, actions);
+            display(ui, insp.sort(), prefs, actions);
             ui.separator();
             ui.label(RichText::new("Score histogram").strong());
-            histogram::show(ui, ws, actions);
+            histogram::show(ui, insp, actions);
         });
 }
 
-fn bank_info(ui: &mut Ui, ws: &Workstation) {
-    let Some(b) = &ws.insp.bank else {
+fn bank_info(ui: &mut Ui, bank: Option<&BankInfo>) {
+    let Some(b) = bank else {
         ui.label(RichText::new("No category loaded").strong());
         ui.label("Pick one in the Category list above.");
         return;
@@ -57,16 +65,21 @@ fn bank_info(ui: &mut Ui, ws: &Workstation) {
         .on_hover_text(format!("{}\nfitted {}", b.path.display(), m.created));
 }
 
-fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+fn decision(
+    ui: &mut Ui,
+    insp: &mut Inspector,
+    slider_ids: &mut Vec<egui::Id>,
+    actions: &mut Vec<Action>,
+) {
     ui.label(RichText::new("Decision").strong());
-    let Some(bank) = &ws.insp.bank else {
+    let Some(bank) = &insp.bank else {
         ui.weak("The threshold appears once a category is loaded.");
         return;
     };
     let meta = bank.meta.clone();
     let calibrated = bank.calibrated_threshold();
-    let (lo, hi) = ws.insp.threshold_range();
-    let mut t = ws.insp.threshold();
+    let (lo, hi) = insp.threshold_range();
+    let mut t = insp.threshold();
     // Labels above the sliders so the slider can use the panel's width; the accessible
     // names come from `name_inputs` (slider and its value box alike).
     ui.spacing_mut().slider_width = (ui.available_width() - 80.0).max(60.0);
@@ -78,7 +91,7 @@ fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
                 .clamping(egui::SliderClamping::Never),
         )
     });
-    ws.slider_ids.push(r.id);
+    slider_ids.push(r.id);
     if r.changed() {
         actions.push(Action::SetThreshold(t));
     }
@@ -89,7 +102,7 @@ fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     let r = ui.name_inputs("Normalised threshold", |ui| {
         ui.add(Slider::new(&mut n, nlo..=nhi).max_decimals(3))
     });
-    ws.slider_ids.push(r.id);
+    slider_ids.push(r.id);
     if r.changed() {
         let c = &meta.calibration;
         let span = (c.max - c.min).max(f32::EPSILON);
@@ -110,7 +123,7 @@ fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     });
 
     ui.add_space(4.0);
-    let filter = ws.insp.filter();
+    let filter = insp.filter();
     ui.horizontal(|ui| {
         ui.label("Show");
         for (f, text) in [
@@ -123,7 +136,7 @@ fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
             }
         }
     });
-    let c = ws.insp.counts();
+    let c = insp.counts();
     Grid::new("counts").num_columns(2).show(ui, |ui| {
         ui.label(format!("Images: {}", c.total));
         ui.colored_label(ACCEPT, format!("Accepted: {}", c.accepted));
@@ -138,8 +151,7 @@ fn decision(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     });
 }
 
-fn display(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let sort = ws.insp.sort();
+fn display(ui: &mut Ui, sort: SortKey, prefs: &mut Prefs, actions: &mut Vec<Action>) {
     let label = ui.label("Sort by");
     let text = |s: SortKey| match s {
         SortKey::ScoreDesc => "Score, worst first",
@@ -157,5 +169,5 @@ fn display(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         })
         .response
         .labelled_by(label.id);
-    ui.checkbox(&mut ws.prefs.overlay_in_gallery, "Heatmap on thumbnails");
+    ui.checkbox(&mut prefs.overlay_in_gallery, "Heatmap on thumbnails");
 }

@@ -1,24 +1,44 @@
 //! The detail view: the selected image large with its heatmap on the category's fixed scale,
 //! the top patch outlined, and a zoomed crop of that patch beside it. Arrow keys (handled by
 //! the workstation) step through the filtered gallery order.
+use super::actions::Action;
 use super::decode::Size;
 use super::paint::{self, ERROR, REJECT};
-use super::state::{Decision, ItemStatus};
-use super::textures::ImageState;
-use super::workstation::{Action, Workstation};
+use super::state::{Decision, Inspector, ItemStatus};
+use super::textures::{ImageState, TextureCache};
+use super::workstation::Prefs;
 use egui::{Color32, CornerRadius, Pos2, Rect, RichText, Sense, Slider, Ui, Vec2};
 
 const SIDE: f32 = 270.0;
 
-pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let Some(index) = ws.selected else { return };
-    let Some(item) = ws.insp.items.get(index).cloned() else {
+/// What the detail view draws with and changes besides the inspector: the textures, the
+/// overlay choices, and the list of sliders (whose focus keeps the arrow keys).
+pub(crate) struct Parts<'a> {
+    pub(crate) textures: &'a mut TextureCache,
+    pub(crate) prefs: &'a mut Prefs,
+    pub(crate) slider_ids: &'a mut Vec<egui::Id>,
+}
+
+/// Shows item `index` of the inspector.
+pub(crate) fn show(
+    ui: &mut Ui,
+    insp: &mut Inspector,
+    index: usize,
+    parts: Parts<'_>,
+    actions: &mut Vec<Action>,
+) {
+    let Parts {
+        textures,
+        prefs,
+        slider_ids,
+    } = parts;
+    let Some(item) = insp.items.get(index).cloned() else {
         return;
     };
-    let threshold = ws.insp.threshold();
-    let view_len = ws.insp.view().len();
-    let pos = ws.insp.view_position(index);
-    let scale = ws.insp.bank.as_ref().map(|b| b.scale);
+    let threshold = insp.threshold();
+    let view_len = insp.view().len();
+    let pos = insp.view_position(index);
+    let scale = insp.bank.as_ref().map(|b| b.scale);
     let decision = item.decision(threshold);
 
     ui.horizontal(|ui| {
@@ -85,13 +105,13 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         }
     });
     ui.horizontal(|ui| {
-        ui.checkbox(&mut ws.prefs.overlay_in_detail, "Show heatmap");
+        ui.checkbox(&mut prefs.overlay_in_detail, "Show heatmap");
         let r = ui.add(
-            Slider::new(&mut ws.prefs.opacity, 0.0..=1.0)
+            Slider::new(&mut prefs.opacity, 0.0..=1.0)
                 .text("Overlay opacity")
                 .max_decimals(2),
         );
-        ws.slider_ids.push(r.id);
+        slider_ids.push(r.id);
         if let Some(s) = &scale {
             ui.separator();
             ui.weak("heat scale");
@@ -109,18 +129,18 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     let side = Rect::from_min_max(Pos2::new(main.max.x + 8.0, avail.min.y), avail.max);
     ui.allocate_rect(avail, Sense::hover());
 
-    let overlay = ws.prefs.overlay_in_detail;
-    let opacity = ws.prefs.opacity;
+    let overlay = prefs.overlay_in_detail;
+    let opacity = prefs.opacity;
     let ctx = ui.ctx().clone();
     // Full image if decoded, else the thumbnail meanwhile (instant feedback while stepping).
-    let full = match ws.textures.image(&ws.decode, &item.path, Size::Full) {
+    let full = match textures.image(&item.path, Size::Full) {
         ImageState::Ready(t) => Ok(Some(t.clone())),
         ImageState::Loading => Ok(None),
         ImageState::Failed(e) => Err(e.to_string()),
     };
     let texture = match full {
         Ok(Some(t)) => Ok(Some(t)),
-        Ok(None) => Ok(ws.textures.existing(&item.path, Size::Thumb).cloned()),
+        Ok(None) => Ok(textures.existing(&item.path, Size::Thumb).cloned()),
         Err(e) => Err(e),
     };
     let painter = ui.painter_at(main);
@@ -145,7 +165,7 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
             painter.image(tex.id(), screen, unit_uv(), Color32::WHITE);
             if let (Some(ins), Some(scale)) = (&inspection, &scale) {
                 if overlay {
-                    let heat = ws.textures.heat(&ctx, &item.path, ins, scale);
+                    let heat = textures.heat(&ctx, &item.path, ins, scale);
                     paint::draw_heat(&painter, heat.id(), &ins.geometry, region, screen, opacity);
                 }
                 paint::draw_box(

@@ -2,11 +2,12 @@
 //!
 //! Only the visible rows are laid out (`ScrollArea::show_rows`); rows within a couple of
 //! screens keep their textures, everything further away is freed by the texture cache.
+use super::actions::Action;
 use super::decode::Size;
 use super::paint::{self, ERROR};
-use super::state::{Item, ItemStatus};
-use super::textures::ImageState;
-use super::workstation::{Action, Workstation};
+use super::state::{Inspector, Item, ItemStatus};
+use super::textures::{ImageState, TextureCache};
+use super::workstation::{Prefs, Selection};
 use egui::{
     Color32, CornerRadius, FontId, Rect, RichText, ScrollArea, Sense, Stroke, StrokeKind, Ui, Vec2,
 };
@@ -17,13 +18,20 @@ const TILE: Vec2 = Vec2::new(THUMB, THUMB + CAPTION);
 /// Rows kept alive above and below the visible ones (about two screens).
 const KEEP_ROWS: usize = 8;
 
-pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let view: Vec<usize> = ws.insp.view().to_vec();
-    let counts = ws.insp.counts();
+pub(crate) fn show(
+    ui: &mut Ui,
+    insp: &mut Inspector,
+    sel: &mut Selection,
+    textures: &mut TextureCache,
+    prefs: &Prefs,
+    actions: &mut Vec<Action>,
+) {
+    let view: Vec<usize> = insp.view().to_vec();
+    let counts = insp.counts();
     ui.horizontal(|ui| {
         ui.label(RichText::new("Gallery").strong());
         ui.weak(format!("showing {} of {} images", view.len(), counts.total));
-        if let Some(b) = &ws.insp.bank {
+        if let Some(b) = &insp.bank {
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 paint::legend(ui, &b.scale, 180.0);
                 ui.weak("heat scale");
@@ -34,7 +42,7 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     if view.is_empty() {
         ui.add_space(20.0);
         ui.vertical_centered(|ui| {
-            let msg = if ws.insp.bank.is_none() {
+            let msg = if insp.bank.is_none() {
                 "Choose a category to inspect its images."
             } else if counts.total == 0 {
                 "No images yet."
@@ -56,9 +64,9 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         .id_salt("gallery")
         .auto_shrink([false, false]);
     // Arrow keys or the reject table moved the selection: bring it into view if it is not.
-    if ws.scroll_to_selected {
-        ws.scroll_to_selected = false;
-        if let Some(pos) = ws.selected.and_then(|s| ws.insp.view_position(s)) {
+    if sel.scroll_to_selected {
+        sel.scroll_to_selected = false;
+        if let Some(pos) = sel.selected.and_then(|s| insp.view_position(s)) {
             let row = (pos / cols) as f32;
             let id = ui.make_persistent_id(egui::IdSalt::new("gallery"));
             let offset = egui::scroll_area::State::load(ui.ctx(), id).map(|s| s.clamped_offset().y);
@@ -72,14 +80,12 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         }
     }
 
-    let threshold = ws.insp.threshold();
-    let scale = ws.insp.bank.as_ref().map(|b| b.scale);
+    let threshold = insp.threshold();
+    let scale = insp.bank.as_ref().map(|b| b.scale);
     let ctx = ui.ctx().clone();
-    let items = &ws.insp.items;
-    let textures = &mut ws.textures;
-    let decode = &ws.decode;
-    let selected = ws.selected;
-    let (opacity, overlay) = (ws.prefs.opacity, ws.prefs.overlay_in_gallery);
+    let items = &insp.items;
+    let selected = sel.selected;
+    let (opacity, overlay) = (prefs.opacity, prefs.overlay_in_gallery);
     area.show_rows(ui, TILE.y, rows, |ui, visible| {
         let keep_from = visible.start.saturating_sub(KEEP_ROWS);
         let keep_to = (visible.end + KEEP_ROWS).min(rows);
@@ -93,7 +99,6 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
                 for &i in view.iter().skip(row * cols).take(cols) {
                     let parts = Parts {
                         textures: &mut *textures,
-                        decode,
                         opacity,
                         overlay,
                     };
@@ -108,10 +113,9 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     });
 }
 
-/// The pieces of the workstation a tile draws with (a split borrow of it).
+/// What a tile draws with.
 struct Parts<'a> {
-    textures: &'a mut super::textures::TextureCache,
-    decode: &'a super::decode::DecodePool,
+    textures: &'a mut TextureCache,
     opacity: f32,
     overlay: bool,
 }
@@ -154,7 +158,7 @@ fn tile(
     painter.rect_filled(rect, CornerRadius::same(4), visuals.extreme_bg_color);
 
     let decision = item.decision(threshold);
-    match parts.textures.image(parts.decode, &item.path, Size::Thumb) {
+    match parts.textures.image(&item.path, Size::Thumb) {
         ImageState::Ready(tex) => {
             let size = tex.size_vec2();
             let screen = paint::fit(img_area, size);

@@ -1,20 +1,21 @@
 //! Score histogram of the open folder with the current and calibrated thresholds, so the
 //! operator sees how far the bad parts sit from the good ones before moving the slider.
 //! Clicking in the plot moves the threshold there.
+use super::actions::Action;
 use super::paint::{ACCEPT, REJECT};
-use super::workstation::{Action, Workstation};
+use super::state::Inspector;
 use egui::Ui;
 use egui_plot::{Bar, BarChart, LineStyle, Plot, VLine};
 
 const BINS: usize = 40;
 
-pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let Some(calibrated) = ws.insp.bank.as_ref().map(|b| b.calibrated_threshold()) else {
+pub(crate) fn show(ui: &mut Ui, insp: &mut Inspector, actions: &mut Vec<Action>) {
+    let Some(calibrated) = insp.bank.as_ref().map(|b| b.calibrated_threshold()) else {
         ui.weak("No scores yet.");
         return;
     };
-    let threshold = ws.insp.threshold();
-    let hist = ws.insp.histogram(BINS).clone();
+    let threshold = insp.threshold();
+    let hist = insp.histogram(BINS).clone();
     if hist.bins.is_empty() {
         ui.weak("No scores yet.");
         return;

@@ -3,22 +3,28 @@
 //!
 //! Threads: the GUI thread draws and never touches libtorch; one [`worker`] thread owns the
 //! device and the loaded models; a small [`decode`] pool makes thumbnails; the [`inbox`]
-//! poller and short tasks (folder listing, CSV export) run on their own threads. They all talk
-//! to the GUI over crossbeam channels with plain-data messages ([`protocol`]) and wake it with
-//! `request_repaint`.
+//! poller, short tasks (folder listing, CSV export) and the settings writer
+//! ([`settings_store`]) run on their own threads. They all talk to the GUI over crossbeam
+//! channels with plain-data messages ([`protocol`]) and wake it with `request_repaint`.
+mod actions;
+mod banks;
 pub mod catalog;
 pub mod colormap;
 mod controls;
 pub mod decode;
 mod detail;
+mod dialog_flow;
 pub mod dialogs;
+mod frame;
 mod gallery;
 mod histogram;
 pub mod inbox;
+mod jobs;
 mod paint;
 pub mod protocol;
 mod rejects;
 pub mod settings;
+pub mod settings_store;
 pub mod state;
 pub mod synthetic;
 mod textures;

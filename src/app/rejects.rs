@@ -1,13 +1,19 @@
 //! The reject list beside the gallery: every image above the threshold, sortable by name,
 //! score, normalised score or defect location. Clicking a name opens the detail view.
+use super::actions::Action;
 use super::paint::REJECT;
-use super::state::RejectColumn;
-use super::workstation::{Action, Workstation};
+use super::state::{Inspector, RejectColumn};
+use super::workstation::Selection;
 use egui::{RichText, Ui};
 use egui_extras::{Column, TableBuilder};
 
-pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let rows: Vec<usize> = ws.insp.rejects().to_vec();
+pub(crate) fn show(
+    ui: &mut Ui,
+    insp: &mut Inspector,
+    sel: &mut Selection,
+    actions: &mut Vec<Action>,
+) {
+    let rows: Vec<usize> = insp.rejects().to_vec();
     ui.horizontal(|ui| {
         ui.label(
             RichText::new(format!("Rejects ({})", rows.len()))
@@ -18,15 +24,15 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     });
     ui.separator();
     if rows.is_empty() {
-        ui.weak(if ws.insp.bank.is_some() {
+        ui.weak(if insp.bank.is_some() {
             "No image is above the threshold."
         } else {
             "Nothing scored yet."
         });
         return;
     }
-    let (sort_col, ascending) = ws.insp.reject_sort();
-    let selected = ws.selected;
+    let (sort_col, ascending) = insp.reject_sort();
+    let selected = sel.selected;
     let scroll_to = selected.and_then(|s| rows.iter().position(|&r| r == s));
     let mut table = TableBuilder::new(ui)
         .id_salt("rejects_table")
@@ -47,8 +53,8 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         .min_scrolled_height(0.0);
     // Follow the selection once per change (arrow keys in the detail view), then let the
     // operator scroll freely.
-    if ws.rejects_scrolled_for != selected {
-        ws.rejects_scrolled_for = selected;
+    if sel.rejects_scrolled_for != selected {
+        sel.rejects_scrolled_for = selected;
         if let Some(r) = scroll_to {
             table = table.scroll_to_row(r, None);
         }
@@ -83,7 +89,7 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         .body(|body| {
             body.rows(20.0, rows.len(), |mut row| {
                 let i = rows[row.index()];
-                let item = &ws.insp.items[i];
+                let item = &insp.items[i];
                 let Some(ins) = item.inspection() else {
                     return;
                 };

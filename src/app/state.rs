@@ -2,6 +2,8 @@
 //! results, the threshold, filter and sort, and the derived lists (gallery order, reject list,
 //! counts, histogram). Views are cached and rebuilt only when an input changes, so the GUI stays
 //! smooth with thousands of images and moving the threshold never rescores anything.
+//!
+//! Here: the items and their results; the derived lists are in [`order`] and [`histogram`].
 use super::colormap::ColorScale;
 use super::protocol::JobId;
 use crate::bank::BankMeta;
@@ -10,6 +12,13 @@ pub use crate::report::Decision;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+#[cfg(test)]
+mod fixtures;
+mod histogram;
+mod order;
+
+pub use histogram::Histogram;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
@@ -146,14 +155,6 @@ pub struct Counts {
     pub rejected: usize,
     pub failed: usize,
     pub pending: usize,
-}
-
-/// Histogram of the scored images: `bins` counts over `[lo, hi)` in equal steps.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Histogram {
-    pub lo: f32,
-    pub width: f32,
-    pub bins: Vec<u32>,
 }
 
 /// The images being inspected and everything derived from them.
@@ -344,321 +345,15 @@ impl Inspector {
         self.reject_sort
     }
 
-    /// Sorts the reject table by `column`; choosing the same column again flips the direction.
-    pub fn toggle_reject_sort(&mut self, column: RejectColumn) {
-        self.reject_sort = if self.reject_sort.0 == column {
-            (column, !self.reject_sort.1)
-        } else {
-            // Scores read best worst-first; names alphabetically.
-            (
-                column,
-                matches!(column, RejectColumn::Name | RejectColumn::Location),
-            )
-        };
-    }
-
-    /// Gallery order: inbox arrivals first (newest on top), then the rest by the sort key;
-    /// only items passing the filter. Pending and failed items show under "All" only.
-    pub fn view(&mut self) -> &[usize] {
-        self.refresh_view();
-        &self.view
-    }
-
-    pub fn view_position(&mut self, item: usize) -> Option<usize> {
-        self.refresh_view();
-        self.view_pos.get(item).copied().flatten()
-    }
-
-    pub fn counts(&mut self) -> Counts {
-        self.refresh_view();
-        self.counts
-    }
-
-    fn refresh_view(&mut self) {
-        let key = (
-            self.version,
-            self.threshold.to_bits(),
-            self.filter,
-            self.sort,
-        );
-        if self.view_key == Some(key) {
-            return;
-        }
-        self.view_key = Some(key);
-        let t = self.threshold;
-        let mut counts = Counts {
-            total: self.items.len(),
-            ..Counts::default()
-        };
-        let mut view = Vec::with_capacity(self.items.len());
-        for (i, item) in self.items.iter().enumerate() {
-            let decision = item.decision(t);
-            match (&item.status, decision) {
-                (ItemStatus::Pending, _) => counts.pending += 1,
-                (ItemStatus::Failed(_), _) => counts.failed += 1,
-                (_, Some(Decision::Accept)) => counts.accepted += 1,
-                (_, Some(Decision::Reject)) => counts.rejected += 1,
-                _ => {}
-            }
-            let keep = match self.filter {
-                Filter::All => true,
-                Filter::Accepted => decision == Some(Decision::Accept),
-                Filter::Rejected => decision == Some(Decision::Reject),
-            };
-            if keep {
-                view.push(i);
-            }
-        }
-        let items = &self.items;
-        let sort = self.sort;
-        view.sort_by(|&a, &b| {
-            let (ia, ib) = (&items[a], &items[b]);
-            // Inbox first, newest first.
-            let inbox = ib.inbox_seq.cmp(&ia.inbox_seq);
-            inbox
-                .then_with(|| match sort {
-                    SortKey::Name => ia.name.cmp(&ib.name),
-                    SortKey::ScoreDesc => cmp_score_desc(ia.score(), ib.score()),
-                    SortKey::ScoreAsc => cmp_score_asc(ia.score(), ib.score()),
-                })
-                .then_with(|| ia.path.cmp(&ib.path))
-        });
-        self.view_pos = vec![None; self.items.len()];
-        for (pos, &i) in view.iter().enumerate() {
-            self.view_pos[i] = Some(pos);
-        }
-        self.view = view;
-        self.counts = counts;
-    }
-
-    /// Item indices of the rejected images, in the reject table's sort order.
-    pub fn rejects(&mut self) -> &[usize] {
-        let key = (
-            self.version,
-            self.threshold.to_bits(),
-            self.reject_sort.0,
-            self.reject_sort.1,
-        );
-        if self.rejects_key != Some(key) {
-            self.rejects_key = Some(key);
-            let t = self.threshold;
-            let items = &self.items;
-            let mut list: Vec<usize> = (0..items.len())
-                .filter(|&i| items[i].decision(t) == Some(Decision::Reject))
-                .collect();
-            let (column, ascending) = self.reject_sort;
-            list.sort_by(|&a, &b| {
-                let (ia, ib) = (&items[a], &items[b]);
-                let ord = match column {
-                    RejectColumn::Name => ia.name.cmp(&ib.name),
-                    // Normalisation is monotone in the score, so both sort the same way.
-                    RejectColumn::Score | RejectColumn::Normalized => {
-                        cmp_score_asc(ia.score(), ib.score())
-                    }
-                    RejectColumn::Location => {
-                        let loc = |i: &Item| i.inspection().map(|x| x.top_patch.box_original);
-                        loc(ia).cmp(&loc(ib))
-                    }
-                };
-                let ord = if ascending { ord } else { ord.reverse() };
-                ord.then_with(|| ia.path.cmp(&ib.path))
-            });
-            self.rejects = list;
-        }
-        &self.rejects
-    }
-
-    /// Histogram of all scored images, with bins spanning the scores and the thresholds.
-    pub fn histogram(&mut self, bins: usize) -> &Histogram {
-        if self.hist_key != Some(self.version) {
-            self.hist_key = Some(self.version);
-            let scores: Vec<f32> = self.items.iter().filter_map(Item::score).collect();
-            let cal = self.bank.as_ref().map(|b| b.calibrated_threshold());
-            let mut lo = scores.iter().copied().fold(f32::INFINITY, f32::min);
-            let mut hi = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if let Some(c) = cal {
-                lo = lo.min(c);
-                hi = hi.max(c);
-            }
-            if !lo.is_finite() || !hi.is_finite() {
-                self.hist = Histogram::default();
-            } else {
-                let span = (hi - lo).max(1e-3);
-                let lo = lo - 0.05 * span;
-                let width = span * 1.1 / bins.max(1) as f32;
-                let mut counts = vec![0u32; bins.max(1)];
-                for s in scores {
-                    let b = (((s - lo) / width) as usize).min(counts.len() - 1);
-                    counts[b] += 1;
-                }
-                self.hist = Histogram {
-                    lo,
-                    width,
-                    bins: counts,
-                };
-            }
-        }
-        &self.hist
-    }
-
-    /// Range for the threshold slider: covers calibration and every score seen, and does not
-    /// move while the operator drags (it depends on the data, not on the threshold).
-    pub fn threshold_range(&self) -> (f32, f32) {
-        let Some(bank) = &self.bank else {
-            return (0.0, 1.0);
-        };
-        let c = &bank.meta.calibration;
-        let mut lo = c.min.min(c.threshold);
-        let mut hi = (2.0 * c.threshold).max(c.max);
-        for s in self.items.iter().filter_map(Item::score) {
-            lo = lo.min(s);
-            hi = hi.max(s);
-        }
-        if !lo.is_finite() || !hi.is_finite() || hi <= lo {
-            return (0.0, c.threshold.abs().max(1.0) * 2.0);
-        }
-        let pad = 0.02 * (hi - lo);
-        ((lo - pad).max(0.0), hi + pad)
-    }
-
     pub fn index_of_path(&self, path: &Path) -> Option<usize> {
         self.by_path.get(path).copied()
-    }
-
-    /// The item `delta` steps from `current` in the gallery order (clamped at the ends).
-    pub fn step(&mut self, current: Option<usize>, delta: isize) -> Option<usize> {
-        self.refresh_view();
-        if self.view.is_empty() {
-            return None;
-        }
-        let pos = current.and_then(|i| self.view_pos.get(i).copied().flatten());
-        let next = match pos {
-            Some(p) => (p as isize)
-                .saturating_add(delta)
-                .clamp(0, self.view.len() as isize - 1) as usize,
-            None if delta < 0 => self.view.len() - 1,
-            None => 0,
-        };
-        Some(self.view[next])
-    }
-}
-
-/// Highest score first; unscored items (pending, failed) last.
-fn cmp_score_desc(a: Option<f32>, b: Option<f32>) -> std::cmp::Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => b.total_cmp(&a),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
-    }
-}
-
-/// Lowest score first; unscored items last.
-fn cmp_score_asc(a: Option<f32>, b: Option<f32>) -> std::cmp::Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => a.total_cmp(&b),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::engine::{AnomalyMap, PhaseTimes, TopPatch};
-
-    fn inspection(path: &Path, score: f32) -> Inspection {
-        Inspection {
-            path: path.to_path_buf(),
-            score,
-            normalized: score,
-            map: AnomalyMap {
-                width: 1,
-                height: 1,
-                values: vec![score],
-            },
-            geometry: crate::data::Geometry {
-                orig_width: 10,
-                orig_height: 10,
-                scale_x: 1.0,
-                scale_y: 1.0,
-                off_x: 0.0,
-                off_y: 0.0,
-                crop: 10,
-            },
-            top_patch: TopPatch {
-                row: 0,
-                col: 0,
-                score,
-                box_original: [0, 0, 1, 1],
-            },
-            times: PhaseTimes::default(),
-        }
-    }
-
-    fn scored(scores: &[(&str, Option<f32>)]) -> Inspector {
-        let mut s = Inspector::default();
-        s.set_threshold(1.0);
-        s.source = Some(PathBuf::from("/data"));
-        let paths: Vec<PathBuf> = scores
-            .iter()
-            .map(|(n, _)| Path::new("/data").join(n))
-            .collect();
-        s.add_job(7, paths.clone(), false);
-        for (i, (_, score)) in scores.iter().enumerate() {
-            match score {
-                Some(v) => {
-                    s.set_result(7, i, inspection(&paths[i], *v), "t");
-                }
-                None => {
-                    s.set_failed(7, i, "bad".into());
-                }
-            }
-        }
-        s.finish_job(7, None);
-        s
-    }
-
-    #[test]
-    fn threshold_filter_and_counts_without_rescoring() {
-        let mut s = scored(&[
-            ("good/a.png", Some(0.5)),
-            ("crack/b.png", Some(2.0)),
-            ("crack/c.png", Some(1.5)),
-            ("d.png", None),
-        ]);
-        let c = s.counts();
-        assert_eq!((c.accepted, c.rejected, c.failed, c.pending), (1, 2, 1, 0));
-        assert_eq!(s.items[1].name, "crack/b.png", "names keep the sub-folder");
-        // Worst first, failures last.
-        assert_eq!(s.view().to_vec(), vec![1, 2, 0, 3]);
-        s.set_threshold(1.5); // exactly at the threshold is accepted
-        assert_eq!(s.counts().rejected, 1);
-        s.set_filter(Filter::Accepted);
-        assert_eq!(s.view().to_vec(), vec![2, 0]);
-        s.set_filter(Filter::Rejected);
-        assert_eq!(s.rejects().to_vec(), vec![1]);
-        assert_eq!(s.view().to_vec(), vec![1]);
-    }
-
-    #[test]
-    fn stepping_and_reject_sorting() {
-        let mut s = scored(&[
-            ("a.png", Some(3.0)),
-            ("b.png", Some(2.0)),
-            ("c.png", Some(4.0)),
-        ]);
-        assert_eq!(s.step(Some(2), 1), Some(0));
-        assert_eq!(s.step(Some(1), 1), Some(1), "clamped at the end");
-        assert_eq!(s.step(None, -1), Some(1));
-        assert_eq!(s.step(Some(0), isize::MIN / 2), Some(2));
-        assert_eq!(s.rejects().to_vec(), vec![2, 0, 1]);
-        s.toggle_reject_sort(RejectColumn::Name);
-        assert_eq!(s.rejects().to_vec(), vec![0, 1, 2]);
-        s.toggle_reject_sort(RejectColumn::Name);
-        assert_eq!(s.rejects().to_vec(), vec![2, 1, 0]);
-    }
+    use super::fixtures::{inspection, scored};
+    use std::path::Path;
 
     #[test]
     fn results_of_forgotten_jobs_are_dropped() {

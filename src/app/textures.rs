@@ -2,7 +2,8 @@
 //! freed as soon as it scrolls far away, so memory stays flat with thousands of images.
 //!
 //! Each frame, views `touch` what they show or keep nearby; `end_frame` drops everything not
-//! touched. Decoding runs in the [`DecodePool`]; results for images no longer wanted are dropped.
+//! touched. Decoding runs in the cache's [`DecodePool`]; results for images no longer wanted
+//! are dropped.
 use super::colormap::{colorize, ColorScale};
 use super::decode::{DecodeJob, DecodePool, Size};
 use crate::engine::Inspection;
@@ -38,6 +39,7 @@ struct Heat {
 }
 
 pub struct TextureCache {
+    pool: DecodePool,
     frame: u64,
     images: HashMap<(PathBuf, Size), Slot<Entry>>,
     /// Decodes in flight, with the frame they were last wanted in.
@@ -45,24 +47,24 @@ pub struct TextureCache {
     heat: HashMap<PathBuf, Slot<Heat>>,
 }
 
-impl Default for TextureCache {
-    fn default() -> Self {
+impl TextureCache {
+    /// A cache that decodes on `pool`.
+    pub fn new(pool: DecodePool) -> TextureCache {
         TextureCache {
+            pool,
             frame: 1,
             images: HashMap::new(),
             inflight: HashMap::new(),
             heat: HashMap::new(),
         }
     }
-}
 
-impl TextureCache {
     /// Uploads finished decodes, within a time budget so a burst never stalls a frame.
     /// Returns true when more are waiting.
-    pub fn receive(&mut self, ctx: &Context, pool: &DecodePool, budget: Duration) -> bool {
+    pub fn receive(&mut self, ctx: &Context, budget: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < budget {
-            let Some(done) = pool.try_recv() else {
+            let Some(done) = self.pool.try_recv() else {
                 return false;
             };
             let key = (done.path, done.size);
@@ -90,14 +92,14 @@ impl TextureCache {
     }
 
     /// The image texture, asking the pool for it when missing. Marks it as in use.
-    pub fn image(&mut self, pool: &DecodePool, path: &Path, size: Size) -> ImageState<'_> {
+    pub fn image(&mut self, path: &Path, size: Size) -> ImageState<'_> {
         let key = (path.to_path_buf(), size);
         let frame = self.frame;
         if !self.images.contains_key(&key) {
             match self.inflight.get_mut(&key) {
                 Some(f) => *f = frame,
                 None => {
-                    if pool.try_submit(DecodeJob {
+                    if self.pool.try_submit(DecodeJob {
                         path: key.0.clone(),
                         size,
                     }) {

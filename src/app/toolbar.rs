@@ -1,24 +1,49 @@
 //! The top bar: category picker, folder, inbox, export, scoring progress, and notices. Each
 //! error is shown next to the control it concerns.
+use super::actions::Action;
+use super::banks::BankCatalog;
+use super::dialog_flow::PathPrompt;
+use super::jobs::{InboxWatch, Jobs};
 use super::paint::{ACCEPT, ERROR, REJECT};
-use super::workstation::{Action, Workstation};
+use super::state::{BankInfo, Inspector};
 use egui::{Button, ComboBox, Label, ProgressBar, RichText, Ui};
 
-pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+/// What the top bar shows: the catalogue, the jobs, the open folder, the path prompt and the
+/// notices. Only the prompt's text and the inspector's cached counts change while drawing.
+pub(crate) struct Toolbar<'a> {
+    pub(crate) catalog: &'a BankCatalog,
+    pub(crate) jobs: &'a Jobs,
+    pub(crate) insp: &'a mut Inspector,
+    pub(crate) prompt: Option<&'a mut PathPrompt>,
+    pub(crate) folder_error: Option<&'a str>,
+    pub(crate) notices: &'a [String],
+}
+
+pub(crate) fn show(ui: &mut Ui, bar: Toolbar<'_>, actions: &mut Vec<Action>) {
+    let Toolbar {
+        catalog,
+        jobs,
+        insp,
+        prompt,
+        folder_error,
+        notices,
+    } = bar;
     ui.add_space(4.0);
     ui.horizontal_wrapped(|ui| {
-        category_picker(ui, ws, actions);
+        category_picker(ui, catalog, insp.bank.as_ref(), actions);
         ui.separator();
-        folder(ui, ws, actions);
+        folder(ui, jobs, insp, folder_error, actions);
         ui.separator();
-        inbox(ui, ws, actions);
+        inbox(ui, &jobs.inbox, actions);
         ui.separator();
-        export(ui, ws, actions);
+        export(ui, jobs, insp.bank.is_some(), actions);
         ui.separator();
-        progress(ui, ws, actions);
+        progress(ui, jobs, insp, actions);
     });
-    path_prompt(ui, ws, actions);
-    for (i, n) in ws.notices.iter().enumerate() {
+    if let Some(prompt) = prompt {
+        path_prompt(ui, prompt, actions);
+    }
+    for (i, n) in notices.iter().enumerate() {
         ui.horizontal(|ui| {
             ui.colored_label(REJECT, n.as_str());
             if ui.small_button("Dismiss").clicked() {
@@ -30,10 +55,7 @@ pub fn show(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
 }
 
 /// The text-field stand-in for a file dialog, on systems that cannot show one.
-fn path_prompt(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let Some(prompt) = &mut ws.path_prompt else {
-        return;
-    };
+fn path_prompt(ui: &mut Ui, prompt: &mut PathPrompt, actions: &mut Vec<Action>) {
     ui.horizontal(|ui| {
         let label = ui.label(prompt.question());
         let width = (ui.available_width() - 200.0).clamp(200.0, 700.0);
@@ -51,15 +73,18 @@ fn path_prompt(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     });
 }
 
-fn category_picker(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
+fn category_picker(
+    ui: &mut Ui,
+    catalog: &BankCatalog,
+    bank: Option<&BankInfo>,
+    actions: &mut Vec<Action>,
+) {
     let label = ui.label(RichText::new("Category").strong());
-    let current = ws.insp.bank.as_ref().map(|b| b.path.clone());
-    let selected_text = match (&ws.loading, &ws.insp.bank) {
-        (Some(p), _) => ws
-            .catalog
-            .iter()
-            .find(|c| &c.path == p)
-            .map(|c| c.category().to_string())
+    let current = bank.map(|b| b.path.as_path());
+    let selected_text = match (&catalog.loading, bank) {
+        (Some(p), _) => catalog
+            .category_of(p)
+            .map(str::to_string)
             .unwrap_or_else(|| p.display().to_string()),
         (None, Some(b)) => format!("{} ({})", b.meta.category, b.meta.backbone),
         (None, None) => "Choose a category".into(),
@@ -69,16 +94,16 @@ fn category_picker(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>)
         .width(220.0)
         .show_ui(ui, |ui| {
             ui.set_min_width(420.0);
-            if ws.catalog.is_empty() {
+            if catalog.entries.is_empty() {
                 ui.label(format!(
                     "No bank files in {} — fit one with `patchcore fit`",
-                    ws.models_dir.display()
+                    catalog.models_dir.display()
                 ));
             }
-            for entry in &ws.catalog {
+            for entry in &catalog.entries {
                 match &entry.meta {
                     Ok(_) => {
-                        let is_current = current.as_ref() == Some(&entry.path);
+                        let is_current = current == Some(entry.path.as_path());
                         if ui
                             .selectable_label(is_current, entry.summary())
                             .on_hover_text(entry.path.display().to_string())
@@ -97,31 +122,37 @@ fn category_picker(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>)
         .labelled_by(label.id)
         .on_hover_text("One entry per bank file in the models folder");
     if ui
-        .add_enabled(!ws.scanning, Button::new("Rescan"))
+        .add_enabled(!catalog.scanning, Button::new("Rescan"))
         .on_hover_text(format!(
             "Look for bank files in {}",
-            ws.models_dir.display()
+            catalog.models_dir.display()
         ))
         .clicked()
     {
         actions.push(Action::RescanModels);
     }
-    if let Some(p) = &ws.loading {
+    if let Some(p) = &catalog.loading {
         ui.spinner();
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         ui.label(format!("Loading {}…", name.unwrap_or_default()));
-    } else if let Some(e) = &ws.bank_error {
+    } else if let Some(e) = &catalog.load_error {
         ui.add(Label::new(RichText::new(e.to_string()).color(REJECT)).truncate())
             .on_hover_text(e);
-    } else if let Some(e) = &ws.catalog_error {
+    } else if let Some(e) = &catalog.error {
         ui.colored_label(REJECT, e.as_str());
-    } else if let Some(b) = &ws.insp.bank {
+    } else if let Some(b) = bank {
         ui.weak(format!("on {}", b.device));
     }
 }
 
-fn folder(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let has_bank = ws.insp.bank.is_some();
+fn folder(
+    ui: &mut Ui,
+    jobs: &Jobs,
+    insp: &Inspector,
+    error: Option<&str>,
+    actions: &mut Vec<Action>,
+) {
+    let has_bank = insp.bank.is_some();
     if ui
         .add_enabled(has_bank, Button::new("Open folder..."))
         .on_hover_text("Score another folder of images with this category")
@@ -130,22 +161,22 @@ fn folder(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     {
         actions.push(Action::OpenFolderDialog);
     }
-    if let Some((_, dir)) = &ws.listing {
+    if let Some((_, dir)) = &jobs.listing {
         ui.spinner();
         ui.label(format!("Listing {}…", dir.display()));
-    } else if let Some(dir) = &ws.insp.source {
+    } else if let Some(dir) = &insp.source {
         let name = dir.display().to_string();
         ui.add(Label::new(RichText::new(&name).monospace()).truncate())
             .on_hover_text(name);
     }
-    if let Some(e) = &ws.folder_error {
-        ui.colored_label(REJECT, e.as_str());
+    if let Some(e) = error {
+        ui.colored_label(REJECT, e);
     }
 }
 
-fn inbox(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let mut on = ws.inbox_on();
-    let hover = match &ws.inbox_dir {
+fn inbox(ui: &mut Ui, inbox: &InboxWatch, actions: &mut Vec<Action>) {
+    let mut on = inbox.is_on();
+    let hover = match &inbox.dir {
         Some(d) => format!("Score new images arriving in {}", d.display()),
         None => "Choose a folder to watch for new images".into(),
     };
@@ -157,23 +188,23 @@ fn inbox(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
         actions.push(Action::InboxEnabled(on));
     }
     if on {
-        if let Some(d) = &ws.inbox_dir {
+        if let Some(d) = &inbox.dir {
             ui.weak(d.display().to_string());
         }
     }
-    if !ws.inbox_waiting.is_empty() {
+    if !inbox.waiting.is_empty() {
         ui.colored_label(
             ERROR,
-            format!("{} new images wait for a category", ws.inbox_waiting.len()),
+            format!("{} new images wait for a category", inbox.waiting.len()),
         );
     }
-    if let Some(e) = &ws.inbox_error {
+    if let Some(e) = &inbox.error {
         ui.colored_label(REJECT, e.as_str());
     }
 }
 
-fn export(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let can = ws.insp.bank.is_some() && !ws.exporting;
+fn export(ui: &mut Ui, jobs: &Jobs, has_bank: bool, actions: &mut Vec<Action>) {
+    let can = has_bank && !jobs.exporting;
     if ui
         .add_enabled(can, Button::new("Export rejects..."))
         .on_hover_text("Save the reject list as CSV")
@@ -181,24 +212,24 @@ fn export(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
     {
         actions.push(Action::ExportDialog);
     }
-    match &ws.export_status {
+    match &jobs.export_status {
         Some(Ok(msg)) => {
             ui.colored_label(ACCEPT, msg);
         }
         Some(Err(e)) => {
             ui.colored_label(REJECT, format!("Export failed: {e}"));
         }
-        None if ws.exporting => {
+        None if jobs.exporting => {
             ui.spinner();
         }
         None => {}
     }
 }
 
-fn progress(ui: &mut Ui, ws: &mut Workstation, actions: &mut Vec<Action>) {
-    let (done, total) = ws.overall_progress();
-    if total == 0 || !ws.insp.is_busy() {
-        let c = ws.insp.counts();
+fn progress(ui: &mut Ui, jobs: &Jobs, insp: &mut Inspector, actions: &mut Vec<Action>) {
+    let (done, total) = jobs.overall_progress();
+    if total == 0 || !insp.is_busy() {
+        let c = insp.counts();
         if c.total > 0 {
             ui.label(format!("{} images scored", c.total - c.pending));
         }

@@ -1,0 +1,112 @@
+//! What the views ask for, and how each request changes the workstation. Views push
+//! [`Action`]s while they draw; [`Workstation::apply`] runs them in order after the layout.
+use super::dialog_flow::DialogPurpose;
+use super::state::{Filter, RejectColumn, SortKey};
+use super::workstation::Workstation;
+use std::path::PathBuf;
+
+/// What the views ask for. Applied in order after the frame's layout.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    ChooseBank(PathBuf),
+    RescanModels,
+    OpenFolderDialog,
+    InboxEnabled(bool),
+    ExportDialog,
+    CancelScoring,
+    OpenDetail(usize),
+    CloseDetail,
+    Step(isize),
+    SetThreshold(f32),
+    ResetThreshold,
+    SetFilter(Filter),
+    SetSort(SortKey),
+    SortRejects(RejectColumn),
+    DismissNotice(usize),
+    /// The typed-in path of the [`PathPrompt`](super::dialog_flow::PathPrompt) was confirmed,
+    /// or the prompt closed.
+    PromptSubmit,
+    PromptCancel,
+}
+
+impl Workstation {
+    pub(crate) fn apply(&mut self, action: Action) {
+        match action {
+            Action::ChooseBank(bank) => self.choose_bank(bank),
+            Action::RescanModels => self.rescan(),
+            Action::OpenFolderDialog => {
+                if self.insp.bank.is_none() {
+                    self.folder_error = Some("choose a category first".into());
+                } else {
+                    let start = self.insp.source.clone();
+                    let suggestion = start.clone().unwrap_or_else(working_dir);
+                    self.dialogs
+                        .ask(DialogPurpose::OpenFolder, start, suggestion);
+                }
+            }
+            Action::InboxEnabled(on) => {
+                if !on {
+                    self.jobs.stop_inbox();
+                } else if let Some(dir) = self.jobs.inbox.dir.clone() {
+                    self.start_inbox(dir);
+                } else {
+                    self.dialogs
+                        .ask(DialogPurpose::InboxFolder, None, working_dir());
+                }
+            }
+            Action::ExportDialog => {
+                let name = self
+                    .insp
+                    .bank
+                    .as_ref()
+                    .map(|b| format!("{}-rejects.csv", b.meta.category))
+                    .unwrap_or_else(|| "rejects.csv".into());
+                // The dialog opens in the image folder; the typed path defaults to the
+                // working folder (image folders are often read-only shares).
+                let start = self.insp.source.clone();
+                self.dialogs
+                    .ask(DialogPurpose::Export, start, working_dir().join(name));
+            }
+            Action::CancelScoring => self.jobs.cancel(self.insp.live_jobs()),
+            Action::OpenDetail(i) => {
+                self.sel.selected = Some(i);
+                self.sel.detail = true;
+            }
+            Action::CloseDetail => {
+                self.sel.detail = false;
+                self.sel.scroll_to_selected = true;
+            }
+            Action::Step(delta) => {
+                if let Some(next) = self.insp.step(self.sel.selected, delta) {
+                    self.sel.selected = Some(next);
+                    self.sel.scroll_to_selected = true;
+                }
+            }
+            Action::SetThreshold(t) => self.set_threshold(t),
+            Action::ResetThreshold => {
+                if let Some(t) = self.insp.bank.as_ref().map(|b| b.calibrated_threshold()) {
+                    self.set_threshold(t);
+                }
+            }
+            Action::SetFilter(f) => self.insp.set_filter(f),
+            Action::SetSort(s) => self.insp.set_sort(s),
+            Action::SortRejects(c) => self.insp.toggle_reject_sort(c),
+            Action::DismissNotice(i) => {
+                if i < self.notices.len() {
+                    self.notices.remove(i);
+                }
+            }
+            Action::PromptSubmit => {
+                if let Some((purpose, path)) = self.dialogs.submit_prompt() {
+                    self.dialog_chose(purpose, path);
+                }
+            }
+            Action::PromptCancel => self.dialogs.cancel_prompt(),
+        }
+    }
+}
+
+/// The process's working folder, absolute where it can be found.
+fn working_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
