@@ -10,7 +10,8 @@ use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use crate::backbone::{self, Backbone, BackboneError};
 use crate::bank::{
-    BankDtype, BankError, BankFile, BankMeta, Calibration, CropMode, FORMAT_VERSION,
+    BankDtype, BankError, BankFile, BankMeta, Calibration, CropMode, FieldError, ScoringSettings,
+    FORMAT_VERSION,
 };
 use crate::data::{self, DataError, Geometry};
 use image::RgbImage;
@@ -29,6 +30,8 @@ pub enum EngineError {
     Data(#[from] DataError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("invalid setting: {0}")]
+    Setting(#[from] FieldError),
     #[error("{0}")]
     Config(String),
 }
@@ -78,6 +81,23 @@ impl Method {
 
     pub fn input_size(&self) -> u32 {
         self.crop.output_size()
+    }
+
+    /// The same value checks a bank's metadata gets on loading (see `ScoringSettings::check`).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        ScoringSettings {
+            stages: &self.stages,
+            grid_stage: self.grid_stage,
+            mean: self.mean,
+            std: self.std,
+            crop: self.crop,
+            patch_size: self.embed.patch_size,
+            pretrain_dim: self.embed.pretrain_dim,
+            embed_dim: self.embed.embed_dim,
+            k: self.k,
+            blur_sigma: self.blur_sigma,
+        }
+        .check()
     }
 }
 
@@ -346,6 +366,8 @@ impl PatchCore {
         if train.is_empty() {
             return Err(EngineError::Config("no training images".into()));
         }
+        opts.method.validate()?;
+        crate::bank::check_coreset_ratio(opts.coreset_ratio)?;
         let backbone = Backbone::load(&opts.method.backbone, &opts.weights, opts.device)?;
         let extractor = Extractor::new(backbone, opts.method.clone(), opts.precision)?;
         let mut times = FitTimes::default();
@@ -394,6 +416,12 @@ impl PatchCore {
             .unwrap_or((n as f64 * opts.coreset_ratio) as usize)
             .clamp(1, n);
         let target = coreset_opts.target;
+        if opts.method.k > target as i64 {
+            return Err(EngineError::Config(format!(
+                "k is {}, more than the coreset's {target} rows",
+                opts.method.k
+            )));
+        }
         progress.start("coreset", target as u64);
         let done = std::sync::atomic::AtomicUsize::new(0);
         let picks = coreset::select_projected(reduced, &coreset_opts, &|n| {
