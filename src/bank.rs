@@ -218,17 +218,19 @@ impl ScoringSettings<'_> {
         in_range("pretrain_dim", self.pretrain_dim, 1, MAX_DIM)?;
         in_range("embed_dim", self.embed_dim, 1, MAX_DIM)?;
         in_range("k", self.k, 1, i64::from(u32::MAX))?;
-        finite("blur_sigma", self.blur_sigma)?;
-        if !(0.0..=MAX_BLUR_SIGMA).contains(&self.blur_sigma) {
-            return Err(field_error(
-                "blur_sigma",
-                format!(
-                    "is {}, must be between 0 (no blur) and {MAX_BLUR_SIGMA}",
-                    self.blur_sigma
-                ),
-            ));
-        }
+        check_blur_sigma(self.blur_sigma)
+    }
+}
+
+/// The anomaly-map blur: 0 (no blur) up to `MAX_BLUR_SIGMA`.
+pub fn check_blur_sigma(sigma: f64) -> Result<(), FieldError> {
+    if (0.0..=MAX_BLUR_SIGMA).contains(&sigma) {
         Ok(())
+    } else {
+        Err(field_error(
+            "blur_sigma",
+            format!("is {sigma}, must be between 0 (no blur) and {MAX_BLUR_SIGMA}"),
+        ))
     }
 }
 

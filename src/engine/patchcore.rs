@@ -18,7 +18,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -253,13 +253,14 @@ impl Extractor {
         if kind != Kind::Float {
             backbone.set_kind(kind);
         }
+        let channels = |v: &[f32; 3]| {
+            Tensor::f_from_slice(v)?
+                .f_view([1, 3, 1, 1])?
+                .f_to_device(device)
+        };
         Ok(Self {
-            mean: Tensor::from_slice(&mean)
-                .view([1, 3, 1, 1])
-                .to_device(device),
-            std: Tensor::from_slice(&std)
-                .view([1, 3, 1, 1])
-                .to_device(device),
+            mean: channels(&mean)?,
+            std: channels(&std)?,
             backbone,
             method,
             kind,
@@ -275,31 +276,37 @@ impl Extractor {
     }
 
     /// ToTensor + Normalize exactly as torchvision orders the ops: `(u8 / 255 - mean) / std`.
-    pub fn to_input(&self, crops: &[&RgbImage]) -> Tensor {
+    /// Crops of another size than the method's input are an error (a shape mismatch).
+    pub fn to_input(&self, crops: &[&RgbImage]) -> Result<Tensor, TchError> {
         let s = self.method.input_size() as i64;
         let mut bytes = Vec::with_capacity(crops.len() * (s * s * 3) as usize);
         for c in crops {
             bytes.extend_from_slice(c.as_raw());
         }
-        let x = Tensor::from_slice(&bytes)
-            .view([crops.len() as i64, s, s, 3])
-            .to_device(self.device())
-            .permute([0, 3, 1, 2])
-            .to_kind(Kind::Float)
-            / 255.0;
-        ((x - &self.mean) / &self.std).to_kind(self.kind)
+        Tensor::f_from_slice(&bytes)?
+            .f_view([crops.len() as i64, s, s, 3])?
+            .f_to_device(self.device())?
+            .f_permute([0, 3, 1, 2])?
+            .f_to_kind(Kind::Float)?
+            .f_div_scalar(255.0)?
+            .f_sub(&self.mean)?
+            .f_div(&self.std)?
+            .f_to_kind(self.kind)
     }
 
     /// Patch rows `(B, h*w, D)` and the grid `(h, w)`.
     pub fn embed(&self, crops: &[&RgbImage]) -> Result<(Tensor, (i64, i64)), EngineError> {
-        let x = self.to_input(crops);
+        let x = self.to_input(crops)?;
         let maps = tch::no_grad(|| self.backbone.forward(&x, &self.method.stages))?;
-        let (_, _, h, w) = maps[self.method.grid_stage].size4()?;
+        let grid = maps
+            .get(self.method.grid_stage)
+            .ok_or_else(|| EngineError::Config("grid stage index out of range".into()))?;
+        let (_, _, h, w) = grid.size4()?;
         let p = EmbedParams {
             grid_stage: self.method.grid_stage,
             ..self.method.embed
         };
-        Ok((tch::no_grad(|| embed(&maps, p)), (h, w)))
+        Ok((tch::no_grad(|| embed(&maps, p))?, (h, w)))
     }
 }
 
@@ -332,19 +339,19 @@ fn method_from_meta(meta: &BankMeta) -> Method {
 }
 
 /// The bank's searcher, shortlisting in bf16 when the backbone runs in bf16.
-fn searcher_for(rows: &Tensor, precision: Precision) -> Searcher {
-    let searcher = Searcher::new(rows, DEFAULT_CHUNK_BYTES);
+fn searcher_for(rows: &Tensor, precision: Precision) -> Result<Searcher, TchError> {
+    let searcher = Searcher::new(rows, DEFAULT_CHUNK_BYTES)?;
     match precision {
-        Precision::F32 => searcher,
+        Precision::F32 => Ok(searcher),
         Precision::Bf16 => searcher.with_bf16_bounds(),
     }
 }
 
 /// Bank rows as the bank stores them (f16 banks stay half the size in memory too).
-fn in_storage_precision(rows: Tensor, dtype: BankDtype) -> Tensor {
+fn in_storage_precision(rows: Tensor, dtype: BankDtype) -> Result<Tensor, TchError> {
     match dtype {
-        BankDtype::F32 => rows,
-        BankDtype::F16 => rows.to_kind(Kind::Half),
+        BankDtype::F32 => Ok(rows),
+        BankDtype::F16 => rows.f_to_kind(Kind::Half),
     }
 }
 
@@ -381,7 +388,7 @@ impl PatchCore {
             seed: opts.seed,
         };
         let dim = opts.method.embed.embed_dim;
-        let projection = coreset::projection(dim as usize, &coreset_opts, opts.device);
+        let projection = coreset::projection(dim as usize, &coreset_opts, opts.device)?;
         let io = |e: std::io::Error| EngineError::Config(format!("temporary feature file: {e}"));
         // Full rows go to disk; only their projections stay in memory for the coreset.
         let mut store = FeatureStore::new(dim as usize).map_err(io)?;
@@ -394,8 +401,8 @@ impl PatchCore {
                 let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
                 let (emb, g) = extractor.embed(&crops)?;
                 grid = g;
-                let rows = emb.view([-1, dim]);
-                reduced.push(&rows.matmul(&projection))?;
+                let rows = emb.f_view([-1, dim])?;
+                reduced.push(&rows.f_matmul(&projection)?)?;
                 store.append(&rows).map_err(io)?;
                 progress.advance(crops.len() as u64);
                 Ok(())
@@ -427,17 +434,17 @@ impl PatchCore {
         let picks = coreset::select_projected(reduced, &coreset_opts, &|n| {
             let before = done.swap(n, std::sync::atomic::Ordering::Relaxed);
             progress.advance(n.saturating_sub(before) as u64);
-        });
+        })?;
         progress.finish();
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
-        let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype);
-        let bank_source = Tensor::from_slice(&picks)
-            .to_device(opts.device)
-            .divide_scalar_mode(per_image, "floor");
+        let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype)?;
+        let bank_source = Tensor::f_from_slice(&picks)?
+            .f_to_device(opts.device)?
+            .f_divide_scalar_mode(per_image, "floor")?;
         times.coreset_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let searcher = searcher_for(&bank_rows, opts.precision);
+        let searcher = searcher_for(&bank_rows, opts.precision)?;
         let calib = spread(train.len(), opts.calibration_images);
         progress.start("calibration", calib.len() as u64);
         let mut scores = Vec::with_capacity(calib.len());
@@ -454,12 +461,14 @@ impl PatchCore {
                 );
                 src.extend(std::iter::repeat_n(i as i64, per_image as usize));
             }
-            let q = Tensor::cat(&q, 0);
-            let qsrc = Tensor::from_slice(&src).to_device(opts.device);
-            let nb = searcher.search(&q, method.k, Some((&qsrc, &bank_source)));
-            let patch = patch_scores(&nb.sq_dist, method);
-            let img = patch.view([group.len() as i64, per_image]).amax(1, false);
-            let v: Vec<f32> = img.to_device(Device::Cpu).try_into()?;
+            let q = Tensor::f_cat(&q, 0)?;
+            let qsrc = Tensor::f_from_slice(&src)?.f_to_device(opts.device)?;
+            let nb = searcher.search(&q, method.k, Some((&qsrc, &bank_source)))?;
+            let patch = patch_scores(&nb.sq_dist, method)?;
+            let img = patch
+                .f_view([group.len() as i64, per_image])?
+                .f_amax(1, false)?;
+            let v: Vec<f32> = img.f_to_device(Device::Cpu)?.try_into()?;
             scores.extend(v);
             progress.advance(group.len() as u64);
         }
@@ -508,7 +517,7 @@ impl PatchCore {
         let file = BankFile {
             meta: meta.clone(),
             rows: to_host_f32(&bank_rows)?,
-            source_image: Vec::<i64>::try_from(bank_source.to_device(Device::Cpu))?
+            source_image: Vec::<i64>::try_from(bank_source.f_to_device(Device::Cpu)?)?
                 .into_iter()
                 .map(|v| v as i32)
                 .collect(),
@@ -554,12 +563,12 @@ impl PatchCore {
             }));
         }
         let extractor = Extractor::new(backbone, method_from_meta(&meta), precision)?;
-        let rows = Tensor::from_slice(&file.rows)
-            .view([-1, meta.embed_dim as i64])
-            .to_device(device);
-        let rows = in_storage_precision(rows, meta.bank_dtype);
+        let rows = Tensor::f_from_slice(&file.rows)?
+            .f_view([-1, meta.embed_dim as i64])?
+            .f_to_device(device)?;
+        let rows = in_storage_precision(rows, meta.bank_dtype)?;
         drop(file.rows);
-        let searcher = searcher_for(&rows, precision);
+        let searcher = searcher_for(&rows, precision)?;
         Ok(PatchCore {
             extractor,
             searcher,
@@ -585,40 +594,26 @@ impl PatchCore {
         let t0 = Instant::now();
         let crops: Vec<&RgbImage> = batch.iter().map(|d| &d.crop).collect();
         let (emb, (h, w)) = self.extractor.embed(&crops)?;
-        let d = emb.size()[2];
-        let flat = emb.view([-1, d]);
+        let d = emb.size3()?.2;
+        let flat = emb.f_view([-1, d])?;
         let t1 = Instant::now();
-        let nb = self.searcher.search(&flat, method.k, None);
-        let patch = patch_scores(&nb.sq_dist, &method).view([b, h * w]);
-        let (mut image, top) = patch.max_dim(1, false);
+        let nb = self.searcher.search(&flat, method.k, None)?;
+        let patch = patch_scores(&nb.sq_dist, &method)?.f_view([b, h * w])?;
+        let (mut image, top) = patch.f_max_dim(1, false)?;
         if method.reweight {
-            image *= self.reweight(
-                &flat.view([b, h * w, d]),
+            image = image.f_mul(&self.reweight(
+                &flat.f_view([b, h * w, d])?,
                 &top,
-                &nb.index.view([b, h * w, -1]),
-            );
+                &nb.index.f_view([b, h * w, -1])?,
+            )?)?;
         }
         let t2 = Instant::now();
         let size = method.input_size() as i64;
-        let maps = anomaly_maps(&patch.view([b, h, w]), size, method.blur_sigma);
-        let maps: Vec<f32> = maps
-            .to_device(Device::Cpu)
-            .contiguous()
-            .view([-1])
-            .try_into()?;
-        let image: Vec<f32> = image.to_device(Device::Cpu).try_into()?;
-        let top: Vec<i64> = top.to_device(Device::Cpu).try_into()?;
-        let top_score: Vec<f32> = patch
-            .gather(
-                1,
-                &Tensor::from_slice(&top)
-                    .to_device(patch.device())
-                    .unsqueeze(1),
-                false,
-            )
-            .to_device(Device::Cpu)
-            .view([-1])
-            .try_into()?;
+        let maps = anomaly_maps(&patch.f_view([b, h, w])?, size, method.blur_sigma)?;
+        let maps = to_host_f32(&maps)?;
+        let image = to_host_f32(&image)?;
+        let top_score = to_host_f32(&patch.f_gather(1, &top.f_unsqueeze(1)?, false)?)?;
+        let top: Vec<i64> = top.f_to_device(Device::Cpu)?.try_into()?;
         let t3 = Instant::now();
         let per = |a: Instant, z: Instant| (z - a).as_secs_f32() * 1000.0 / batch.len() as f32;
         let times = PhaseTimes {
@@ -665,27 +660,32 @@ impl PatchCore {
 
     /// Eq. 7: down-weights the score when the nearest bank row `m*` sits in a dense region of the
     /// bank, i.e. when `m_test` is also close to `m*`'s own neighbours.
-    fn reweight(&self, emb: &Tensor, top: &Tensor, nn: &Tensor) -> Tensor {
-        let b = emb.size()[0];
-        let d = emb.size()[2];
-        let bidx = Tensor::arange(b, (Kind::Int64, emb.device()));
-        let m_test = emb.index(&[Some(&bidx), Some(top)]); // (B, D)
-        let star = nn.index(&[Some(&bidx), Some(top)]).select(1, 0); // (B,)
-        let star_rows = self.searcher.rows().index_select(0, &star);
+    fn reweight(&self, emb: &Tensor, top: &Tensor, nn: &Tensor) -> Result<Tensor, TchError> {
+        let (b, _, d) = emb.size3()?;
+        let bidx = Tensor::f_arange(b, (Kind::Int64, emb.device()))?;
+        let m_test = emb.f_index(&[Some(&bidx), Some(top)])?; // (B, D)
+        let star = nn.f_index(&[Some(&bidx), Some(top)])?.f_select(1, 0)?; // (B,)
+        let star_rows = self.searcher.rows().f_index_select(0, &star)?;
         let support = self
             .searcher
-            .search(&star_rows, REWEIGHT_NEIGHBOURS, None)
+            .search(&star_rows, REWEIGHT_NEIGHBOURS, None)?
             .index; // (B, b), includes m* itself
         let support_rows = self
             .searcher
             .rows()
-            .index_select(0, &support.view([-1]))
-            .view([b, -1, d]);
-        let dist = (m_test.unsqueeze(1) - support_rows)
-            .square()
-            .sum_dim_intlist(2, false, Kind::Float)
-            .sqrt();
-        1.0 - dist.softmax(1, Kind::Float).select(1, 0)
+            .f_index_select(0, &support.f_view([-1])?)?
+            .f_to_kind(Kind::Float)?
+            .f_view([b, -1, d])?;
+        let dist = m_test
+            .f_unsqueeze(1)?
+            .f_sub(&support_rows)?
+            .f_square()?
+            .f_sum_dim_intlist(2, false, Kind::Float)?
+            .f_sqrt()?;
+        dist.f_softmax(1, Kind::Float)?
+            .f_select(1, 0)?
+            .f_neg()?
+            .f_add_scalar(1.0)
     }
 
     /// Decodes and scores `paths` in batches, calling `on_each(index, result)` in order; stops
@@ -737,13 +737,13 @@ impl PatchCore {
 
 /// Patch score from the `k` exact squared distances: mean over neighbours of the L2 distance
 /// (or of the squared distance when the bank says `squared`).
-fn patch_scores(sq_dist: &Tensor, method: &Method) -> Tensor {
+fn patch_scores(sq_dist: &Tensor, method: &Method) -> Result<Tensor, TchError> {
     let d = if method.squared {
         sq_dist.shallow_clone()
     } else {
-        sq_dist.sqrt()
+        sq_dist.f_sqrt()?
     };
-    d.mean_dim(1, false, Kind::Float)
+    d.f_mean_dim(1, false, Kind::Float)
 }
 
 /// UTC timestamp without pulling in a date library.
