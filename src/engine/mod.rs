@@ -9,7 +9,9 @@ pub mod host;
 pub mod inspection;
 pub mod knn;
 pub mod patchcore;
+pub mod precision;
 pub mod select;
 
 pub use inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
-pub use patchcore::{EngineError, FitOptions, FitTimes, Method, PatchCore, Precision, Progress};
+pub use patchcore::{EngineError, FitOptions, FitTimes, Method, PatchCore, Progress};
+pub use precision::{Precision, PrecisionChoice};

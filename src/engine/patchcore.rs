@@ -8,6 +8,7 @@ use super::feature_store::FeatureStore;
 use super::host::to_host_f32;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
+use super::precision::{self, Precision, PrecisionChoice};
 use crate::backbone::{self, Backbone, BackboneError};
 use crate::bank::{
     BankDtype, BankError, BankFile, BankMeta, Calibration, CropMode, FieldError, ScoringSettings,
@@ -98,23 +99,6 @@ impl Method {
             blur_sigma: self.blur_sigma,
         }
         .check()
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    /// Backbone and the search's shortlisting GEMM in bfloat16 (fast where oneDNN has AMX or
-    /// AVX512-BF16, and on GPUs); distances are still computed in f32, so the answer is exact.
-    Bf16,
-}
-
-impl Precision {
-    fn kind(self) -> Kind {
-        match self {
-            Precision::F32 => Kind::Float,
-            Precision::Bf16 => Kind::BFloat16,
-        }
     }
 }
 
@@ -533,11 +517,13 @@ impl PatchCore {
         ))
     }
 
-    /// Loads a bank with the weights file the registry names in `models_dir`.
+    /// Loads a bank with the weights file the registry names in `models_dir`, in the precision
+    /// `auto` picks for `device` (what the GUI worker uses: bf16 only where it is faster).
     pub fn load(bank: &Path, models_dir: &Path, device: Device) -> Result<PatchCore, EngineError> {
         let meta = crate::bank::read_meta(bank)?;
         let spec = backbone::find(&meta.backbone)?;
-        Self::load_with_weights(bank, &spec.weights_in(models_dir), device, Precision::F32)
+        let (precision, _) = precision::resolve(PrecisionChoice::Auto, device);
+        Self::load_with_weights(bank, &spec.weights_in(models_dir), device, precision)
     }
 
     /// Loads a bank and checks that `weights` are the ones it was fitted with.
