@@ -5,7 +5,7 @@ mod common;
 use patchcore::backbone;
 use patchcore::bank::{BankDtype, BankError, BankFile};
 use patchcore::data::{self, synthetic::SyntheticSpec};
-use patchcore::engine::patchcore::NoProgress;
+use patchcore::engine::NoProgress;
 use patchcore::engine::{EngineError, FitOptions, Method, PatchCore, Precision};
 use patchcore::metrics;
 use std::path::{Path, PathBuf};

@@ -20,8 +20,8 @@ mod paint;
 pub mod protocol;
 mod rejects;
 pub mod settings;
+pub mod stand_in_backend;
 pub mod state;
-pub mod synthetic;
 mod textures;
 mod toolbar;
 pub mod torch_backend;
@@ -32,8 +32,8 @@ pub use dialogs::{DialogOutcome, Dialogs, NativeDialogs, NoDialogs, ScriptedDial
 pub use export::{write_csv, write_csv_file, CsvRecord, ExportError, CSV_COLUMNS};
 pub use protocol::{Backend, BackendFactory, JobId, Reply, Request};
 pub use settings::Settings;
+pub use stand_in_backend::StandInBackend;
 pub use state::Decision;
-pub use synthetic::SyntheticBackend;
 pub use torch_backend::TorchBackend;
 pub use workstation::{Services, Workstation};
 
@@ -110,7 +110,7 @@ pub fn run(mut opts: GuiOptions) -> anyhow::Result<()> {
     })
 }
 
-/// Opens the window with the given services (e.g. the synthetic backend for a demo).
+/// Opens the window with the given services (e.g. the stand-in backend for a demo).
 pub fn run_with(
     opts: GuiOptions,
     services: impl FnOnce(&egui::Context) -> Services + 'static,
