@@ -43,7 +43,9 @@ const NO_AMX_SLOWDOWN: &str = "measured 3.9x slower than f32 on a CPU with AVX51
 AMX (537 against 137 ms per image, WideResNet-50, `patchcore bench`, Sapphire Rapids)";
 
 /// The precision to run `choice` in on `device`, and a warning when an explicit choice is one
-/// that was measured slower there. `auto` picks bf16 only where it was measured faster.
+/// that was measured slower there. `auto` picks bf16 only where it was measured faster: with
+/// AMX (2-core Xeon, family 6 model 207) bf16 predicted in 78 against 85 ms per image with
+/// EfficientNet-Lite0 and 71 against 83 with Lite2 (`patchcore bench`, medians of 4 runs).
 pub fn resolve(choice: PrecisionChoice, device: Device) -> (Precision, Option<String>) {
     resolve_for(choice, device, cpu_has_amx())
 }
