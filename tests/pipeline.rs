@@ -362,3 +362,31 @@ fn banks_with_impossible_settings_are_refused_naming_the_field() {
         want(&stderr);
     }
 }
+
+#[test]
+fn fit_refuses_impossible_settings_before_any_work() {
+    let (_, ds) = dataset();
+    let base = options(ds);
+    let with = |edit: &dyn Fn(&mut FitOptions)| {
+        let mut o = base.clone();
+        edit(&mut o);
+        match PatchCore::fit(&ds.train, &o, &NoProgress) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("fit accepted impossible settings"),
+        }
+    };
+    let e = with(&|o| o.method.k = 0);
+    assert!(e.contains("`k` is 0, must be >= 1"), "{e}");
+    let e = with(&|o| o.method.embed.patch_size = 4);
+    assert!(e.contains("`patch_size` is 4, must be odd"), "{e}");
+    let e = with(&|o| o.method.blur_sigma = f64::NAN);
+    assert!(e.contains("`blur_sigma`"), "{e}");
+    let e = with(&|o| o.coreset_ratio = 1.5);
+    assert!(e.contains("`coreset_ratio` is 1.5"), "{e}");
+    // More neighbours than the coreset keeps would write a bank that cannot be loaded.
+    let e = with(&|o| {
+        o.coreset_size = Some(3);
+        o.method.k = 4;
+    });
+    assert!(e.contains("k is 4, more than the coreset's 3 rows"), "{e}");
+}
