@@ -234,16 +234,21 @@ pub fn check_blur_sigma(sigma: f64) -> Result<(), FieldError> {
     }
 }
 
-/// The fraction of patches a coreset keeps: in (0, 1].
-pub fn check_coreset_ratio(ratio: f64) -> Result<(), FieldError> {
-    if ratio.is_finite() && ratio > 0.0 && ratio <= 1.0 {
-        Ok(())
-    } else {
-        Err(field_error(
+/// The coreset's settings: the fraction of patches it keeps, in (0, 1], and the width of the
+/// random projection it is chosen on (0 would choose an empty bank).
+pub fn check_coreset(ratio: f64, projection: usize) -> Result<(), FieldError> {
+    if !(ratio.is_finite() && ratio > 0.0 && ratio <= 1.0) {
+        return Err(field_error(
             "coreset_ratio",
             format!("is {ratio}, must be > 0 and <= 1"),
-        ))
+        ));
     }
+    in_range(
+        "coreset_projection",
+        i64::try_from(projection).unwrap_or(i64::MAX),
+        1,
+        MAX_DIM,
+    )
 }
 
 impl BankMeta {
@@ -290,7 +295,7 @@ impl BankMeta {
                 ),
             ));
         }
-        check_coreset_ratio(self.coreset_ratio.into())?;
+        check_coreset(self.coreset_ratio.into(), self.coreset_projection as usize)?;
         let c = &self.calibration;
         if let Some(bad) = c.scores.iter().find(|s| !s.is_finite()) {
             return Err(field_error(

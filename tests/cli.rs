@@ -131,6 +131,10 @@ fn fit_refuses_impossible_settings_naming_the_flag() {
         (&["--blur-sigma", "1e9"][..], "--blur-sigma"),
         (&["--pixel-std", "0"][..], "--pixel-std"),
         (&["--coreset-ratio", "0"][..], "--coreset-ratio is 0"),
+        (
+            &["--coreset-projection", "0"][..],
+            "--coreset-projection is 0",
+        ),
     ] {
         let out = Command::new(common::patchcore_bin())
             .args(["fit", "--backbone", "efficientnet_lite0", "--device", "cpu"])

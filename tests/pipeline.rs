@@ -324,6 +324,11 @@ fn banks_with_impossible_settings_are_refused_naming_the_field() {
             Box::new(|m| m["calibration"]["scores"][0] = 1e39.into()),
         ),
         (
+            "projection.safetensors",
+            "`coreset_projection` is 0",
+            Box::new(|m| m["coreset_projection"] = 0.into()),
+        ),
+        (
             "grid.safetensors",
             "`grid_stage`",
             Box::new(|m| m["grid_stage"] = 7.into()),

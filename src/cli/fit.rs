@@ -221,7 +221,8 @@ impl BankArgs {
             "f16" => BankDtype::F16,
             other => bail!("--bank-dtype must be f32 or f16, not {other:?}"),
         };
-        crate::bank::check_coreset_ratio(self.coreset_ratio).map_err(flag_error)?;
+        crate::bank::check_coreset(self.coreset_ratio, self.coreset_projection)
+            .map_err(flag_error)?;
         Ok(FitOptions {
             weights: runtime.weights_for(&method.backbone)?,
             device: runtime.device()?,

@@ -61,7 +61,7 @@ impl PatchCore {
             return Err(EngineError::Config("no training images".into()));
         }
         opts.method.validate()?;
-        crate::bank::check_coreset_ratio(opts.coreset_ratio)?;
+        crate::bank::check_coreset(opts.coreset_ratio, opts.projection_dim)?;
         let backbone = Backbone::load(&opts.method.backbone, &opts.weights, opts.device)?;
         let extractor = Extractor::new(backbone, opts.method.clone(), opts.precision)?;
         let mut times = FitTimes::default();
