@@ -34,9 +34,8 @@ impl Extractor {
                 )));
             }
         }
-        if method.grid_stage >= method.stages.len() {
-            return Err(EngineError::Config("grid stage index out of range".into()));
-        }
+        // The bank's and fit's value checks, again for callers that build a `Method` by hand.
+        method.validate()?;
         let (mean, std) = (method.mean, method.std);
         let device = backbone.device();
         let kind = precision.kind();
