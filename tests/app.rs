@@ -4,7 +4,7 @@
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use patchcore::app::{
-    Backend, GuiOptions, NoDialogs, ScriptedDialogs, Services, Settings, SyntheticBackend,
+    Backend, GuiOptions, NoDialogs, ScriptedDialogs, Services, Settings, StandInBackend,
     Workstation,
 };
 use patchcore::bank::{BankDtype, BankFile, BankMeta, Calibration, CropMode, FORMAT_VERSION};
@@ -128,8 +128,8 @@ fn scores() -> HashMap<String, f32> {
     ])
 }
 
-fn synthetic() -> SyntheticBackend {
-    SyntheticBackend {
+fn synthetic() -> StandInBackend {
+    StandInBackend {
         scores: scores(),
         delay: Duration::ZERO,
         map_side: 28,
@@ -378,7 +378,7 @@ fn open_folder_scores_another_folder() {
 
 /// Panics on the first image named `panic.png`, then behaves.
 struct Flaky {
-    inner: SyntheticBackend,
+    inner: StandInBackend,
     fired: Arc<AtomicBool>,
 }
 
@@ -679,7 +679,7 @@ fn thousands_of_images_keep_few_textures() {
 #[test]
 fn real_worker_scores_a_fitted_bank() {
     use patchcore::data::synthetic::{generate, SyntheticSpec};
-    use patchcore::engine::patchcore::NoProgress;
+    use patchcore::engine::NoProgress;
     use patchcore::engine::{FitOptions, Method, PatchCore, Precision};
 
     let weights_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");

@@ -218,3 +218,38 @@ fn tiny_bench_reports_every_phase() {
     assert_eq!(r["fit_images"], 4);
     assert_eq!(r["predict_images"], 2);
 }
+
+#[test]
+fn fit_refuses_impossible_settings_naming_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_bank = tmp.path().join("bank.safetensors");
+    let good = tmp.path().join("good");
+    std::fs::create_dir(&good).unwrap();
+    image::RgbImage::new(64, 64)
+        .save(good.join("000.png"))
+        .unwrap();
+    for (flags, named) in [
+        (&["--k", "0"][..], "--k is 0"),
+        (&["--patch-size", "2"][..], "--patch-size is 2, must be odd"),
+        (&["--blur-sigma", "1e9"][..], "--blur-sigma"),
+        (&["--pixel-std", "0"][..], "--pixel-std"),
+        (&["--coreset-ratio", "0"][..], "--coreset-ratio is 0"),
+        (
+            &["--coreset-projection", "0"][..],
+            "--coreset-projection is 0",
+        ),
+    ] {
+        let out = Command::new(common::patchcore_bin())
+            .args(["fit", "--backbone", "efficientnet_lite0", "--device", "cpu"])
+            .args(["--data", good.to_str().unwrap()])
+            .args(["--out", out_bank.to_str().unwrap()])
+            .args(flags)
+            .env("PATCHCORE_MODELS", common::repo().join("models"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+        assert!(!out_bank.exists());
+    }
+}

@@ -64,7 +64,9 @@ fn backbone_and_patch_embedding_match_official() {
     let (e2, e3) = (max_rel(&maps[0], &l2), max_rel(&maps[1], &l3));
     println!("layer2 max rel {e2:e}, layer3 max rel {e3:e}");
     assert!(e2 < 1e-4 && e3 < 1e-4);
-    let emb = embed(&maps, EmbedParams::default()).view([784, 1024]);
+    let emb = embed(&maps, EmbedParams::default())
+        .unwrap()
+        .view([784, 1024]);
     let want = tensor(&read_npy(&reference.join("embedding_train000.npy")));
     let e = max_rel(&emb, &want);
     println!("embedding max abs diff / scale {e:e}");
@@ -170,7 +172,8 @@ fn end_to_end_cli_matches_official_scores_maps_and_top_patches() {
         &Tensor::from_slice(&exact_grid).view([20, 28, 28]),
         224,
         4.0,
-    );
+    )
+    .unwrap();
     let exact_maps: Vec<f32> = exact_maps.view([-1]).try_into().unwrap();
     let mut worst_score: f64 = 0.0;
     let mut worst_map: f64 = 0.0;
@@ -264,7 +267,11 @@ fn coreset_selection_matches_official_with_pinned_randomness() {
             })
             .collect();
         let maps = tch::no_grad(|| backbone.forward(&Tensor::stack(&xs, 0), &stages)).unwrap();
-        rows.push(embed(&maps, EmbedParams::default()).view([-1, 1024]));
+        rows.push(
+            embed(&maps, EmbedParams::default())
+                .unwrap()
+                .view([-1, 1024]),
+        );
     }
     let features = Tensor::cat(&rows, 0);
     assert_eq!(features.size(), vec![31360, 1024]);

@@ -5,7 +5,7 @@ mod common;
 use patchcore::backbone;
 use patchcore::bank::{BankDtype, BankError, BankFile};
 use patchcore::data::{self, synthetic::SyntheticSpec};
-use patchcore::engine::patchcore::NoProgress;
+use patchcore::engine::NoProgress;
 use patchcore::engine::{EngineError, FitOptions, Method, PatchCore, Precision};
 use patchcore::metrics;
 use std::path::{Path, PathBuf};
@@ -248,4 +248,150 @@ fn unreadable_images_fail_alone() {
     assert!(outcomes[0].1 && outcomes[2].1);
     let msg = outcomes[1].2.clone().unwrap();
     assert!(msg.contains("broken.png"), "{msg}");
+}
+
+/// A copy of the fitted bank whose metadata JSON has been edited by `edit`, as a user with a
+/// text editor (or a corrupted copy) would hand it over; the tensors are untouched.
+fn crafted_bank(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let (dir, _) = dataset();
+    let (path, _) = fitted();
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta_key = &mut header["__metadata__"]["patchcore"];
+    let mut meta: serde_json::Value = serde_json::from_str(meta_key.as_str().unwrap()).unwrap();
+    edit(&mut meta);
+    *meta_key = serde_json::Value::String(meta.to_string());
+    let mut text = header.to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    let crafted = dir.path().join(name);
+    std::fs::write(&crafted, out).unwrap();
+    crafted
+}
+
+#[test]
+fn banks_with_impossible_settings_are_refused_naming_the_field() {
+    let (_, ds) = dataset();
+    let (_, file) = fitted();
+    let rows = file.meta.coreset_size;
+    // (file name, field named in the error, edit). 1e39 does not fit an f32: it reads as inf,
+    // the closest a JSON file gets to NaN.
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "k0.safetensors",
+            "`k` is 0",
+            Box::new(|m| m["k"] = 0.into()),
+        ),
+        (
+            "k_rows.safetensors",
+            "`k`",
+            Box::new(move |m| m["k"] = (rows + 1).into()),
+        ),
+        (
+            "patch0.safetensors",
+            "`patch_size` is 0",
+            Box::new(|m| m["patch_size"] = 0.into()),
+        ),
+        (
+            "patch2.safetensors",
+            "`patch_size` is 2, must be odd",
+            Box::new(|m| m["patch_size"] = 2.into()),
+        ),
+        (
+            "blur.safetensors",
+            "`blur_sigma`",
+            Box::new(|m| m["blur_sigma"] = 1e9.into()),
+        ),
+        (
+            "std.safetensors",
+            "`std`",
+            Box::new(|m| m["std"] = serde_json::json!([1e39, 0.2, 0.2])),
+        ),
+        (
+            "std0.safetensors",
+            "`std`",
+            Box::new(|m| m["std"] = serde_json::json!([0.0, 0.2, 0.2])),
+        ),
+        (
+            "calib.safetensors",
+            "`calibration.scores`",
+            Box::new(|m| m["calibration"]["scores"][0] = 1e39.into()),
+        ),
+        (
+            "projection.safetensors",
+            "`coreset_projection` is 0",
+            Box::new(|m| m["coreset_projection"] = 0.into()),
+        ),
+        (
+            "grid.safetensors",
+            "`grid_stage`",
+            Box::new(|m| m["grid_stage"] = 7.into()),
+        ),
+        (
+            "crop.safetensors",
+            "`crop.crop`",
+            Box::new(|m| m["crop"]["center"]["crop"] = 0.into()),
+        ),
+    ];
+    let weights = common::real_weights(backbone::find(BACKBONE).unwrap().weights_file);
+    let image = ds.test[0].path.to_str().unwrap().to_string();
+    for (name, field, edit) in cases {
+        let bank = crafted_bank(name, edit);
+        let want = |e: &str| {
+            assert!(
+                e.contains(name) && e.contains("not a valid bank file") && e.contains(field),
+                "{name}: expected an error naming {field}, got: {e}"
+            )
+        };
+        want(&patchcore::bank::read_meta(&bank).unwrap_err().to_string());
+        want(&BankFile::load(&bank).unwrap_err().to_string());
+        match PatchCore::load_with_weights(&bank, &weights, Device::Cpu, Precision::F32) {
+            Err(e) => want(&e.to_string()),
+            Ok(_) => panic!("{name}: loaded"),
+        }
+        let out = std::process::Command::new(common::patchcore_bin())
+            .args(["predict", "--device", "cpu", "--bank"])
+            .arg(&bank)
+            .arg(&image)
+            .env("PATCHCORE_MODELS", common::repo().join("models"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        want(&stderr);
+    }
+}
+
+#[test]
+fn fit_refuses_impossible_settings_before_any_work() {
+    let (_, ds) = dataset();
+    let base = options(ds);
+    let with = |edit: &dyn Fn(&mut FitOptions)| {
+        let mut o = base.clone();
+        edit(&mut o);
+        match PatchCore::fit(&ds.train, &o, &NoProgress) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("fit accepted impossible settings"),
+        }
+    };
+    let e = with(&|o| o.method.k = 0);
+    assert!(e.contains("`k` is 0, must be >= 1"), "{e}");
+    let e = with(&|o| o.method.embed.patch_size = 4);
+    assert!(e.contains("`patch_size` is 4, must be odd"), "{e}");
+    let e = with(&|o| o.method.blur_sigma = f64::NAN);
+    assert!(e.contains("`blur_sigma`"), "{e}");
+    let e = with(&|o| o.coreset_ratio = 1.5);
+    assert!(e.contains("`coreset_ratio` is 1.5"), "{e}");
+    // More neighbours than the coreset keeps would write a bank that cannot be loaded.
+    let e = with(&|o| {
+        o.coreset_size = Some(3);
+        o.method.k = 4;
+    });
+    assert!(e.contains("k is 4, more than the coreset's 3 rows"), "{e}");
 }

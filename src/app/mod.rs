@@ -25,8 +25,8 @@ pub mod protocol;
 mod rejects;
 pub mod settings;
 pub mod settings_store;
+pub mod stand_in_backend;
 pub mod state;
-pub mod synthetic;
 mod textures;
 mod toolbar;
 pub mod torch_backend;
@@ -36,7 +36,7 @@ pub mod workstation;
 pub use dialogs::{DialogOutcome, Dialogs, NativeDialogs, NoDialogs, ScriptedDialogs};
 pub use protocol::{Backend, BackendFactory, JobId, Reply, Request};
 pub use settings::Settings;
-pub use synthetic::SyntheticBackend;
+pub use stand_in_backend::StandInBackend;
 pub use torch_backend::TorchBackend;
 pub use workstation::{Services, Workstation};
 
@@ -113,7 +113,7 @@ pub fn run(mut opts: GuiOptions) -> anyhow::Result<()> {
     })
 }
 
-/// Opens the window with the given services (e.g. the synthetic backend for a demo).
+/// Opens the window with the given services (e.g. the stand-in backend for a demo).
 pub fn run_with(
     opts: GuiOptions,
     services: impl FnOnce(&egui::Context) -> Services + 'static,

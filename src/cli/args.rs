@@ -1,5 +1,6 @@
 //! Options shared by several subcommands: device, models folder, weights, batch size.
 use crate::backbone;
+use crate::engine::precision::{self, Precision, PrecisionChoice};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ pub struct RuntimeArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// f32, or bf16 for the backbone and the search's shortlisting GEMM (distances stay exact f32).
-    #[arg(long, default_value = "f32")]
-    pub precision: String,
+    /// bf16 for the backbone and the search's shortlisting GEMM (distances stay exact f32), or
+    /// f32; auto picks bf16 only where it was measured faster (CUDA, CPUs with AMX).
+    #[arg(long, value_enum, default_value_t)]
+    pub precision: PrecisionChoice,
 }
 
 impl RuntimeArgs {
@@ -33,19 +35,13 @@ impl RuntimeArgs {
         self.models.clone().unwrap_or_else(default_models_dir)
     }
 
-    pub fn precision(&self) -> Result<crate::engine::Precision> {
-        match self.precision.as_str() {
-            "f32" => Ok(crate::engine::Precision::F32),
-            "bf16" => {
-                if self.device()? == Device::Cpu && !cpu_has_bf16() {
-                    eprintln!(
-                        "warning: this CPU has no AVX512-BF16/AMX: bf16 runs slower than f32 here"
-                    );
-                }
-                Ok(crate::engine::Precision::Bf16)
-            }
-            other => bail!("--precision must be f32 or bf16, not {other:?}"),
+    /// The precision `--precision` resolves to on `--device`; warns when it was measured slower.
+    pub fn precision(&self) -> Result<Precision> {
+        let (precision, warning) = precision::resolve(self.precision, self.device()?);
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
         }
+        Ok(precision)
     }
 
     /// The weights for `backbone`: `--weights`, else the registry's file in the models folder.
@@ -62,19 +58,6 @@ impl RuntimeArgs {
             );
         }
         Ok(path)
-    }
-}
-
-/// Whether oneDNN has native bfloat16 arithmetic on this CPU (Sapphire Rapids and later have it;
-/// AVX2-only CPUs emulate it, several times slower than f32).
-fn cpu_has_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        true
     }
 }
 

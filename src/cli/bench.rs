@@ -150,7 +150,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let r = BenchReport {
         backbone: meta.backbone.clone(),
         device: format!("{:?}", opts.device),
-        precision: a.runtime.precision.clone(),
+        precision: opts.precision.name().to_string(),
         batch_size: a.runtime.batch_size,
         fit_images: train.len(),
         bank_rows: meta.coreset_size,

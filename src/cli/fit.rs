@@ -2,7 +2,7 @@
 use super::args::RuntimeArgs;
 use super::progress::Bars;
 use crate::backbone;
-use crate::bank::{BankDtype, CropMode, SelectionTrial};
+use crate::bank::{BankDtype, CropMode, FieldError, SelectionTrial};
 use crate::data;
 use crate::engine::{select, FitOptions, Method, PatchCore};
 use anyhow::{bail, Context, Result};
@@ -122,9 +122,6 @@ impl MethodArgs {
         }
         if let Some(v) = &self.pixel_std {
             m.std = per_channel("--pixel-std", v)?;
-            if m.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
-                bail!("--pixel-std must be positive, got {v:?}");
-            }
         }
         if let Some(p) = self.patch_size {
             m.embed.patch_size = p;
@@ -136,9 +133,6 @@ impl MethodArgs {
             m.embed.embed_dim = p;
         }
         if let Some(k) = self.k {
-            if k < 1 {
-                bail!("--k must be at least 1");
-            }
             m.k = k;
         }
         m.reweight |= self.reweight;
@@ -146,6 +140,7 @@ impl MethodArgs {
         if let Some(s) = self.blur_sigma {
             m.blur_sigma = s;
         }
+        m.validate().map_err(flag_error)?;
         Ok(m)
     }
 }
@@ -226,6 +221,8 @@ impl BankArgs {
             "f16" => BankDtype::F16,
             other => bail!("--bank-dtype must be f32 or f16, not {other:?}"),
         };
+        crate::bank::check_coreset(self.coreset_ratio, self.coreset_projection)
+            .map_err(flag_error)?;
         Ok(FitOptions {
             weights: runtime.weights_for(&method.backbone)?,
             device: runtime.device()?,
@@ -347,6 +344,18 @@ fn choose(train: &[PathBuf], opts: &mut FitOptions) -> Result<(Vec<SelectionTria
     }
     opts.method = candidates[best].method.clone();
     Ok((trials, t.elapsed().as_secs_f64()))
+}
+
+/// A failed value check (shared with bank loading) restated with the flag that set the field.
+fn flag_error(e: FieldError) -> anyhow::Error {
+    let flag = match e.field {
+        "mean" => "--pixel-mean".to_string(),
+        "std" => "--pixel-std".to_string(),
+        "crop.resize" => "--resize".to_string(),
+        "crop.crop" | "crop.size" => "--input".to_string(),
+        field => format!("--{}", field.replace('_', "-")),
+    };
+    anyhow::anyhow!("{flag} {}", e.problem)
 }
 
 /// One value for all channels, or one per RGB channel.

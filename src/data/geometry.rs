@@ -33,4 +33,43 @@ impl Geometry {
             (oy1 - oy0).max(1.0) as u32,
         ]
     }
+
+    /// Box `[x, y, w, h]` in original pixels of cell (`row`, `col`) of a `rows` x `cols` patch
+    /// grid laid evenly over the crop: the top patch's box, for the engine and the stand-in alike.
+    pub fn cell_to_original(&self, row: u32, col: u32, rows: u32, cols: u32) -> [u32; 4] {
+        let cell_w = self.crop as f64 / cols.max(1) as f64;
+        let cell_h = self.crop as f64 / rows.max(1) as f64;
+        self.crop_rect_to_original(
+            col as f64 * cell_w,
+            row as f64 * cell_h,
+            (col + 1) as f64 * cell_w,
+            (row + 1) as f64 * cell_h,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Geometry;
+
+    #[test]
+    fn grid_cells_map_to_their_original_pixels() {
+        // A 512-pixel image halved to 256 and centre-cropped to 224 (offset 16 in the resized image).
+        let g = Geometry {
+            orig_width: 512,
+            orig_height: 512,
+            scale_x: 0.5,
+            scale_y: 0.5,
+            off_x: 16.0,
+            off_y: 16.0,
+            crop: 224,
+        };
+        // 28 x 28 cells of 8 crop pixels, 16 original pixels each.
+        assert_eq!(g.cell_to_original(0, 0, 28, 28), [32, 32, 16, 16]);
+        assert_eq!(g.cell_to_original(27, 1, 28, 28), [48, 464, 16, 16]);
+        assert_eq!(
+            g.cell_to_original(27, 1, 28, 28),
+            g.crop_rect_to_original(8.0, 216.0, 16.0, 224.0)
+        );
+    }
 }

@@ -37,6 +37,21 @@ struct Plan {
     size: u32,
 }
 
+impl Plan {
+    /// The plan seen from the original `w` x `h` image.
+    fn geometry(&self, w: u32, h: u32) -> Geometry {
+        Geometry {
+            orig_width: w,
+            orig_height: h,
+            scale_x: self.width as f64 / w.max(1) as f64,
+            scale_y: self.height as f64 / h.max(1) as f64,
+            off_x: self.left as f64,
+            off_y: self.top as f64,
+            crop: self.size,
+        }
+    }
+}
+
 fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
     match mode {
         CropMode::Center { resize, crop } => {
@@ -119,15 +134,7 @@ fn crop_square<P: Pixel<Subpixel = u8>>(
 /// Bit-exact with torchvision `Resize` + `CenterCrop` on a PIL RGB image.
 pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
     let p = plan(img.width(), img.height(), mode);
-    let geometry = Geometry {
-        orig_width: img.width(),
-        orig_height: img.height(),
-        scale_x: p.width as f64 / img.width().max(1) as f64,
-        scale_y: p.height as f64 / img.height().max(1) as f64,
-        off_x: p.left as f64,
-        off_y: p.top as f64,
-        crop: p.size,
-    };
+    let geometry = p.geometry(img.width(), img.height());
     (resize_and_crop(img, &p), geometry)
 }
 
@@ -151,6 +158,12 @@ fn resize_and_crop<P: Pixel<Subpixel = u8>>(
         p.top - window.y0 as i64,
         p.size,
     )
+}
+
+/// Where `preprocess` would place its crop in a `w` x `h` image, without touching pixels (the
+/// GUI's stand-in scorer lays its made-up results out with it).
+pub fn crop_geometry(w: u32, h: u32, mode: CropMode) -> Geometry {
+    plan(w, h, mode).geometry(w, h)
 }
 
 /// Loads a ground-truth mask and maps it onto the model input exactly as `preprocess` maps its

@@ -1,11 +1,14 @@
 //! Patch-score grid to anomaly map (paper Sec. 3.3): bilinear upsampling to the input resolution,
 //! then a Gaussian blur (sigma 4) that matches `scipy.ndimage.gaussian_filter` (truncate 4.0,
 //! mode "reflect", i.e. half-sample symmetric borders) as the official code uses it.
+use super::EngineError;
+use crate::bank::{check_blur_sigma, MAX_BLUR_SIGMA};
 use tch::{Device, Kind, Tensor};
 
-/// scipy's kernel radius rule: `int(truncate * sigma + 0.5)`.
+/// scipy's kernel radius rule: `int(truncate * sigma + 0.5)`, with sigma capped at
+/// `MAX_BLUR_SIGMA` so no caller can ask for an unbounded kernel allocation.
 fn radius(sigma: f64) -> i64 {
-    (4.0 * sigma + 0.5) as i64
+    (4.0 * sigma.min(MAX_BLUR_SIGMA) + 0.5) as i64
 }
 
 /// Normalised 1-D Gaussian taps, computed in f64 as scipy does.
@@ -33,49 +36,55 @@ fn mirror(mut j: i64, n: i64) -> i64 {
 }
 
 /// Source index of every padded position.
-fn reflect_indices(n: i64, r: i64, device: Device) -> Tensor {
+fn reflect_indices(n: i64, r: i64, device: Device) -> Result<Tensor, EngineError> {
     let idx: Vec<i64> = (-r..n + r).map(|j| mirror(j, n)).collect();
-    Tensor::from_slice(&idx).to_device(device)
+    Ok(Tensor::f_from_slice(&idx)?.f_to_device(device)?)
 }
 
-/// Separable Gaussian blur of `(B, H, W)` f32 maps; `sigma <= 0` returns the input.
-pub fn gaussian_blur(maps: &Tensor, sigma: f64) -> Tensor {
-    if sigma <= 0.0 {
-        return maps.shallow_clone();
+/// Separable Gaussian blur of `(B, H, W)` f32 maps; `sigma == 0` returns the input, a sigma
+/// outside `0..=MAX_BLUR_SIGMA` (or NaN) is an error.
+pub fn gaussian_blur(maps: &Tensor, sigma: f64) -> Result<Tensor, EngineError> {
+    check_blur_sigma(sigma)?;
+    if sigma == 0.0 {
+        return Ok(maps.shallow_clone());
     }
-    let (b, h, w) = maps.size3().expect("maps are (B, H, W)");
+    let (b, h, w) = maps.size3()?;
     let device = maps.device();
     let r = radius(sigma);
     let k: Vec<f32> = gaussian_kernel(sigma).iter().map(|&v| v as f32).collect();
-    let kernel = Tensor::from_slice(&k).to_device(device);
-    let x = maps.view([b, 1, h, w]);
-    let x = x.index_select(3, &reflect_indices(w, r, device)).conv2d(
-        &kernel.view([1, 1, 1, 2 * r + 1]),
-        None::<Tensor>,
-        [1, 1],
-        [0, 0],
-        [1, 1],
-        1,
-    );
-    let x = x.index_select(2, &reflect_indices(h, r, device)).conv2d(
-        &kernel.view([1, 1, 2 * r + 1, 1]),
-        None::<Tensor>,
-        [1, 1],
-        [0, 0],
-        [1, 1],
-        1,
-    );
-    x.view([b, h, w])
+    let kernel = Tensor::f_from_slice(&k)?.f_to_device(device)?;
+    let x = maps.f_view([b, 1, h, w])?;
+    let x = x
+        .f_index_select(3, &reflect_indices(w, r, device)?)?
+        .f_conv2d(
+            &kernel.f_view([1, 1, 1, 2 * r + 1])?,
+            None::<Tensor>,
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            1,
+        )?;
+    let x = x
+        .f_index_select(2, &reflect_indices(h, r, device)?)?
+        .f_conv2d(
+            &kernel.f_view([1, 1, 2 * r + 1, 1])?,
+            None::<Tensor>,
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            1,
+        )?;
+    Ok(x.f_view([b, h, w])?)
 }
 
 /// `(B, h, w)` patch scores to `(B, size, size)` anomaly maps.
-pub fn anomaly_maps(patch_scores: &Tensor, size: i64, sigma: f64) -> Tensor {
-    let (b, h, w) = patch_scores.size3().expect("patch scores are (B, h, w)");
+pub fn anomaly_maps(patch_scores: &Tensor, size: i64, sigma: f64) -> Result<Tensor, EngineError> {
+    let (b, h, w) = patch_scores.size3()?;
     let up = patch_scores
-        .to_kind(Kind::Float)
-        .view([b, 1, h, w])
-        .upsample_bilinear2d([size, size], false, None, None)
-        .view([b, size, size]);
+        .f_to_kind(Kind::Float)?
+        .f_view([b, 1, h, w])?
+        .f_upsample_bilinear2d([size, size], false, None, None)?
+        .f_view([b, size, size])?;
     gaussian_blur(&up, sigma)
 }
 
@@ -106,6 +115,20 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_sigma_is_an_error_not_an_abort() {
+        let maps = Tensor::zeros([1, 8, 8], (Kind::Float, Device::Cpu));
+        for sigma in [1e9, f64::NAN, f64::INFINITY, -1.0] {
+            let e = gaussian_blur(&maps, sigma).unwrap_err().to_string();
+            assert!(e.contains("blur_sigma"), "{sigma}: {e}");
+        }
+        // The kernel alone is bounded too: 1e9 gets the largest accepted sigma's taps.
+        assert_eq!(
+            gaussian_kernel(1e9).len(),
+            gaussian_kernel(MAX_BLUR_SIGMA).len()
+        );
+    }
+
+    #[test]
     fn kernel_matches_scipy_rule() {
         let k = gaussian_kernel(4.0);
         assert_eq!(k.len(), 33);
@@ -127,7 +150,11 @@ mod tests {
             .collect();
         let t = Tensor::from_slice(&img.iter().map(|&v| v as f32).collect::<Vec<_>>())
             .view([1, h as i64, w as i64]);
-        let got: Vec<f32> = gaussian_blur(&t, 2.5).view([-1]).try_into().unwrap();
+        let got: Vec<f32> = gaussian_blur(&t, 2.5)
+            .unwrap()
+            .view([-1])
+            .try_into()
+            .unwrap();
         let want = reference_blur(&img, h, w, 2.5);
         for (g, e) in got.iter().zip(&want) {
             assert!((*g as f64 - e).abs() < 1e-5, "{g} vs {e}");
@@ -135,7 +162,7 @@ mod tests {
         // The blur preserves the mean of the image up to border effects only through reflection:
         // a constant image stays constant.
         let c = Tensor::full([1, 8, 8], 3.0, (Kind::Float, Device::Cpu));
-        let cb = gaussian_blur(&c, 4.0);
+        let cb = gaussian_blur(&c, 4.0).unwrap();
         assert!((cb - 3.0).abs().max().double_value(&[]) < 1e-5);
     }
 }

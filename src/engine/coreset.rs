@@ -41,20 +41,18 @@ pub fn start_rows(n: usize, n_starts: usize, seed: u64) -> Vec<usize> {
 }
 
 /// The projection matrix `(D, proj)` as a tensor on `device`.
-pub fn projection(dim: usize, opts: &CoresetOptions, device: Device) -> Tensor {
-    Tensor::from_slice(&random_projection(dim, opts.projection_dim, opts.seed))
-        .view([dim as i64, opts.projection_dim as i64])
-        .to_device(device)
+pub fn projection(dim: usize, opts: &CoresetOptions, device: Device) -> Result<Tensor, TchError> {
+    Tensor::f_from_slice(&random_projection(dim, opts.projection_dim, opts.seed))?
+        .f_view([dim as i64, opts.projection_dim as i64])?
+        .f_to_device(device)
 }
 
 /// Selects `opts.target` rows of `features` `(N, D)`; returns their indices in selection order.
-pub fn select(features: &Tensor, opts: &CoresetOptions) -> Vec<i64> {
-    let d = features.size2().expect("features are (N, D)").1 as usize;
-    let p = projection(d, opts, features.device());
+pub fn select(features: &Tensor, opts: &CoresetOptions) -> Result<Vec<i64>, TchError> {
+    let d = features.size2()?.1 as usize;
+    let p = projection(d, opts, features.device())?;
     let mut projected = Projected::new(features.device());
-    projected
-        .push(&features.to_kind(Kind::Float).matmul(&p))
-        .expect("f32 projection");
+    projected.push(&features.f_to_kind(Kind::Float)?.f_matmul(&p)?)?;
     select_projected(projected, opts, &|_| {})
 }
 
@@ -104,16 +102,16 @@ pub fn select_projected(
     projected: Projected,
     opts: &CoresetOptions,
     picked: &dyn Fn(usize),
-) -> Vec<i64> {
+) -> Result<Vec<i64>, TchError> {
     let n = projected.len();
     if opts.target >= n {
-        return (0..n as i64).collect();
+        return Ok((0..n as i64).collect());
     }
     let starts = start_rows(n, opts.n_starts, opts.seed);
     match projected {
-        Projected::Host { rows, dim } => greedy_cpu(rows, dim, &starts, opts.target, picked),
+        Projected::Host { rows, dim } => Ok(greedy_cpu(rows, dim, &starts, opts.target, picked)),
         Projected::Device(blocks) => {
-            greedy_device(&Tensor::cat(&blocks, 0), &starts, opts.target, picked)
+            greedy_device(&Tensor::f_cat(&blocks, 0)?, &starts, opts.target, picked)
         }
     }
 }
@@ -470,33 +468,34 @@ pub fn greedy_device(
     starts: &[usize],
     target: usize,
     picked: &dyn Fn(usize),
-) -> Vec<i64> {
-    let to_all = |row: &Tensor| -> Tensor {
-        (reduced - row.unsqueeze(0))
-            .square()
-            .sum_dim_intlist(1, false, Kind::Float)
-            .sqrt()
+) -> Result<Vec<i64>, TchError> {
+    let to_all = |row: &Tensor| -> Result<Tensor, TchError> {
+        reduced
+            .f_sub(&row.f_unsqueeze(0)?)?
+            .f_square()?
+            .f_sum_dim_intlist(1, false, Kind::Float)?
+            .f_sqrt()
     };
-    let mut min_d = Tensor::zeros([reduced.size()[0]], (Kind::Float, reduced.device()));
+    let mut min_d = Tensor::f_zeros([reduced.size2()?.0], (Kind::Float, reduced.device()))?;
     for &s in starts {
-        min_d += to_all(&reduced.get(s as i64));
+        min_d = min_d.f_add(&to_all(&reduced.f_get(s as i64)?)?)?;
     }
-    min_d /= starts.len() as f64;
+    min_d = min_d.f_div_scalar(starts.len() as f64)?;
     let mut picks = Vec::with_capacity(target);
     for _ in 0..target {
-        let idx = min_d.argmax(0, false);
-        let row = reduced.index_select(0, &idx.unsqueeze(0)).squeeze_dim(0);
-        min_d = min_d.minimum(&to_all(&row));
+        let idx = min_d.f_argmax(0, false)?;
+        let row = reduced
+            .f_index_select(0, &idx.f_unsqueeze(0)?)?
+            .f_squeeze_dim(0)?;
+        min_d = min_d.f_minimum(&to_all(&row)?)?;
         picks.push(idx);
         if picks.len().is_multiple_of(REPORT_EVERY) {
             picked(picks.len());
         }
     }
-    let picks: Vec<i64> = Tensor::stack(&picks, 0)
-        .to_device(Device::Cpu)
+    Tensor::f_stack(&picks, 0)?
+        .f_to_device(Device::Cpu)?
         .try_into()
-        .expect("indices");
-    picks
 }
 
 #[cfg(test)]
@@ -573,8 +572,8 @@ mod tests {
             n_starts: 10,
             seed: 9,
         };
-        let a = select(&feats, &opts);
-        let b = select(&feats, &opts);
+        let a = select(&feats, &opts).unwrap();
+        let b = select(&feats, &opts).unwrap();
         assert_eq!(a, b);
         let mut sorted = a.clone();
         sorted.sort_unstable();
@@ -583,10 +582,10 @@ mod tests {
         // The tensor path (used on CUDA) run on CPU tensors picks the same rows.
         let p = Tensor::from_slice(&random_projection(64, 32, 9)).view([64, 32]);
         let reduced = feats.matmul(&p);
-        let dev = greedy_device(&reduced, &start_rows(2000, 10, 9), 200, &|_| {});
+        let dev = greedy_device(&reduced, &start_rows(2000, 10, 9), 200, &|_| {}).unwrap();
         let same = a.iter().zip(&dev).take_while(|(x, y)| x == y).count();
         assert!(same >= 150, "tensor path diverges after {same} picks");
-        let other = select(&feats, &CoresetOptions { seed: 10, ..opts });
+        let other = select(&feats, &CoresetOptions { seed: 10, ..opts }).unwrap();
         assert_ne!(a, other);
     }
 

@@ -8,7 +8,7 @@
 //! of the channel count every pooling window lies inside one channel's neighbourhood, and the
 //! unfold + pool collapses into a depthwise convolution with fixed averaging weights, which never
 //! materialises the `C * 9` taps (for WideResNet's layer3, 9216 of them per position).
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EmbedParams {
@@ -32,40 +32,43 @@ impl Default for EmbedParams {
 
 /// Stage maps `(B, C_i, h_i, w_i)` to patch rows `(B, H*W, embed_dim)` (f32) on the grid of
 /// `maps[p.grid_stage]`. Rows are in row-major grid order.
-pub fn embed(maps: &[Tensor], p: EmbedParams) -> Tensor {
-    let (b, _, h, w) = maps[p.grid_stage].size4().expect("stage maps are NCHW");
-    let pooled: Vec<Tensor> = maps
+pub fn embed(maps: &[Tensor], p: EmbedParams) -> Result<Tensor, TchError> {
+    let grid = maps
+        .get(p.grid_stage)
+        .ok_or_else(|| TchError::Shape(format!("no stage map {} to grid on", p.grid_stage)))?;
+    let (b, _, h, w) = grid.size4()?;
+    let pooled = maps
         .iter()
         .map(|m| {
-            let m = m.to_kind(Kind::Float);
-            let (_, c, mh, mw) = m.size4().expect("stage maps are NCHW");
+            let m = m.f_to_kind(Kind::Float)?;
+            let (_, c, mh, mw) = m.size4()?;
             let resample = |t: Tensor| {
                 if (mh, mw) == (h, w) {
-                    t
+                    Ok(t)
                 } else {
-                    t.upsample_bilinear2d([h, w], false, None, None)
+                    t.f_upsample_bilinear2d([h, w], false, None, None)
                 }
             };
             let taps = c * p.patch_size * p.patch_size;
             let stage = if taps > p.pretrain_dim {
-                resample(pool_neighbourhoods(&m, p))
+                resample(pool_neighbourhoods(&m, p)?)?
             } else {
-                pool_neighbourhoods(&resample(m), p)
+                pool_neighbourhoods(&resample(m)?, p)?
             };
             stage
-                .permute([0, 2, 3, 1])
-                .reshape([b * h * w, 1, p.pretrain_dim])
+                .f_permute([0, 2, 3, 1])?
+                .f_reshape([b * h * w, 1, p.pretrain_dim])
         })
-        .collect();
-    Tensor::cat(&pooled, 2)
-        .adaptive_avg_pool1d(p.embed_dim)
-        .view([b, h * w, p.embed_dim])
+        .collect::<Result<Vec<_>, TchError>>()?;
+    Tensor::f_cat(&pooled, 2)?
+        .f_adaptive_avg_pool1d(p.embed_dim)?
+        .f_view([b, h * w, p.embed_dim])
 }
 
 /// `(B, C, h, w)` to `(B, pretrain_dim, h, w)`: every position's `C * k * k` neighbourhood taps
 /// (channel-major, then ky, kx, as torch.nn.Unfold orders them) adaptive-average-pooled.
-fn pool_neighbourhoods(m: &Tensor, p: EmbedParams) -> Tensor {
-    let (b, c, h, w) = m.size4().expect("stage maps are NCHW");
+fn pool_neighbourhoods(m: &Tensor, p: EmbedParams) -> Result<Tensor, TchError> {
+    let (b, c, h, w) = m.size4()?;
     let (k, d) = (p.patch_size, p.pretrain_dim);
     let (taps, pad) = (c * k * k, k / 2);
     if d % c == 0 {
@@ -79,19 +82,19 @@ fn pool_neighbourhoods(m: &Tensor, p: EmbedParams) -> Tensor {
                 weights[(r * kk + t) as usize] = 1.0 / (e - s) as f32;
             }
         }
-        let weight = Tensor::from_slice(&weights)
-            .view([per, 1, k, k])
-            .repeat([c, 1, 1, 1])
-            .to_device(m.device());
-        return m.conv2d(&weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], c);
+        let weight = Tensor::f_from_slice(&weights)?
+            .f_view([per, 1, k, k])?
+            .f_repeat([c, 1, 1, 1])?
+            .f_to_device(m.device())?;
+        return m.f_conv2d(&weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], c);
     }
-    m.im2col([k, k], [1, 1], [pad, pad], [1, 1])
-        .view([b, taps, h * w])
-        .transpose(1, 2)
-        .reshape([b * h * w, 1, taps])
-        .adaptive_avg_pool1d(d)
-        .view([b, h, w, d])
-        .permute([0, 3, 1, 2])
+    m.f_im2col([k, k], [1, 1], [pad, pad], [1, 1])?
+        .f_view([b, taps, h * w])?
+        .f_transpose(1, 2)?
+        .f_reshape([b * h * w, 1, taps])?
+        .f_adaptive_avg_pool1d(d)?
+        .f_view([b, h, w, d])?
+        .f_permute([0, 3, 1, 2])
 }
 
 #[cfg(test)]
@@ -161,7 +164,7 @@ mod tests {
                 embed_dim,
                 grid_stage,
             };
-            let fast = embed(&maps, p);
+            let fast = embed(&maps, p).unwrap();
             let slow = reference(&maps, p);
             let (_, _, h, w) = maps[grid_stage].size4().unwrap();
             assert_eq!(fast.size(), vec![2, h * w, embed_dim]);

@@ -44,14 +44,17 @@ impl FeatureStore {
         self.dim * 4
     }
 
-    fn decode(&self, bytes: &[u8], n: usize, device: Device) -> Tensor {
+    fn decode(&self, bytes: &[u8], n: usize, device: Device) -> std::io::Result<Tensor> {
         let v: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        Tensor::from_slice(&v)
-            .view([n as i64, self.dim as i64])
-            .to_device(device)
+        (|| {
+            Tensor::f_from_slice(&v)?
+                .f_view([n as i64, self.dim as i64])?
+                .f_to_device(device)
+        })()
+        .map_err(std::io::Error::other)
     }
 
     /// Rows `start..start + n` as a `(n, dim)` tensor on `device`.
@@ -66,7 +69,7 @@ impl FeatureStore {
         self.writer
             .get_ref()
             .read_exact_at(&mut bytes, (start * self.row_bytes()) as u64)?;
-        Ok(self.decode(&bytes, n, device))
+        self.decode(&bytes, n, device)
     }
 
     /// The given rows, in the given order, as a `(len, dim)` tensor on `device`.
@@ -79,7 +82,7 @@ impl FeatureStore {
                 .get_ref()
                 .read_exact_at(slot, i as u64 * rb as u64)?;
         }
-        Ok(self.decode(&bytes, index.len(), device))
+        self.decode(&bytes, index.len(), device)
     }
 }
 

@@ -8,7 +8,7 @@
 //! GEMM form `|x|^2 + |m|^2 - 2 x.m` cancels badly; see the reference README), and a query is
 //! finished once the next row's lower bound exceeds its k-th exact distance; otherwise its
 //! shortlist grows. The answer is the brute-force answer at a fraction of the arithmetic.
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 /// Bytes the lower-bound matrix of one chunk may take (it dominates the search's memory).
 pub const DEFAULT_CHUNK_BYTES: usize = 64 << 20;
@@ -66,18 +66,18 @@ pub struct Neighbours {
 
 impl Searcher {
     /// `rows` in f32, or f16 to halve the bank's memory (distances are still computed in f32).
-    pub fn new(rows: &Tensor, chunk_bytes: usize) -> Self {
-        let mean = rows.mean_dim(0, true, Kind::Float);
-        let basis = principal_basis(rows, &mean);
-        let parts = centred_blocks(rows, &mean, chunk_bytes, |c| compress(c, &basis));
+    pub fn new(rows: &Tensor, chunk_bytes: usize) -> Result<Self, TchError> {
+        let mean = rows.f_mean_dim(0, true, Kind::Float)?;
+        let basis = principal_basis(rows, &mean)?;
+        let parts = centred_blocks(rows, &mean, chunk_bytes, |c| compress(c, &basis))?;
         let short = if parts.is_empty() {
-            Tensor::zeros([0, basis.size()[1] + 1], (Kind::Float, rows.device()))
+            Tensor::f_zeros([0, basis.size()[1] + 1], (Kind::Float, rows.device()))?
         } else {
-            Tensor::cat(&parts, 0)
+            Tensor::f_cat(&parts, 0)?
         };
-        let short_sq = short.square().sum_dim_intlist(1, false, Kind::Float);
-        let max_norm = short_sq.max().double_value(&[]).sqrt();
-        Self {
+        let short_sq = short.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?;
+        let max_norm = short_sq.f_max()?.f_double_value(&[])?.sqrt();
+        Ok(Self {
             rows: rows.shallow_clone(),
             mean,
             basis,
@@ -86,15 +86,15 @@ impl Searcher {
             max_norm,
             bound_slack: SLACK,
             chunk_bytes,
-        }
+        })
     }
 
     /// Shortlisting GEMM in bf16 (AMX and tensor cores run it several times faster than f32),
     /// with a rounding allowance widened to match: the answer is still the exact one.
-    pub fn with_bf16_bounds(mut self) -> Self {
-        self.short = self.short.to_kind(Kind::BFloat16);
+    pub fn with_bf16_bounds(mut self) -> Result<Self, TchError> {
+        self.short = self.short.f_to_kind(Kind::BFloat16)?;
         self.bound_slack = BF16_SLACK;
-        self
+        Ok(self)
     }
 
     pub fn len(&self) -> i64 {
@@ -116,66 +116,85 @@ impl Searcher {
 
     /// Nearest `k` rows for each `(M, D)` query. `exclude = (query_source (M,), row_source (K,))`
     /// masks out the rows that came from the query's own image (leave-one-image-out calibration).
+    /// A `k` below 1 or an empty bank is an error, not a panic.
     pub fn search(
         &self,
         queries: &Tensor,
         k: i64,
         exclude: Option<(&Tensor, &Tensor)>,
-    ) -> Neighbours {
-        let queries = queries.to_kind(Kind::Float);
-        let m = queries.size()[0];
+    ) -> Result<Neighbours, TchError> {
         let k = k.min(self.len());
+        if k < 1 {
+            return Err(TchError::Shape(format!(
+                "cannot search for {k} neighbours among {} bank rows",
+                self.len()
+            )));
+        }
+        let queries = queries.f_to_kind(Kind::Float)?;
+        let m = queries.size2()?.0;
         let per_query = (self.len() as usize * 4).max(1);
         let chunk = ((self.chunk_bytes / per_query).max(1) as i64).min(m.max(1));
         let mut dists = Vec::new();
         let mut idxs = Vec::new();
         for start in (0..m).step_by(chunk as usize) {
             let len = chunk.min(m - start);
-            let own = exclude.map(|(qsrc, rsrc)| {
-                qsrc.narrow(0, start, len)
-                    .unsqueeze(1)
-                    .eq_tensor(&rsrc.unsqueeze(0))
-            });
-            let (d, i) = self.search_chunk(&queries.narrow(0, start, len), k, own.as_ref());
+            let own = exclude
+                .map(|(qsrc, rsrc)| {
+                    qsrc.f_narrow(0, start, len)?
+                        .f_unsqueeze(1)?
+                        .f_eq_tensor(&rsrc.f_unsqueeze(0)?)
+                })
+                .transpose()?;
+            let (d, i) = self.search_chunk(&queries.f_narrow(0, start, len)?, k, own.as_ref())?;
             dists.push(d);
             idxs.push(i);
         }
-        Neighbours {
-            sq_dist: Tensor::cat(&dists, 0),
-            index: Tensor::cat(&idxs, 0),
-        }
+        Ok(Neighbours {
+            sq_dist: Tensor::f_cat(&dists, 0)?,
+            index: Tensor::f_cat(&idxs, 0)?,
+        })
     }
 
-    fn search_chunk(&self, q: &Tensor, k: i64, own: Option<&Tensor>) -> (Tensor, Tensor) {
+    fn search_chunk(
+        &self,
+        q: &Tensor,
+        k: i64,
+        own: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor), TchError> {
         let (m, bank) = (q.size()[0], self.len());
-        let qs = compress(&(q - &self.mean), &self.basis);
-        let q_sq = qs.square().sum_dim_intlist(1, false, Kind::Float);
-        let mut lower = self.compressed_bounds(&qs);
+        let qs = compress(&q.f_sub(&self.mean)?, &self.basis)?;
+        let q_sq = qs.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?;
+        let mut lower = self.compressed_bounds(&qs)?;
         if let Some(own) = own {
-            lower = lower.masked_fill(own, f64::INFINITY);
+            lower = lower.f_masked_fill(own, f64::INFINITY)?;
         }
-        let allowance =
-            |share: f64, q_sq: &Tensor| (q_sq.sqrt() + self.max_norm).square() * share - q_sq;
-        let mut slack = allowance(self.bound_slack, &q_sq);
+        let allowance = |share: f64, q_sq: &Tensor| {
+            q_sq.f_sqrt()?
+                .f_add_scalar(self.max_norm)?
+                .f_square()?
+                .f_mul_scalar(share)?
+                .f_sub(q_sq)
+        };
+        let mut slack = allowance(self.bound_slack, &q_sq)?;
         let opts = (Kind::Float, q.device());
-        let mut sq_dist = Tensor::zeros([m, k], opts);
-        let mut index = Tensor::zeros([m, k], (Kind::Int64, q.device()));
-        let mut todo = Tensor::arange(m, (Kind::Int64, q.device()));
+        let mut sq_dist = Tensor::f_zeros([m, k], opts)?;
+        let mut index = Tensor::f_zeros([m, k], (Kind::Int64, q.device()))?;
+        let mut todo = Tensor::f_arange(m, (Kind::Int64, q.device()))?;
         let first_width = (4 * k).max(INITIAL_SHORTLIST);
         let mut width = first_width;
         let mut full_width = false;
         loop {
             if !full_width && width < bank && width * FULL_WIDTH_SHARE > bank {
-                let mut full = self.full_bounds(&(q.index_select(0, &todo) - &self.mean));
+                let mut full = self.full_bounds(&q.f_index_select(0, &todo)?.f_sub(&self.mean)?)?;
                 if let Some(own) = own {
-                    full = full.masked_fill(&own.index_select(0, &todo), f64::INFINITY);
+                    full = full.f_masked_fill(&own.f_index_select(0, &todo)?, f64::INFINITY)?;
                 }
-                let _ = lower.index_copy_(0, &todo, &full);
-                let _ = slack.index_copy_(
+                let _ = lower.f_index_copy_(0, &todo, &full)?;
+                let _ = slack.f_index_copy_(
                     0,
                     &todo,
-                    &allowance(FULL_SLACK, &q_sq.index_select(0, &todo)),
-                );
+                    &allowance(FULL_SLACK, &q_sq.f_index_select(0, &todo)?)?,
+                )?;
                 full_width = true;
                 width = first_width;
             }
@@ -183,122 +202,131 @@ impl Searcher {
             let pending = if todo.numel() as i64 == m {
                 lower.shallow_clone()
             } else {
-                lower.index_select(0, &todo)
+                lower.f_index_select(0, &todo)?
             };
-            let (bounds, cand) = pending.topk((width_now + 1).min(bank), 1, false, true);
-            let shortlist = cand.narrow(1, 0, width_now);
-            let mut exact = self.exact(&q.index_select(0, &todo), &shortlist);
+            let (bounds, cand) = pending.f_topk((width_now + 1).min(bank), 1, false, true)?;
+            let shortlist = cand.f_narrow(1, 0, width_now)?;
+            let mut exact = self.exact(&q.f_index_select(0, &todo)?, &shortlist)?;
             if own.is_some() {
                 // Excluded rows only reach a shortlist when too few others are left.
-                exact = exact.masked_fill(&bounds.narrow(1, 0, width_now).isinf(), f64::INFINITY);
+                exact = exact
+                    .f_masked_fill(&bounds.f_narrow(1, 0, width_now)?.f_isinf()?, f64::INFINITY)?;
             }
-            let (best, order) = exact.topk(k, 1, false, true);
+            let (best, order) = exact.f_topk(k, 1, false, true)?;
             let done = if width_now >= bank {
-                Tensor::ones_like(&todo).to_kind(Kind::Bool)
+                Tensor::f_ones_like(&todo)?.f_to_kind(Kind::Bool)?
             } else {
                 // Every row off the shortlist is at least as far as the next bound.
-                let next = bounds.select(1, width_now) - slack.index_select(0, &todo);
-                next.ge_tensor(&best.select(1, k - 1))
+                let next = bounds
+                    .f_select(1, width_now)?
+                    .f_sub(&slack.f_index_select(0, &todo)?)?;
+                next.f_ge_tensor(&best.f_select(1, k - 1)?)?
             };
-            let finished = todo.masked_select(&done);
-            let _ = sq_dist.index_copy_(0, &finished, &best.index(&[Some(&done)]));
-            let _ = index.index_copy_(
+            let finished = todo.f_masked_select(&done)?;
+            let _ = sq_dist.f_index_copy_(0, &finished, &best.f_index(&[Some(&done)])?)?;
+            let _ = index.f_index_copy_(
                 0,
                 &finished,
-                &shortlist.gather(1, &order, false).index(&[Some(&done)]),
-            );
-            todo = todo.masked_select(&done.logical_not());
+                &shortlist
+                    .f_gather(1, &order, false)?
+                    .f_index(&[Some(&done)])?,
+            )?;
+            todo = todo.f_masked_select(&done.f_logical_not()?)?;
             if todo.numel() == 0 {
-                return (sq_dist, index);
+                return Ok((sq_dist, index));
             }
             width *= 4;
         }
     }
 
     /// Squared distances between compressed rows, less the per-query `|qs|^2`, in one GEMM.
-    fn compressed_bounds(&self, qs: &Tensor) -> Tensor {
-        let sq = self.short_sq.unsqueeze(0);
+    fn compressed_bounds(&self, qs: &Tensor) -> Result<Tensor, TchError> {
+        let sq = self.short_sq.f_unsqueeze(0)?;
         if self.short.kind() == Kind::Float {
-            sq.addmm(&(qs * -2.0), &self.short.tr())
+            sq.f_addmm(&qs.f_mul_scalar(-2.0)?, &self.short.f_tr()?)
         } else {
-            (qs.to_kind(self.short.kind()) * -2.0)
-                .mm(&self.short.tr())
-                .to_kind(Kind::Float)
-                + sq
+            qs.f_to_kind(self.short.kind())?
+                .f_mul_scalar(-2.0)?
+                .f_mm(&self.short.f_tr()?)?
+                .f_to_kind(Kind::Float)?
+                .f_add(&sq)
         }
     }
 
     /// `(n, K)` full-width bounds `|m|^2 - 2 q.m` for centred queries `qc`: the squared distances
     /// less `|q|^2`, one GEMM per block of centred bank rows.
-    fn full_bounds(&self, qc: &Tensor) -> Tensor {
-        let q2 = qc * -2.0;
-        let parts = centred_blocks(&self.rows, &self.mean, self.chunk_bytes, |c| q2.mm(&c.tr()));
+    fn full_bounds(&self, qc: &Tensor) -> Result<Tensor, TchError> {
+        let q2 = qc.f_mul_scalar(-2.0)?;
+        let parts = centred_blocks(&self.rows, &self.mean, self.chunk_bytes, |c| {
+            q2.f_mm(&c.f_tr()?)
+        })?;
         if parts.is_empty() {
-            Tensor::zeros([qc.size()[0], 0], (Kind::Float, qc.device()))
+            Tensor::f_zeros([qc.size()[0], 0], (Kind::Float, qc.device()))
         } else {
-            Tensor::cat(&parts, 1) + self.short_sq.unsqueeze(0)
+            Tensor::f_cat(&parts, 1)?.f_add(&self.short_sq.f_unsqueeze(0)?)
         }
     }
 
     /// `(n, w)` direct squared distances from each query to its `w` shortlisted rows, in query
     /// blocks that keep the `(block, w, D)` differences within the chunk budget.
-    fn exact(&self, q: &Tensor, shortlist: &Tensor) -> Tensor {
-        let (n, w) = (shortlist.size()[0], shortlist.size()[1]);
+    fn exact(&self, q: &Tensor, shortlist: &Tensor) -> Result<Tensor, TchError> {
+        let (n, w) = shortlist.size2()?;
         let dim = self.rows.size()[1];
         let block = ((self.chunk_bytes / (w * dim * 4).max(1) as usize).max(1) as i64).min(n);
-        let parts: Vec<Tensor> = (0..n)
+        let parts = (0..n)
             .step_by(block.max(1) as usize)
             .map(|s| {
                 let len = block.min(n - s);
                 let rows = self
                     .rows
-                    .index_select(0, &shortlist.narrow(0, s, len).reshape([-1]))
-                    .to_kind(Kind::Float)
-                    .view([len, w, dim]);
-                (q.narrow(0, s, len).unsqueeze(1) - rows)
-                    .square()
-                    .sum_dim_intlist(2, false, Kind::Float)
+                    .f_index_select(0, &shortlist.f_narrow(0, s, len)?.f_reshape([-1])?)?
+                    .f_to_kind(Kind::Float)?
+                    .f_view([len, w, dim])?;
+                q.f_narrow(0, s, len)?
+                    .f_unsqueeze(1)?
+                    .f_sub(&rows)?
+                    .f_square()?
+                    .f_sum_dim_intlist(2, false, Kind::Float)
             })
-            .collect();
+            .collect::<Result<Vec<_>, TchError>>()?;
         if parts.is_empty() {
-            Tensor::zeros([0, w], (Kind::Float, q.device()))
+            Tensor::f_zeros([0, w], (Kind::Float, q.device()))
         } else {
-            Tensor::cat(&parts, 0)
+            Tensor::f_cat(&parts, 0)
         }
     }
 }
 
 /// `(D, d)` top principal directions of the rows about `mean`, `d` keeping `EXPLAINED_VARIANCE`.
-fn principal_basis(rows: &Tensor, mean: &Tensor) -> Tensor {
-    let (n, dim) = (rows.size()[0], rows.size()[1]);
+fn principal_basis(rows: &Tensor, mean: &Tensor) -> Result<Tensor, TchError> {
+    let (n, dim) = rows.size2()?;
     let sample = if n > BASIS_SAMPLE {
-        rows.index_select(
+        rows.f_index_select(
             0,
-            &Tensor::linspace(
+            &Tensor::f_linspace(
                 0.0,
                 (n - 1) as f64,
                 BASIS_SAMPLE,
                 (Kind::Float, rows.device()),
-            )
-            .to_kind(Kind::Int64),
-        )
+            )?
+            .f_to_kind(Kind::Int64)?,
+        )?
     } else {
         rows.shallow_clone()
     };
-    let sample = sample.to_kind(Kind::Float) - mean;
+    let sample = sample.f_to_kind(Kind::Float)?.f_sub(mean)?;
     // The covariance only steers the basis; eigh in f64 keeps the basis itself orthonormal.
     // eigh sorts eigenvalues ascending: the top components are the last columns.
     let (values, vectors) = sample
-        .tr()
-        .mm(&sample)
-        .to_kind(Kind::Double)
-        .linalg_eigh("L");
+        .f_tr()?
+        .f_mm(&sample)?
+        .f_to_kind(Kind::Double)?
+        .f_linalg_eigh("L")?;
     let values: Vec<f64> = values
-        .clamp_min(0.0)
-        .flip([0])
-        .to_device(tch::Device::Cpu)
-        .try_into()
-        .unwrap_or_default();
+        .f_clamp_min(0.0)?
+        .f_flip([0])?
+        .f_to_device(tch::Device::Cpu)?
+        .try_into()?;
     let total: f64 = values.iter().sum();
     let mut kept = 0.0;
     let mut d = dim;
@@ -310,7 +338,7 @@ fn principal_basis(rows: &Tensor, mean: &Tensor) -> Tensor {
         }
     }
     let d = d.clamp(MIN_COMPONENTS.min(dim), MAX_COMPONENTS.min(dim));
-    vectors.narrow(1, dim - d, d).to_kind(Kind::Float)
+    vectors.f_narrow(1, dim - d, d)?.f_to_kind(Kind::Float)
 }
 
 /// `f` applied to the centred bank in row blocks of at most `chunk_bytes`, so no full-size
@@ -319,25 +347,32 @@ fn centred_blocks(
     rows: &Tensor,
     mean: &Tensor,
     chunk_bytes: usize,
-    f: impl Fn(&Tensor) -> Tensor,
-) -> Vec<Tensor> {
-    let (n, dim) = (rows.size()[0], rows.size()[1]);
+    f: impl Fn(&Tensor) -> Result<Tensor, TchError>,
+) -> Result<Vec<Tensor>, TchError> {
+    let (n, dim) = rows.size2()?;
     let block = ((chunk_bytes / (dim as usize * 4).max(1)).max(1) as i64).min(n.max(1));
     (0..n)
         .step_by(block as usize)
-        .map(|s| f(&(rows.narrow(0, s, block.min(n - s)).to_kind(Kind::Float) - mean)))
+        .map(|s| {
+            f(&rows
+                .f_narrow(0, s, block.min(n - s))?
+                .f_to_kind(Kind::Float)?
+                .f_sub(mean)?)
+        })
         .collect()
 }
 
 /// Centred rows `(N, D)` to `(N, d + 1)`: their components along `basis`, then the length of the
 /// part the basis misses.
-fn compress(centred: &Tensor, basis: &Tensor) -> Tensor {
-    let proj = centred.mm(basis);
-    let residual = (centred.square().sum_dim_intlist(1, true, Kind::Float)
-        - proj.square().sum_dim_intlist(1, true, Kind::Float))
-    .clamp_min(0.0)
-    .sqrt();
-    Tensor::cat(&[proj, residual], 1)
+fn compress(centred: &Tensor, basis: &Tensor) -> Result<Tensor, TchError> {
+    let proj = centred.f_mm(basis)?;
+    let residual = centred
+        .f_square()?
+        .f_sum_dim_intlist(1, true, Kind::Float)?
+        .f_sub(&proj.f_square()?.f_sum_dim_intlist(1, true, Kind::Float)?)?
+        .f_clamp_min(0.0)?
+        .f_sqrt()?;
+    Tensor::f_cat(&[proj, residual], 1)
 }
 
 #[cfg(test)]
@@ -353,8 +388,8 @@ mod tests {
         let offset = Tensor::full([1, 64], 50.0, opts);
         let bank = Tensor::randn([500, 64], opts) + &offset;
         let queries = Tensor::randn([37, 64], opts) * 0.3 + bank.narrow(0, 100, 37);
-        let s = Searcher::new(&bank, 4096); // tiny budget: many chunks
-        let n = s.search(&queries, 2, None);
+        let s = Searcher::new(&bank, 4096).unwrap(); // tiny budget: many chunks
+        let n = s.search(&queries, 2, None).unwrap();
         // Brute force in f64.
         let b64 = bank.to_kind(Kind::Double);
         let q64 = queries.to_kind(Kind::Double);
@@ -370,6 +405,14 @@ mod tests {
     }
 
     #[test]
+    fn no_neighbours_asked_is_an_error_not_a_panic() {
+        let bank = Tensor::randn([20, 8], (Kind::Float, Device::Cpu));
+        let s = Searcher::new(&bank, 1 << 20).unwrap();
+        assert!(s.search(&bank, 0, None).is_err());
+        assert!(s.search(&bank, -3, None).is_err());
+    }
+
+    #[test]
     fn excluded_rows_are_never_chosen() {
         tch::manual_seed(4);
         let opts = (Kind::Float, Device::Cpu);
@@ -378,7 +421,10 @@ mod tests {
         // Rows 0..10 come from "image 0", the rest from image 1; the queries are image 0's rows.
         let rsrc = Tensor::from_slice(&(0..50).map(|i| i64::from(i >= 10)).collect::<Vec<_>>());
         let qsrc = Tensor::zeros([10], (Kind::Int64, Device::Cpu));
-        let n = Searcher::new(&bank, 64).search(&queries, 1, Some((&qsrc, &rsrc)));
+        let n = Searcher::new(&bank, 64)
+            .unwrap()
+            .search(&queries, 1, Some((&qsrc, &rsrc)))
+            .unwrap();
         let chosen: Vec<i64> = n.index.view([-1]).try_into().unwrap();
         assert!(chosen.iter().all(|&i| i >= 10));
         assert!(n.sq_dist.min().double_value(&[]) > 0.0);
@@ -420,14 +466,17 @@ mod tests {
         let queries = Tensor::randn([300, 12], opts).mm(&basis)
             + Tensor::randn([300, 128], opts) * 0.05
             + 3.0;
-        let s = Searcher::new(&bank, 1 << 20);
+        let s = Searcher::new(&bank, 1 << 20).unwrap();
         assert!(s.compressed_width() <= 33, "width {}", s.compressed_width());
-        let s16 = Searcher::new(&bank, 1 << 20).with_bf16_bounds();
+        let s16 = Searcher::new(&bank, 1 << 20)
+            .unwrap()
+            .with_bf16_bounds()
+            .unwrap();
         for k in [1, 3] {
             let want = brute(&bank, &queries, k, None);
-            assert_same(&s.search(&queries, k, None), &want);
+            assert_same(&s.search(&queries, k, None).unwrap(), &want);
             // bf16 bounds only shortlist: the answer is the same exact one.
-            assert_same(&s16.search(&queries, k, None), &want);
+            assert_same(&s16.search(&queries, k, None).unwrap(), &want);
         }
     }
 
@@ -437,13 +486,13 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let bank = Tensor::randn([2000, 256], opts).abs() * 3.0; // post-ReLU-like, offset
         let queries = Tensor::randn([200, 256], opts).abs() * 3.0;
-        let s = Searcher::new(&bank, 1 << 20);
-        let qs = compress(&(&queries - &s.mean), &s.basis);
+        let s = Searcher::new(&bank, 1 << 20).unwrap();
+        let qs = compress(&(&queries - &s.mean), &s.basis).unwrap();
         let (q64, m64) = (qs.to_kind(Kind::Double), s.short.to_kind(Kind::Double));
         // The f32 compressed rows' bound in f64, against the one the bf16 GEMM gives.
         let want = s.short_sq.to_kind(Kind::Double).unsqueeze(0) - q64.mm(&m64.tr()) * 2.0;
-        let s = s.with_bf16_bounds();
-        let got = s.compressed_bounds(&qs).to_kind(Kind::Double);
+        let s = s.with_bf16_bounds().unwrap();
+        let got = s.compressed_bounds(&qs).unwrap().to_kind(Kind::Double);
         let q_norm = q64.square().sum_dim_intlist(1, true, Kind::Double).sqrt();
         let allowance = (q_norm + s.max_norm).square() * BF16_SLACK;
         let worst = ((got - want).abs() / allowance).max().double_value(&[]);
@@ -458,10 +507,10 @@ mod tests {
         // Isotropic 512-d data: 256 components keep half the variance, so bounds are weak.
         let bank = Tensor::randn([1500, 512], opts);
         let queries = Tensor::randn([40, 512], opts);
-        let s = Searcher::new(&bank, 1 << 20);
+        let s = Searcher::new(&bank, 1 << 20).unwrap();
         assert_eq!(s.compressed_width(), MAX_COMPONENTS + 1);
         assert_same(
-            &s.search(&queries, 2, None),
+            &s.search(&queries, 2, None).unwrap(),
             &brute(&bank, &queries, 2, None),
         );
         // With exclusion: queries come from "image 0" = the first 700 rows.
@@ -469,7 +518,7 @@ mod tests {
         let qsrc = Tensor::zeros([40], (Kind::Int64, Device::Cpu));
         let own = qsrc.unsqueeze(1).eq_tensor(&rsrc.unsqueeze(0));
         assert_same(
-            &s.search(&queries, 2, Some((&qsrc, &rsrc))),
+            &s.search(&queries, 2, Some((&qsrc, &rsrc))).unwrap(),
             &brute(&bank, &queries, 2, Some(&own)),
         );
     }

@@ -1,15 +1,28 @@
-//! The PatchCore method: patch embedding, coreset, nearest-neighbour search, anomaly maps, and
-//! the `PatchCore` object that ties them together for every caller.
+//! The PatchCore method, one file per step: decoding (`pipeline`), features (`extractor`,
+//! `embed`), fitting (`fit`, `coreset`), scoring (`inspect`, `knn`, `anomaly_map`), with the
+//! settings (`method`, `precision`) and the error type they share.
 pub mod anomaly_map;
 pub mod coreset;
 pub mod device;
 pub mod embed;
+mod error;
+pub mod extractor;
 pub mod feature_store;
+pub mod fit;
 pub mod host;
+pub mod inspect;
 pub mod inspection;
 pub mod knn;
-pub mod patchcore;
+mod method;
+pub mod pipeline;
+pub mod precision;
 pub mod select;
 
+pub use error::EngineError;
+pub use extractor::Extractor;
+pub use fit::{FitOptions, FitTimes};
+pub use inspect::PatchCore;
 pub use inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
-pub use patchcore::{EngineError, FitOptions, FitTimes, Method, PatchCore, Precision, Progress};
+pub use method::Method;
+pub use pipeline::{decode_all, for_each_decoded, Decoded, NoProgress, Progress};
+pub use precision::{Precision, PrecisionChoice};

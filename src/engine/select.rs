@@ -6,7 +6,7 @@
 //! the one that localises the defects best (pixel AUROC + PRO).
 use std::path::PathBuf;
 
-use super::patchcore::{decode_all, Decoded, EngineError, FitOptions, Method, PatchCore, Progress};
+use super::{decode_all, Decoded, EngineError, FitOptions, Method, PatchCore, Progress};
 use crate::backbone::{BackboneSpec, Normalization};
 use crate::bank::SelectionTrial;
 use crate::data::defects;

@@ -3,7 +3,8 @@
 //! returns made-up but well-formed results — a smooth anomaly map with one hot spot whose peak
 //! is the image score, geometry from the bank's crop mode, and the top patch under the peak.
 use super::protocol::{Backend, BackendFactory};
-use crate::bank::{BankMeta, CropMode};
+use crate::bank::BankMeta;
+use crate::data::preprocess::crop_geometry;
 use crate::data::Geometry;
 use crate::engine::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Default)]
-pub struct SyntheticBackend {
+pub struct StandInBackend {
     /// Score per file name; names not listed get a deterministic score from a hash of the name.
     pub scores: HashMap<String, f32>,
     /// Pause per image, to see progress and cancel in action.
@@ -31,7 +32,7 @@ fn hash(s: &str) -> u64 {
     h
 }
 
-impl SyntheticBackend {
+impl StandInBackend {
     pub fn factory(self) -> BackendFactory {
         Arc::new(move || Ok(Box::new(self.clone()) as Box<dyn Backend>))
     }
@@ -62,7 +63,7 @@ impl SyntheticBackend {
     fn inspect_one(&self, path: &Path, meta: &BankMeta) -> Result<Inspection, String> {
         let img = crate::data::load_rgb8(path).map_err(|e| e.to_string())?;
         let (w, h) = img.dimensions();
-        let geometry = geometry_for(meta.crop, w, h);
+        let geometry = crop_geometry(w, h, meta.crop);
         let crop = geometry.crop;
         let side = if self.map_side == 0 {
             crop
@@ -90,14 +91,7 @@ impl SyntheticBackend {
         let (rows, cols) = (rows.max(1), cols.max(1));
         let row = ((fy * rows as f32) as u32).min(rows - 1);
         let col = ((fx * cols as f32) as u32).min(cols - 1);
-        let cell_w = crop as f64 / cols as f64;
-        let cell_h = crop as f64 / rows as f64;
-        let box_original = geometry.crop_rect_to_original(
-            col as f64 * cell_w,
-            row as f64 * cell_h,
-            (col + 1) as f64 * cell_w,
-            (row + 1) as f64 * cell_h,
-        );
+        let box_original = geometry.cell_to_original(row, col, rows, cols);
         Ok(Inspection {
             path: path.to_path_buf(),
             score,
@@ -127,36 +121,7 @@ impl SyntheticBackend {
     }
 }
 
-/// The crop the engine would take of a `w` x `h` image (resize shorter side, centre crop; or
-/// squash the whole image).
-pub fn geometry_for(crop: CropMode, w: u32, h: u32) -> Geometry {
-    match crop {
-        CropMode::Center { resize, crop } => {
-            let s = resize as f64 / w.min(h).max(1) as f64;
-            let (rw, rh) = (w as f64 * s, h as f64 * s);
-            Geometry {
-                orig_width: w,
-                orig_height: h,
-                scale_x: s,
-                scale_y: s,
-                off_x: ((rw - crop as f64) / 2.0).max(0.0),
-                off_y: ((rh - crop as f64) / 2.0).max(0.0),
-                crop,
-            }
-        }
-        CropMode::Full { size } => Geometry {
-            orig_width: w,
-            orig_height: h,
-            scale_x: size as f64 / w.max(1) as f64,
-            scale_y: size as f64 / h.max(1) as f64,
-            off_x: 0.0,
-            off_y: 0.0,
-            crop: size,
-        },
-    }
-}
-
-impl Backend for SyntheticBackend {
+impl Backend for StandInBackend {
     fn load(&mut self, bank: &Path) -> Result<BankMeta, String> {
         crate::bank::read_meta(bank).map_err(|e| e.to_string())
     }
@@ -180,6 +145,6 @@ impl Backend for SyntheticBackend {
     }
 
     fn device_name(&self) -> String {
-        "synthetic (no model)".into()
+        "stand-in (no model)".into()
     }
 }

@@ -1,0 +1,222 @@
+//! Fitting (paper Alg. 1): patch features of the good images streamed to disk, the coreset
+//! chosen on their projections, and the threshold calibrated leave-one-image-out.
+use super::coreset::{self, CoresetOptions};
+use super::extractor::Extractor;
+use super::feature_store::FeatureStore;
+use super::host::to_host_f32;
+use super::inspect::{in_storage_precision, patch_scores, searcher_for};
+use super::pipeline::{for_each_decoded, Progress};
+use super::{EngineError, Method, PatchCore, Precision};
+use crate::backbone::Backbone;
+use crate::bank::{BankDtype, BankFile, BankMeta, Calibration, FORMAT_VERSION};
+use image::RgbImage;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+#[derive(Clone)]
+pub struct FitOptions {
+    pub method: Method,
+    pub weights: PathBuf,
+    pub device: Device,
+    pub precision: Precision,
+    pub batch_size: usize,
+    /// Fraction of patches kept; `coreset_size` overrides it. 1.0 keeps every patch.
+    pub coreset_ratio: f64,
+    pub coreset_size: Option<usize>,
+    pub projection_dim: usize,
+    pub seed: u64,
+    pub bank_dtype: BankDtype,
+    /// Training images scored leave-one-out for calibration (evenly spread); 0 = all.
+    pub calibration_images: usize,
+    pub category: String,
+    pub train_dir: PathBuf,
+    pub test_dir: Option<PathBuf>,
+}
+
+/// Seconds spent in each phase of a fit.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct FitTimes {
+    pub features_s: f64,
+    pub coreset_s: f64,
+    pub calibration_s: f64,
+}
+
+/// Evenly spread subset of `0..n` of size `m` (all when `m` is 0 or >= n).
+fn spread(n: usize, m: usize) -> Vec<usize> {
+    if m == 0 || m >= n {
+        return (0..n).collect();
+    }
+    (0..m).map(|i| i * n / m).collect()
+}
+
+impl PatchCore {
+    /// Fits a bank on good images (paper Alg. 1) and calibrates its threshold leave-one-image-out.
+    pub fn fit(
+        train: &[PathBuf],
+        opts: &FitOptions,
+        progress: &dyn Progress,
+    ) -> Result<(PatchCore, BankFile, FitTimes), EngineError> {
+        if train.is_empty() {
+            return Err(EngineError::Config("no training images".into()));
+        }
+        opts.method.validate()?;
+        crate::bank::check_coreset(opts.coreset_ratio, opts.projection_dim)?;
+        let backbone = Backbone::load(&opts.method.backbone, &opts.weights, opts.device)?;
+        let extractor = Extractor::new(backbone, opts.method.clone(), opts.precision)?;
+        let mut times = FitTimes::default();
+
+        let t = Instant::now();
+        progress.start("features", train.len() as u64);
+        let mut coreset_opts = CoresetOptions {
+            target: 0,
+            projection_dim: opts.projection_dim,
+            n_starts: 10,
+            seed: opts.seed,
+        };
+        let dim = opts.method.embed.embed_dim;
+        let projection = coreset::projection(dim as usize, &coreset_opts, opts.device)?;
+        let io = |e: std::io::Error| EngineError::Config(format!("temporary feature file: {e}"));
+        // Full rows go to disk; only their projections stay in memory for the coreset.
+        let mut store = FeatureStore::new(dim as usize).map_err(io)?;
+        let mut reduced = coreset::Projected::new(opts.device);
+        let mut grid = (0, 0);
+        let mut failure = None;
+        for_each_decoded(train, opts.batch_size, opts.method.crop, |_, decoded, _| {
+            let step = || -> Result<(), EngineError> {
+                let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
+                let (emb, g) = extractor.embed(&crops)?;
+                grid = g;
+                let rows = emb.f_view([-1, dim])?;
+                reduced.push(&rows.f_matmul(&projection)?)?;
+                store.append(&rows).map_err(io)?;
+                progress.advance(crops.len() as u64);
+                Ok(())
+            };
+            step().map_err(|e| failure = Some(e)).is_ok()
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        progress.finish();
+        let per_image = grid.0 * grid.1;
+        let n = store.len();
+        times.features_s = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        coreset_opts.target = opts
+            .coreset_size
+            .unwrap_or((n as f64 * opts.coreset_ratio) as usize)
+            .clamp(1, n);
+        let target = coreset_opts.target;
+        if opts.method.k > target as i64 {
+            return Err(EngineError::Config(format!(
+                "k is {}, more than the coreset's {target} rows",
+                opts.method.k
+            )));
+        }
+        progress.start("coreset", target as u64);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let picks = coreset::select_projected(reduced, &coreset_opts, &|n| {
+            let before = done.swap(n, std::sync::atomic::Ordering::Relaxed);
+            progress.advance(n.saturating_sub(before) as u64);
+        })?;
+        progress.finish();
+        let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
+        let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype)?;
+        let bank_source = Tensor::f_from_slice(&picks)?
+            .f_to_device(opts.device)?
+            .f_divide_scalar_mode(per_image, "floor")?;
+        times.coreset_s = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let searcher = searcher_for(&bank_rows, opts.precision)?;
+        let calib = spread(train.len(), opts.calibration_images);
+        progress.start("calibration", calib.len() as u64);
+        let mut scores = Vec::with_capacity(calib.len());
+        let method = &opts.method;
+        for group in calib.chunks(opts.batch_size.max(1)) {
+            let mut q = Vec::with_capacity(group.len());
+            let mut src = Vec::with_capacity(group.len() * per_image as usize);
+            for &i in group {
+                let start = i * per_image as usize;
+                q.push(
+                    store
+                        .read_range(start, per_image as usize, opts.device)
+                        .map_err(io)?,
+                );
+                src.extend(std::iter::repeat_n(i as i64, per_image as usize));
+            }
+            let q = Tensor::f_cat(&q, 0)?;
+            let qsrc = Tensor::f_from_slice(&src)?.f_to_device(opts.device)?;
+            let nb = searcher.search(&q, method.k, Some((&qsrc, &bank_source)))?;
+            let patch = patch_scores(&nb.sq_dist, method)?;
+            let img = patch
+                .f_view([group.len() as i64, per_image])?
+                .f_amax(1, false)?;
+            let v: Vec<f32> = img.f_to_device(Device::Cpu)?.try_into()?;
+            scores.extend(v);
+            progress.advance(group.len() as u64);
+        }
+        progress.finish();
+        times.calibration_s = t.elapsed().as_secs_f64();
+        let calibration = Calibration::from_scores(
+            format!(
+                "leave-one-image-out over {} of {} training images",
+                calib.len(),
+                train.len()
+            ),
+            scores,
+        );
+
+        let meta = BankMeta {
+            format_version: FORMAT_VERSION,
+            category: opts.category.clone(),
+            backbone: method.backbone.clone(),
+            weights_sha256: extractor.backbone().weights_sha256().to_string(),
+            stages: method.stages.clone(),
+            grid_stage: method.grid_stage as u32,
+            mean: method.mean,
+            std: method.std,
+            crop: method.crop,
+            patch_size: method.embed.patch_size as u32,
+            pretrain_dim: method.embed.pretrain_dim as u32,
+            embed_dim: method.embed.embed_dim as u32,
+            grid: [grid.0 as u32, grid.1 as u32],
+            k: method.k as u32,
+            reweight: method.reweight,
+            squared: method.squared,
+            blur_sigma: method.blur_sigma as f32,
+            coreset_ratio: opts.coreset_ratio as f32,
+            coreset_size: target as u32,
+            coreset_projection: opts.projection_dim as u32,
+            seed: opts.seed,
+            n_train_images: train.len() as u32,
+            n_patches: n as u64,
+            train_dir: opts.train_dir.clone(),
+            test_dir: opts.test_dir.clone(),
+            created: crate::report::now_rfc3339(),
+            bank_dtype: opts.bank_dtype,
+            calibration,
+            selection: Vec::new(),
+        };
+        let file = BankFile {
+            meta: meta.clone(),
+            rows: to_host_f32(&bank_rows)?,
+            source_image: Vec::<i64>::try_from(bank_source.f_to_device(Device::Cpu)?)?
+                .into_iter()
+                .map(|v| v as i32)
+                .collect(),
+        };
+        Ok((
+            PatchCore {
+                extractor,
+                searcher,
+                meta,
+            },
+            file,
+            times,
+        ))
+    }
+}

@@ -1,0 +1,252 @@
+//! Scoring: a fitted `PatchCore` loaded from its bank, and new images inspected against it
+//! (patch scores, the paper's Eq. 7 reweighting, anomaly maps, the top patch's box).
+use super::anomaly_map::anomaly_maps;
+use super::extractor::Extractor;
+use super::host::to_host_f32;
+use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
+use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
+use super::pipeline::{for_each_decoded, Decoded};
+use super::precision::{self, Precision, PrecisionChoice};
+use super::{EngineError, Method};
+use crate::backbone::{self, Backbone};
+use crate::bank::{BankDtype, BankError, BankFile, BankMeta};
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Neighbourhood size `b` of the paper's Eq. 7 reweighting (as in common reimplementations).
+const REWEIGHT_NEIGHBOURS: i64 = 9;
+
+/// A fitted model: extractor + searchable bank + metadata.
+pub struct PatchCore {
+    pub(super) extractor: Extractor,
+    pub(super) searcher: Searcher,
+    pub(super) meta: BankMeta,
+}
+
+/// The bank's searcher, shortlisting in bf16 when the backbone runs in bf16.
+pub(super) fn searcher_for(rows: &Tensor, precision: Precision) -> Result<Searcher, TchError> {
+    let searcher = Searcher::new(rows, DEFAULT_CHUNK_BYTES)?;
+    match precision {
+        Precision::F32 => Ok(searcher),
+        Precision::Bf16 => searcher.with_bf16_bounds(),
+    }
+}
+
+/// Bank rows as the bank stores them (f16 banks stay half the size in memory too).
+pub(super) fn in_storage_precision(rows: Tensor, dtype: BankDtype) -> Result<Tensor, TchError> {
+    match dtype {
+        BankDtype::F32 => Ok(rows),
+        BankDtype::F16 => rows.f_to_kind(Kind::Half),
+    }
+}
+
+impl PatchCore {
+    /// Loads a bank with the weights file the registry names in `models_dir`, in the precision
+    /// `auto` picks for `device` (what the GUI worker uses: bf16 only where it is faster).
+    pub fn load(bank: &Path, models_dir: &Path, device: Device) -> Result<PatchCore, EngineError> {
+        let meta = crate::bank::read_meta(bank)?;
+        let spec = backbone::find(&meta.backbone)?;
+        let (precision, _) = precision::resolve(PrecisionChoice::Auto, device);
+        Self::load_with_weights(bank, &spec.weights_in(models_dir), device, precision)
+    }
+
+    /// Loads a bank and checks that `weights` are the ones it was fitted with.
+    pub fn load_with_weights(
+        bank: &Path,
+        weights: &Path,
+        device: Device,
+        precision: Precision,
+    ) -> Result<PatchCore, EngineError> {
+        let file = BankFile::load(bank)?;
+        let meta = file.meta;
+        let backbone = Backbone::load(&meta.backbone, weights, device)?;
+        if backbone.weights_sha256() != meta.weights_sha256 {
+            return Err(EngineError::Bank(BankError::Invalid {
+                path: bank.to_path_buf(),
+                reason: format!(
+                    "fitted with {} weights sha256 {}, but {} has sha256 {}",
+                    meta.backbone,
+                    meta.weights_sha256,
+                    weights.display(),
+                    backbone.weights_sha256()
+                ),
+            }));
+        }
+        let extractor = Extractor::new(backbone, Method::from_meta(&meta), precision)?;
+        let rows = Tensor::f_from_slice(&file.rows)?
+            .f_view([-1, meta.embed_dim as i64])?
+            .f_to_device(device)?;
+        let rows = in_storage_precision(rows, meta.bank_dtype)?;
+        drop(file.rows);
+        let searcher = searcher_for(&rows, precision)?;
+        Ok(PatchCore {
+            extractor,
+            searcher,
+            meta,
+        })
+    }
+
+    pub fn meta(&self) -> &BankMeta {
+        &self.meta
+    }
+
+    pub fn device(&self) -> Device {
+        self.extractor.device()
+    }
+
+    /// Scores decoded images as one batch on the device.
+    pub fn inspect_decoded(&self, batch: &[Decoded]) -> Result<Vec<Inspection>, EngineError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let method = Method::from_meta(&self.meta);
+        let b = batch.len() as i64;
+        let t0 = Instant::now();
+        let crops: Vec<&RgbImage> = batch.iter().map(|d| &d.crop).collect();
+        let (emb, (h, w)) = self.extractor.embed(&crops)?;
+        let d = emb.size3()?.2;
+        let flat = emb.f_view([-1, d])?;
+        let t1 = Instant::now();
+        let nb = self.searcher.search(&flat, method.k, None)?;
+        let patch = patch_scores(&nb.sq_dist, &method)?.f_view([b, h * w])?;
+        let (mut image, top) = patch.f_max_dim(1, false)?;
+        if method.reweight {
+            image = image.f_mul(&self.reweight(
+                &flat.f_view([b, h * w, d])?,
+                &top,
+                &nb.index.f_view([b, h * w, -1])?,
+            )?)?;
+        }
+        let t2 = Instant::now();
+        let size = method.input_size() as i64;
+        let maps = anomaly_maps(&patch.f_view([b, h, w])?, size, method.blur_sigma)?;
+        let maps = to_host_f32(&maps)?;
+        let image = to_host_f32(&image)?;
+        let top_score = to_host_f32(&patch.f_gather(1, &top.f_unsqueeze(1)?, false)?)?;
+        let top: Vec<i64> = top.f_to_device(Device::Cpu)?.try_into()?;
+        let t3 = Instant::now();
+        let per = |a: Instant, z: Instant| (z - a).as_secs_f32() * 1000.0 / batch.len() as f32;
+        let times = PhaseTimes {
+            decode_ms: 0.0,
+            features_ms: per(t0, t1),
+            search_ms: per(t1, t2),
+            map_ms: per(t2, t3),
+        };
+        let px = (size * size) as usize;
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(i, dec)| {
+                let (row, col) = ((top[i] / w) as u32, (top[i] % w) as u32);
+                let box_original = dec.geometry.cell_to_original(row, col, h as u32, w as u32);
+                Inspection {
+                    path: dec.path.clone(),
+                    score: image[i],
+                    normalized: self.meta.normalize(image[i]),
+                    map: AnomalyMap {
+                        width: size as u32,
+                        height: size as u32,
+                        values: maps[i * px..(i + 1) * px].to_vec(),
+                    },
+                    geometry: dec.geometry,
+                    top_patch: TopPatch {
+                        row,
+                        col,
+                        score: top_score[i],
+                        box_original,
+                    },
+                    times,
+                }
+            })
+            .collect())
+    }
+
+    /// Eq. 7: down-weights the score when the nearest bank row `m*` sits in a dense region of the
+    /// bank, i.e. when `m_test` is also close to `m*`'s own neighbours.
+    fn reweight(&self, emb: &Tensor, top: &Tensor, nn: &Tensor) -> Result<Tensor, TchError> {
+        let (b, _, d) = emb.size3()?;
+        let bidx = Tensor::f_arange(b, (Kind::Int64, emb.device()))?;
+        let m_test = emb.f_index(&[Some(&bidx), Some(top)])?; // (B, D)
+        let star = nn.f_index(&[Some(&bidx), Some(top)])?.f_select(1, 0)?; // (B,)
+        let star_rows = self.searcher.rows().f_index_select(0, &star)?;
+        let support = self
+            .searcher
+            .search(&star_rows, REWEIGHT_NEIGHBOURS, None)?
+            .index; // (B, b), includes m* itself
+        let support_rows = self
+            .searcher
+            .rows()
+            .f_index_select(0, &support.f_view([-1])?)?
+            .f_to_kind(Kind::Float)?
+            .f_view([b, -1, d])?;
+        let dist = m_test
+            .f_unsqueeze(1)?
+            .f_sub(&support_rows)?
+            .f_square()?
+            .f_sum_dim_intlist(2, false, Kind::Float)?
+            .f_sqrt()?;
+        dist.f_softmax(1, Kind::Float)?
+            .f_select(1, 0)?
+            .f_neg()?
+            .f_add_scalar(1.0)
+    }
+
+    /// Decodes and scores `paths` in batches, calling `on_each(index, result)` in order; stops
+    /// early when it returns false. A bad image fails alone.
+    pub fn inspect_paths(
+        &self,
+        paths: &[PathBuf],
+        batch_size: usize,
+        mut on_each: impl FnMut(usize, Result<Inspection, EngineError>) -> bool,
+    ) {
+        for_each_decoded(
+            paths,
+            batch_size,
+            self.meta.crop,
+            |offset, decoded, decode_ms| {
+                let mut results: Vec<Option<Result<Inspection, EngineError>>> = Vec::new();
+                results.resize_with(decoded.len(), || None);
+                let mut ok = Vec::new();
+                for (i, r) in decoded.into_iter().enumerate() {
+                    match r {
+                        Ok(d) => ok.push((i, d)),
+                        Err(e) => results[i] = Some(Err(e.into())),
+                    }
+                }
+                let (idx, dec): (Vec<usize>, Vec<Decoded>) = ok.into_iter().unzip();
+                match self.inspect_decoded(&dec) {
+                    Ok(list) => {
+                        for (i, mut ins) in idx.into_iter().zip(list) {
+                            ins.times.decode_ms = decode_ms;
+                            results[i] = Some(Ok(ins));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        for i in idx {
+                            results[i] = Some(Err(EngineError::Config(msg.clone())));
+                        }
+                    }
+                }
+                results.into_iter().enumerate().all(|(i, r)| {
+                    let r = r
+                        .unwrap_or_else(|| Err(EngineError::Config("image was not scored".into())));
+                    on_each(offset + i, r)
+                })
+            },
+        );
+    }
+}
+
+/// Patch score from the `k` exact squared distances: mean over neighbours of the L2 distance
+/// (or of the squared distance when the bank says `squared`).
+pub(super) fn patch_scores(sq_dist: &Tensor, method: &Method) -> Result<Tensor, TchError> {
+    let d = if method.squared {
+        sq_dist.shallow_clone()
+    } else {
+        sq_dist.f_sqrt()?
+    };
+    d.f_mean_dim(1, false, Kind::Float)
+}

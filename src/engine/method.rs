@@ -1,0 +1,88 @@
+//! `Method`: every setting that decides which numbers come out, shared by fitting and scoring.
+use super::embed::EmbedParams;
+use crate::backbone;
+use crate::bank::{BankMeta, CropMode, FieldError, ScoringSettings};
+
+/// Everything that decides which numbers come out; stored in the bank so scoring repeats fitting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Method {
+    pub backbone: String,
+    pub stages: Vec<String>,
+    pub grid_stage: usize,
+    pub crop: CropMode,
+    /// Input normalisation (mean, std per RGB channel on 0..1 values).
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub embed: EmbedParams,
+    pub k: i64,
+    pub reweight: bool,
+    pub squared: bool,
+    pub blur_sigma: f64,
+}
+
+impl Method {
+    /// The paper's settings on the backbone's default stages.
+    pub fn defaults_for(spec: &backbone::BackboneSpec) -> Method {
+        let (mean, std) = spec.normalization.mean_std();
+        Method {
+            mean,
+            std,
+            backbone: spec.name.to_string(),
+            stages: spec.default_stages.iter().map(|s| s.to_string()).collect(),
+            // Patches live on the first (finest) default stage's grid, as in the paper.
+            grid_stage: 0,
+            crop: CropMode::Center {
+                resize: 256,
+                crop: 224,
+            },
+            embed: EmbedParams::default(),
+            k: 1,
+            reweight: false,
+            squared: false,
+            blur_sigma: 4.0,
+        }
+    }
+
+    /// The method a bank was fitted with, to score exactly as at fit time.
+    pub fn from_meta(meta: &BankMeta) -> Method {
+        Method {
+            backbone: meta.backbone.clone(),
+            stages: meta.stages.clone(),
+            grid_stage: meta.grid_stage as usize,
+            crop: meta.crop,
+            mean: meta.mean,
+            std: meta.std,
+            embed: EmbedParams {
+                patch_size: meta.patch_size as i64,
+                pretrain_dim: meta.pretrain_dim as i64,
+                embed_dim: meta.embed_dim as i64,
+                grid_stage: meta.grid_stage as usize,
+            },
+            k: meta.k as i64,
+            reweight: meta.reweight,
+            squared: meta.squared,
+            blur_sigma: meta.blur_sigma as f64,
+        }
+    }
+
+    pub fn input_size(&self) -> u32 {
+        self.crop.output_size()
+    }
+
+    /// The same value checks a bank's metadata gets on loading (see `ScoringSettings::check`).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        ScoringSettings {
+            stages: &self.stages,
+            grid_stage: self.grid_stage,
+            mean: self.mean,
+            std: self.std,
+            crop: self.crop,
+            patch_size: self.embed.patch_size,
+            pretrain_dim: self.embed.pretrain_dim,
+            embed_dim: self.embed.embed_dim,
+            k: self.k,
+            blur_sigma: self.blur_sigma,
+        }
+        .check()
+    }
+}
