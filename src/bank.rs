@@ -328,8 +328,8 @@ const META_KEY: &str = "patchcore";
 /// A header larger than this is not ours (guards against reading garbage as a length).
 const MAX_HEADER: u64 = 64 << 20;
 
-/// Storage precision of the bank rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Storage precision of the bank rows (`fit --bank-dtype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum BankDtype {
     F32,

@@ -228,6 +228,7 @@ fn fit_refuses_impossible_settings_naming_the_flag() {
     image::RgbImage::new(64, 64)
         .save(good.join("000.png"))
         .unwrap();
+    let unwritable = tmp.path().join("no/such/folder/bank.safetensors");
     for (flags, named) in [
         (&["--k", "0"][..], "--k is 0"),
         (&["--patch-size", "2"][..], "--patch-size is 2, must be odd"),
@@ -252,4 +253,19 @@ fn fit_refuses_impossible_settings_naming_the_flag() {
         assert!(stderr.contains(named), "{flags:?}: {stderr}");
         assert!(!out_bank.exists());
     }
+    // An unwritable --out is refused before the fit, not after it.
+    let out = Command::new(common::patchcore_bin())
+        .args(["fit", "--backbone", "efficientnet_lite0", "--device", "cpu"])
+        .args(["--data", good.to_str().unwrap()])
+        .args(["--out", unwritable.to_str().unwrap()])
+        .env("PATCHCORE_MODELS", common::repo().join("models"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no/such/folder/bank.safetensors"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fit: 1 training images"), "{stderr}");
 }

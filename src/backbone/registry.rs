@@ -8,12 +8,14 @@ use std::sync::OnceLock;
 use super::efficientnet_lite::Variant;
 use super::{wide_resnet, BackboneError};
 
-/// Per-channel input normalisation a backbone's weights expect.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Per-channel input normalisation a backbone's weights expect (`fit --normalization`).
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 pub enum Normalization {
     /// torchvision's ImageNet mean/std.
+    #[value(name = "imagenet")]
     ImageNet,
     /// TensorFlow's `(x * 255 - 127) / 128`, used to train the EfficientNet-Lite weights.
+    #[value(name = "tf")]
     TfSymmetric,
 }
 

@@ -33,7 +33,7 @@ pub struct MethodArgs {
     pub input: Option<u32>,
     /// Input normalisation: imagenet (mean/std) or tf ((x - 127) / 128); default: the registry's.
     #[arg(long)]
-    pub normalization: Option<String>,
+    pub normalization: Option<backbone::Normalization>,
     /// Input mean on 0..1 pixel values, one value or one per RGB channel (overrides --normalization).
     #[arg(long, value_delimiter = ',')]
     pub pixel_mean: Option<Vec<f32>>,
@@ -109,12 +109,7 @@ impl MethodArgs {
                 crop: input,
             }
         };
-        if let Some(n) = &self.normalization {
-            let norm = match n.as_str() {
-                "imagenet" => backbone::Normalization::ImageNet,
-                "tf" => backbone::Normalization::TfSymmetric,
-                other => bail!("--normalization must be imagenet or tf, not {other:?}"),
-            };
+        if let Some(norm) = self.normalization {
             (m.mean, m.std) = norm.mean_std();
         }
         if let Some(v) = &self.pixel_mean {
@@ -182,9 +177,9 @@ pub struct BankArgs {
     pub coreset_projection: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Storage precision of the bank: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    pub bank_dtype: String,
+    /// Storage precision of the bank rows.
+    #[arg(long, value_enum, default_value_t = BankDtype::F32)]
+    pub bank_dtype: BankDtype,
     /// Training images scored leave-one-out for the threshold (evenly spread); 0 = all.
     #[arg(long, default_value_t = 64)]
     pub calibration_images: usize,
@@ -216,11 +211,6 @@ impl BankArgs {
         runtime: &RuntimeArgs,
         source: Source,
     ) -> Result<FitOptions> {
-        let bank_dtype = match self.bank_dtype.as_str() {
-            "f32" => BankDtype::F32,
-            "f16" => BankDtype::F16,
-            other => bail!("--bank-dtype must be f32 or f16, not {other:?}"),
-        };
         crate::bank::check_coreset(self.coreset_ratio, self.coreset_projection)
             .map_err(flag_error)?;
         Ok(FitOptions {
@@ -232,7 +222,7 @@ impl BankArgs {
             coreset_size: self.coreset_size,
             projection_dim: self.coreset_projection,
             seed: self.seed,
-            bank_dtype,
+            bank_dtype: self.bank_dtype,
             calibration_images: self.calibration_images,
             category: source.category,
             train_dir: source.train_dir,
@@ -243,6 +233,8 @@ impl BankArgs {
 }
 
 pub fn run(a: FitArgs) -> Result<()> {
+    // Before minutes of fitting: an unwritable --out fails now.
+    crate::report::check_writable(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let t_all = Instant::now();
     let method = a.method.method(&a.runtime)?;
     let dataset = data::open(&a.data, a.category.as_deref())?;
