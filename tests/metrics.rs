@@ -88,22 +88,39 @@ fn auroc_errors() {
     );
 }
 
-/// Reference values from scikit-learn 1.9.1 on the same LCG data:
+/// Reference values that scripts/metrics_reference.py computed with scikit-learn and the MVTec
+/// AD evaluation script on the same LCG data (it records the library versions); rerun it when
+/// the data here change.
+fn reference() -> serde_json::Value {
+    serde_json::from_str(include_str!("metrics_reference.json"))
+        .expect("tests/metrics_reference.json is JSON")
+}
+
+fn number(case: &serde_json::Value, key: &str) -> f64 {
+    case[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number `{key}` in {case}"))
+}
+
 /// `roc_auc_score(y, s)`; best F1 = max of `2pr/(p+r)` from `precision_recall_curve(y, s)`
 /// (threshold: the highest score reaching it, found by an exact sweep in Python).
 #[test]
 fn agrees_with_sklearn() {
-    let (s, y) = tied(500, 7);
-    close(auroc(&s, &y).unwrap(), 0.7385714285714285);
-    let (f1, t) = f1_max(&s, &y).unwrap();
-    close(f1, 0.5504587155963303);
-    assert_eq!(t, 1.5);
-
-    let (s, y) = continuous(1000, 11);
-    close(auroc(&s, &y).unwrap(), 0.7300893075605579);
-    let (f1, t) = f1_max(&s, &y).unwrap();
-    close(f1, 0.5084409136047666);
-    assert_eq!(t as f64, 0.31087493896484375);
+    let reference = reference();
+    let cases = reference["sklearn"].as_array().expect("sklearn cases");
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let (n, seed) = (number(case, "n") as usize, number(case, "seed") as u64);
+        let (s, y) = match case["data"].as_str() {
+            Some("tied") => tied(n, seed),
+            Some("continuous") => continuous(n, seed),
+            other => panic!("unknown data {other:?}"),
+        };
+        close(auroc(&s, &y).unwrap(), number(case, "auroc"));
+        let (f1, t) = f1_max(&s, &y).unwrap();
+        close(f1, number(case, "f1_max"));
+        assert_eq!(t as f64, number(case, "f1_threshold"));
+    }
 }
 
 #[test]
@@ -199,7 +216,8 @@ fn pro_errors() {
 
 /// Five 32x24 images with up to two rectangles each (rectangles may touch and merge) and
 /// quantised scores (many ties). Reference: the MVTec AD evaluation script's `compute_pro` +
-/// `trapezoid` (scipy.ndimage.label with a 3x3 structure, scipy 1.17.1) on the same LCG data.
+/// `trapezoid` (scipy.ndimage.label with a 3x3 structure) on the same LCG data, from
+/// scripts/metrics_reference.py.
 #[test]
 fn pro_agrees_with_mvtec_script() {
     let (w, h) = (32usize, 24usize);
@@ -229,11 +247,14 @@ fn pro_agrees_with_mvtec_script() {
     }
     let maps: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
     let masks: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
-    for (limit, expected) in [
-        (0.3, 0.4569601566839137),
-        (0.05, 0.26342190651582914),
-        (1.0, 0.799706765763396),
-    ] {
-        close(pro_auc(&maps, &masks, w, h, limit).unwrap(), expected);
+    let reference = reference();
+    let cases = reference["pro"].as_array().expect("pro cases");
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let limit = number(case, "limit");
+        close(
+            pro_auc(&maps, &masks, w, h, limit).unwrap(),
+            number(case, "pro_auc"),
+        );
     }
 }
