@@ -152,22 +152,22 @@ fn fuzz(target: Target, mutations: usize) {
 
 #[test]
 fn bank_survives_damage() {
-    fuzz(Target::Bank, 3000);
+    fuzz(Target::Bank, 10_000);
 }
 
 #[test]
 fn pickle_survives_damage() {
-    fuzz(Target::Pickle, 3000);
+    fuzz(Target::Pickle, 10_000);
 }
 
 #[test]
 fn zip_survives_damage() {
-    fuzz(Target::Zip, 3000);
+    fuzz(Target::Zip, 10_000);
 }
 
 #[test]
 fn image_survives_damage() {
-    fuzz(Target::Image, 3000);
+    fuzz(Target::Image, 10_000);
 }
 
 /// The smallest bank the writer makes, with valid metadata, in either storage precision: the
