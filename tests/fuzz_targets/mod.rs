@@ -89,20 +89,11 @@ const CROP: CropMode = CropMode::Center {
     crop: 224,
 };
 
-/// Pixels the resize may produce before the target stops short of it. A tiny file that decodes
-/// to an extreme aspect ratio (1 x 60,000) makes the resize allocate gigabytes: the known
-/// decompression bomb of issue 14, which header-checked decode limits refuse. Until they do,
-/// the target skips the resize of such images so it can reach everything else.
-const RESIZE_PIXELS: u64 = 1 << 24;
-
-fn resize_pixels(width: u32, height: u32) -> u64 {
-    let (short, long) = (width.min(height).max(1) as u64, width.max(height) as u64);
-    256 * (256 * long / short)
-}
-
 fn image(path: &Path) {
     match load_rgb8(path) {
-        Ok(img) if resize_pixels(img.width(), img.height()) <= RESIZE_PIXELS => {
+        // The decode limits bound what gets here, and the crop computes only the window it
+        // keeps, so every decodable image goes through the whole model-input path.
+        Ok(img) => {
             let (input, _) = preprocess(&img, CROP);
             assert_eq!(input.dimensions(), (224, 224));
             match load_mask(path, CROP) {
@@ -110,7 +101,6 @@ fn image(path: &Path) {
                 Err(e) => names_the_file(path, e),
             }
         }
-        Ok(_) => {}
         Err(e) => {
             names_the_file(path, &e);
             // The same decode: it must fail alike.
