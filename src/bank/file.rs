@@ -1,0 +1,242 @@
+//! The bank file: safetensors with the rows, each row's source image, and the metadata as JSON;
+//! written atomically and streamed, read back with every size and value checked.
+use super::{BankDtype, BankError, BankMeta, FORMAT_VERSION};
+use std::path::Path;
+
+/// Key of the JSON metadata inside the safetensors header.
+const META_KEY: &str = "patchcore";
+/// A header larger than this is not ours (guards against reading garbage as a length).
+const MAX_HEADER: u64 = 64 << 20;
+
+/// A bank in memory: metadata, rows `(n_rows, embed_dim)` as f32, and each row's training image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BankFile {
+    pub meta: BankMeta,
+    pub rows: Vec<f32>,
+    pub source_image: Vec<i32>,
+}
+
+impl BankFile {
+    pub fn n_rows(&self) -> usize {
+        self.source_image.len()
+    }
+
+    /// Writes atomically: a temporary file in the same folder, flushed, then renamed over `path`.
+    /// The safetensors layout is written directly, the rows streamed in blocks, so saving a large
+    /// bank never holds another copy of it in memory.
+    pub fn save(&self, path: &Path) -> Result<(), BankError> {
+        use std::io::Write;
+        let d = self.meta.embed_dim as usize;
+        let n = self.n_rows();
+        let invalid = |reason: String| BankError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.rows.len() != n * d {
+            return Err(invalid(format!(
+                "{} row values for {n} rows of {d}",
+                self.rows.len()
+            )));
+        }
+        let (dtype, width) = match self.meta.bank_dtype {
+            BankDtype::F32 => ("F32", 4),
+            BankDtype::F16 => ("F16", 2),
+        };
+        let bank_bytes = n * d * width;
+        let meta_json = serde_json::to_string(&self.meta).map_err(|e| invalid(e.to_string()))?;
+        let mut header = serde_json::json!({
+            "__metadata__": { META_KEY: meta_json },
+            "bank": { "dtype": dtype, "shape": [n, d], "data_offsets": [0, bank_bytes] },
+            "source_image": {
+                "dtype": "I32",
+                "shape": [n],
+                "data_offsets": [bank_bytes, bank_bytes + 4 * n]
+            },
+        })
+        .to_string();
+        // Data starts 8-byte aligned, as the safetensors writer does it.
+        while !header.len().is_multiple_of(8) {
+            header.push(' ');
+        }
+        let format = self.meta.bank_dtype;
+        crate::report::write_atomic_with(path, |w| {
+            w.write_all(&(header.len() as u64).to_le_bytes())?;
+            w.write_all(header.as_bytes())?;
+            let mut buf = Vec::with_capacity(STREAM_VALUES * 4);
+            for block in self.rows.chunks(STREAM_VALUES) {
+                buf.clear();
+                match format {
+                    BankDtype::F32 => block.iter().for_each(|v| buf.extend(v.to_le_bytes())),
+                    BankDtype::F16 => block
+                        .iter()
+                        .for_each(|v| buf.extend(half::f16::from_f32(*v).to_le_bytes())),
+                }
+                w.write_all(&buf)?;
+            }
+            buf.clear();
+            self.source_image
+                .iter()
+                .for_each(|v| buf.extend(v.to_le_bytes()));
+            w.write_all(&buf)
+        })
+        .map_err(|source| BankError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads and validates a whole bank file.
+    pub fn load(path: &Path) -> Result<BankFile, BankError> {
+        let bytes = std::fs::read(path).map_err(|source| BankError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |reason: String| BankError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let meta = parse_meta(path, &bytes)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(format!("{e} (truncated or not a safetensors file?)")))?;
+        let bank = st
+            .tensor("bank")
+            .map_err(|_| invalid("missing tensor `bank`".into()))?;
+        let src = st
+            .tensor("source_image")
+            .map_err(|_| invalid("missing tensor `source_image`".into()))?;
+        let d = meta.embed_dim as usize;
+        let n = bank.shape().first().copied().unwrap_or(0);
+        if bank.shape() != [n, d] {
+            return Err(invalid(format!(
+                "tensor `bank` has shape {:?}, expected [rows, {d}] (embed_dim in the metadata)",
+                bank.shape()
+            )));
+        }
+        if n == 0 || n as u64 != meta.coreset_size as u64 {
+            return Err(invalid(format!(
+                "tensor `bank` has {n} rows but the metadata says coreset_size {}",
+                meta.coreset_size
+            )));
+        }
+        if src.shape() != [n] || src.dtype() != safetensors::Dtype::I32 {
+            return Err(invalid(format!(
+                "tensor `source_image` is {:?} {:?}, expected I32 [{n}]",
+                src.dtype(),
+                src.shape()
+            )));
+        }
+        use safetensors::Dtype;
+        let rows: Vec<f32> = match (bank.dtype(), meta.bank_dtype) {
+            (Dtype::F32, BankDtype::F32) => bank
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            (Dtype::F16, BankDtype::F16) => bank
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            (found, want) => {
+                return Err(invalid(format!(
+                    "tensor `bank` is {found:?} but the metadata says {want:?}"
+                )))
+            }
+        };
+        if rows.iter().any(|v| !v.is_finite()) {
+            return Err(invalid("tensor `bank` holds NaN or infinite values".into()));
+        }
+        let source_image = src
+            .data()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(BankFile {
+            meta,
+            rows,
+            source_image,
+        })
+    }
+}
+
+/// Values converted and written per block when a bank is saved.
+const STREAM_VALUES: usize = 1 << 20;
+
+fn parse_meta(path: &Path, bytes: &[u8]) -> Result<BankMeta, BankError> {
+    let invalid = |reason: String| BankError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < 8 {
+        return Err(invalid(format!(
+            "file is {} bytes long, too short for a header (truncated?)",
+            bytes.len()
+        )));
+    }
+    let mut len8 = [0u8; 8];
+    len8.copy_from_slice(&bytes[..8]);
+    let n = u64::from_le_bytes(len8);
+    if n > MAX_HEADER || 8 + n > bytes.len() as u64 {
+        return Err(invalid(format!(
+            "header length {n} does not fit in the {}-byte file (truncated or not a bank file)",
+            bytes.len()
+        )));
+    }
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n as usize])
+        .map_err(|e| invalid(format!("header is not JSON: {e}")))?;
+    let meta_json = header
+        .get("__metadata__")
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| BankError::NotABank {
+            path: path.to_path_buf(),
+        })?
+        .as_str()
+        .ok_or_else(|| invalid(format!("`{META_KEY}` metadata is not a string")))?;
+    let raw: serde_json::Value = serde_json::from_str(meta_json)
+        .map_err(|e| invalid(format!("metadata is not JSON: {e}")))?;
+    let found = raw
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    if found != FORMAT_VERSION {
+        return Err(BankError::Version {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    let meta: BankMeta =
+        serde_json::from_value(raw).map_err(|e| invalid(format!("metadata: {e}")))?;
+    meta.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(meta)
+}
+
+/// Reads only the header of a bank file (no tensors, no libtorch): what the GUI lists.
+pub fn read_meta(path: &Path) -> Result<BankMeta, BankError> {
+    use std::io::Read;
+    let io = |source| BankError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut len8 = [0u8; 8];
+    f.read_exact(&mut len8).map_err(|_| BankError::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("file is {file_len} bytes long, too short for a header (truncated?)"),
+    })?;
+    let n = u64::from_le_bytes(len8)
+        .min(MAX_HEADER)
+        .min(file_len.saturating_sub(8));
+    let mut head = len8.to_vec();
+    head.resize(8 + n as usize, 0);
+    f.read_exact(&mut head[8..]).map_err(io)?;
+    // parse_meta re-checks the declared length against what we could read.
+    let declared = u64::from_le_bytes(len8);
+    if declared != n {
+        return Err(BankError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("header length {declared} does not fit in the {file_len}-byte file (truncated or not a bank file)"),
+        });
+    }
+    parse_meta(path, &head)
+}

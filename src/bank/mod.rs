@@ -1,0 +1,133 @@
+//! The on-disk memory bank: one safetensors file per category holding the coreset rows and
+//! everything needed to score exactly as at fit time. Saved atomically, validated on load.
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub use crate::data::CropMode;
+
+mod check;
+mod file;
+
+pub use check::{
+    check_blur_sigma, check_coreset, FieldError, ScoringSettings, MAX_BLUR_SIGMA, MAX_DIM,
+};
+pub use file::{read_meta, BankFile};
+
+/// Bumped whenever the meaning of a stored field changes; older readers refuse newer files.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BankError {
+    #[error("{path}: cannot read bank file: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid bank file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    /// A readable safetensors file without our `patchcore` metadata key, e.g. backbone weights
+    /// lying in the models folder. Listings skip these; loading one is still an error.
+    #[error("{path}: a safetensors file, but not a patchcore bank (no `patchcore` metadata)")]
+    NotABank { path: PathBuf },
+    #[error("{path}: bank format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// Leave-one-image-out image scores of the training set, and the threshold derived from them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Where the scores came from: "leave-one-image-out" or "validation folder <dir>".
+    pub source: String,
+    pub scores: Vec<f32>,
+    pub min: f32,
+    pub max: f32,
+    /// Default accept/reject threshold (see `Calibration::from_scores` for the rule).
+    pub threshold: f32,
+}
+
+/// Everything stored next to the bank rows. Serialised as JSON under the `patchcore` key of
+/// the safetensors metadata, so the GUI can list banks by reading the header only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BankMeta {
+    pub format_version: u32,
+    pub category: String,
+    pub backbone: String,
+    pub weights_sha256: String,
+    pub stages: Vec<String>,
+    /// Index into `stages` of the stage whose grid the patch rows live on.
+    pub grid_stage: u32,
+    /// Normalisation mean and std per RGB channel, on 0..1 pixel values.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub crop: CropMode,
+    /// Neighbourhood size of the local patch aggregation (3 in the paper).
+    pub patch_size: u32,
+    /// Dimension each stage is pooled to, and the final embedding dimension.
+    pub pretrain_dim: u32,
+    pub embed_dim: u32,
+    /// Patch grid of one image (rows, cols).
+    pub grid: [u32; 2],
+    pub k: u32,
+    pub reweight: bool,
+    pub squared: bool,
+    pub blur_sigma: f32,
+    pub coreset_ratio: f32,
+    pub coreset_size: u32,
+    pub coreset_projection: u32,
+    pub seed: u64,
+    pub n_train_images: u32,
+    pub n_patches: u64,
+    pub train_dir: PathBuf,
+    /// Test images of the category, when the fit data had them (the GUI opens these first).
+    pub test_dir: Option<PathBuf>,
+    pub created: String,
+    pub bank_dtype: BankDtype,
+    pub calibration: Calibration,
+    /// The configurations `fit` tried on synthetic defects before choosing this one (empty when
+    /// it did not choose, e.g. with explicit feature flags or WideResNet's paper settings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selection: Vec<SelectionTrial>,
+}
+
+/// How one candidate configuration scored on synthetic defects in held-out good images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectionTrial {
+    pub name: String,
+    pub image_auroc: f64,
+    pub pixel_auroc: f64,
+    pub pro: f64,
+    pub chosen: bool,
+}
+
+impl Calibration {
+    /// The default threshold is the largest leave-one-out score: a new part is rejected when it
+    /// looks less like the bank than every good training part did with its own patches removed.
+    pub fn from_scores(source: String, scores: Vec<f32>) -> Calibration {
+        let min = scores.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        Calibration {
+            source,
+            threshold: max,
+            scores,
+            min,
+            max,
+        }
+    }
+}
+
+impl BankMeta {
+    /// `(score - min) / (max - min)` over the calibration scores; 1.0 is the worst good training image.
+    pub fn normalize(&self, score: f32) -> f32 {
+        let c = &self.calibration;
+        let span = (c.max - c.min).max(f32::EPSILON);
+        (score - c.min) / span
+    }
+}
+
+/// Storage precision of the bank rows (`fit --bank-dtype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BankDtype {
+    F32,
+    F16,
+}
