@@ -66,6 +66,10 @@ pub struct BackboneSpec {
     /// A finer stage `fit` may add when it chooses a configuration on synthetic defects
     /// (`engine::select`); None keeps the default stages (WideResNet: the paper's settings).
     pub detail_stage: Option<&'static str>,
+    /// Whether bf16 ran faster than f32 on a GPU (H200, `patchcore bench` at batch 32):
+    /// WideResNet-50-2 750 against 709 images per second; EfficientNet-Lite2 461 against 546,
+    /// its depthwise convolutions being slower in bf16. `--precision auto` follows it.
+    pub bf16_faster_on_cuda: bool,
     pub(super) arch: Arch,
 }
 
@@ -126,6 +130,7 @@ fn efficientnet_lite(
             .rev()
             .find(|s| s.stride == 4)
             .map(|s| s.name),
+        bf16_faster_on_cuda: false,
         arch: Arch::EfficientNetLite(variant),
     }
 }
@@ -141,6 +146,7 @@ fn build() -> Vec<BackboneSpec> {
             published_file: Some("wide_resnet50_2-95faca4d.pth"),
             input_size: 224,
             detail_stage: None,
+            bf16_faster_on_cuda: true,
             arch: Arch::WideResNet50_2,
         },
         efficientnet_lite(

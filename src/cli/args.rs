@@ -35,9 +35,10 @@ impl RuntimeArgs {
         self.models.clone().unwrap_or_else(default_models_dir)
     }
 
-    /// The precision `--precision` resolves to on `--device`; warns when it was measured slower.
-    pub fn precision(&self) -> Result<Precision> {
-        let (precision, warning) = precision::resolve(self.precision, self.device()?);
+    /// The precision `--precision` resolves to for `backbone` on `--device` (warns where slower).
+    pub fn precision(&self, backbone: &str) -> Result<Precision> {
+        let spec = backbone::find(backbone)?;
+        let (precision, warning) = precision::resolve(self.precision, self.device()?, spec);
         if let Some(w) = warning {
             eprintln!("warning: {w}");
         }

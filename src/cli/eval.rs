@@ -77,8 +77,8 @@ pub fn run(a: EvalArgs) -> Result<Report> {
         bail!("{}: no test images found", a.data.display());
     }
     let device = a.runtime.device()?;
-    let precision = a.runtime.precision()?;
     let meta = crate::bank::read_meta(&a.bank)?;
+    let precision = a.runtime.precision(&meta.backbone)?;
     let weights = a.runtime.weights_for(&meta.backbone)?;
     let t = Instant::now();
     let model = PatchCore::load_with_weights(&a.bank, &weights, device, precision)?;

@@ -216,7 +216,7 @@ impl BankArgs {
         Ok(FitOptions {
             weights: runtime.weights_for(&method.backbone)?,
             device: runtime.device()?,
-            precision: runtime.precision()?,
+            precision: runtime.precision(&method.backbone)?,
             batch_size: runtime.batch_size,
             coreset_ratio: self.coreset_ratio,
             coreset_size: self.coreset_size,

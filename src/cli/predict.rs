@@ -121,7 +121,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         &a.bank,
         &weights,
         a.runtime.device()?,
-        a.runtime.precision()?,
+        a.runtime.precision(&meta.backbone)?,
     )?;
     // Before any scoring: an unwritable CSV destination fails now, not after the last image.
     let mut csv = a.csv.as_deref().map(CsvStream::create).transpose()?;

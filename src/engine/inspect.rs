@@ -48,7 +48,7 @@ impl PatchCore {
     pub fn load(bank: &Path, models_dir: &Path, device: Device) -> Result<PatchCore, EngineError> {
         let meta = crate::bank::read_meta(bank)?;
         let spec = backbone::find(&meta.backbone)?;
-        let (precision, _) = precision::resolve(PrecisionChoice::Auto, device);
+        let (precision, _) = precision::resolve(PrecisionChoice::Auto, device, spec);
         Self::load_with_weights(bank, &spec.weights_in(models_dir), device, precision)
     }
 

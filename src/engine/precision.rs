@@ -1,6 +1,7 @@
 //! Which arithmetic the backbone and the search's shortlisting run in. The one place that
 //! decides it, for the CLI and the GUI worker alike, so bf16 is only used where it was measured
 //! to be faster.
+use crate::backbone::BackboneSpec;
 use tch::{Device, Kind};
 
 /// What the user asked for (`--precision`).
@@ -42,19 +43,33 @@ impl Precision {
 const NO_AMX_SLOWDOWN: &str = "measured 3.9x slower than f32 on a CPU with AVX512-BF16 but no \
 AMX (537 against 137 ms per image, WideResNet-50, `patchcore bench`, Sapphire Rapids)";
 
-/// The precision to run `choice` in on `device`, and a warning when an explicit choice is one
-/// that was measured slower there. `auto` picks bf16 only where it was measured faster: with
-/// AMX (2-core Xeon, family 6 model 207) bf16 predicted in 78 against 85 ms per image with
-/// EfficientNet-Lite0 and 71 against 83 with Lite2 (`patchcore bench`, medians of 4 runs).
-pub fn resolve(choice: PrecisionChoice, device: Device) -> (Precision, Option<String>) {
-    resolve_for(choice, device, cpu_has_amx())
+/// The GPU measurement quoted when bf16 is forced for a backbone it slows down there.
+const GPU_SLOWDOWN: &str = "EfficientNet-Lite2 predicted 461 images per second in bf16 against \
+546 in f32 on an H200 (`patchcore bench`, batch 32; its depthwise convolutions)";
+
+/// The precision to run `choice` in on `device` for `backbone`, and a warning when an explicit
+/// choice is one that was measured slower there. `auto` picks bf16 only where it was measured
+/// faster: with AMX (2-core Xeon, family 6 model 207) bf16 predicted in 78 against 85 ms per
+/// image with EfficientNet-Lite0, 71 against 83 with Lite2 and 120 against 181 with
+/// WideResNet-50-2 (`patchcore bench`); on a GPU, per backbone (`bf16_faster_on_cuda`).
+pub fn resolve(
+    choice: PrecisionChoice,
+    device: Device,
+    backbone: &BackboneSpec,
+) -> (Precision, Option<String>) {
+    let faster = match device {
+        Device::Cpu => cpu_has_amx(),
+        _ => backbone.bf16_faster_on_cuda,
+    };
+    resolve_for(choice, device, faster)
 }
 
-fn resolve_for(choice: PrecisionChoice, device: Device, amx: bool) -> (Precision, Option<String>) {
-    let bf16_faster = match device {
-        Device::Cpu => amx,
-        _ => true,
-    };
+/// `bf16_faster`: what was measured for this device (and backbone, on a GPU).
+fn resolve_for(
+    choice: PrecisionChoice,
+    device: Device,
+    bf16_faster: bool,
+) -> (Precision, Option<String>) {
     match choice {
         PrecisionChoice::F32 => (Precision::F32, None),
         PrecisionChoice::Auto if bf16_faster => (Precision::Bf16, None),
@@ -62,10 +77,13 @@ fn resolve_for(choice: PrecisionChoice, device: Device, amx: bool) -> (Precision
         PrecisionChoice::Bf16 if bf16_faster => (Precision::Bf16, None),
         PrecisionChoice::Bf16 => (
             Precision::Bf16,
-            Some(format!(
-                "bf16 on this CPU without AMX is slower than f32: {NO_AMX_SLOWDOWN}; \
-                 `--precision auto` or `f32` avoids it"
-            )),
+            Some(match device {
+                Device::Cpu => format!(
+                    "bf16 on this CPU without AMX is slower than f32: {NO_AMX_SLOWDOWN}; \
+                     `--precision auto` or `f32` avoids it"
+                ),
+                _ => format!("bf16 is slower than f32 for this backbone on a GPU: {GPU_SLOWDOWN}"),
+            }),
         ),
     }
 }
@@ -113,8 +131,20 @@ mod tests {
             (Precision::F32, None)
         );
         assert_eq!(resolve_for(Auto, Device::Cpu, true).0, Precision::Bf16);
-        assert_eq!(resolve_for(Auto, cuda, false).0, Precision::Bf16);
+        assert_eq!(resolve_for(Auto, cuda, true).0, Precision::Bf16);
+        assert_eq!(resolve_for(Auto, cuda, false), (Precision::F32, None));
         assert_eq!(resolve_for(F32, cuda, true), (Precision::F32, None));
+        assert!(resolve_for(Bf16, cuda, false).1.unwrap().contains("461"));
+        // The GPU rule is per backbone, from the H200 measurements.
+        let spec = |n| crate::backbone::find(n).unwrap();
+        assert_eq!(
+            resolve(Auto, cuda, spec("wide_resnet50_2")).0,
+            Precision::Bf16
+        );
+        assert_eq!(
+            resolve(Auto, cuda, spec("efficientnet_lite2")).0,
+            Precision::F32
+        );
         // Forced bf16 is honoured, with the measured reason where it is slower.
         let (p, warning) = resolve_for(Bf16, Device::Cpu, false);
         assert_eq!(p, Precision::Bf16);
