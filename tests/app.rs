@@ -312,6 +312,11 @@ fn operator_flow_category_threshold_filter_detail_export() {
         lines[2].contains("broken.png") && lines[2].contains(",error,"),
         "{csv}"
     );
+    let broken: Vec<&str> = lines[2].split(',').collect();
+    assert!(
+        broken[11].ends_with('Z'),
+        "a failure has its time too: {csv}"
+    );
     assert_eq!(lines[0], CSV_COLUMNS.join(","));
     let cols: Vec<&str> = lines[1].split(',').collect();
     assert_eq!(cols.len(), CSV_COLUMNS.len(), "{}", lines[1]);

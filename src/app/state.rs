@@ -62,7 +62,7 @@ pub struct Item {
     pub status: ItemStatus,
     /// Arrival order for inbox images; they are listed first, newest on top.
     pub inbox_seq: Option<u64>,
-    /// When the result arrived (RFC 3339 UTC), for the CSV.
+    /// When the result or the failure arrived (RFC 3339 UTC), for the CSV.
     pub scored_at: String,
 }
 
@@ -286,9 +286,17 @@ impl Inspector {
         Some(i)
     }
 
-    pub fn set_failed(&mut self, job: JobId, index: usize, error: String) -> Option<usize> {
+    /// Records why an image could not be inspected, and when (its CSV row carries both).
+    pub fn set_failed(
+        &mut self,
+        job: JobId,
+        index: usize,
+        error: String,
+        now: &str,
+    ) -> Option<usize> {
         let i = self.item_of(job, index)?;
         self.items[i].status = ItemStatus::Failed(error);
+        self.items[i].scored_at = now.to_string();
         self.touch();
         Some(i)
     }

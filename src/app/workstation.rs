@@ -341,7 +341,8 @@ impl Workstation {
             Reply::ImageFailed {
                 job, index, error, ..
             } => {
-                self.insp.set_failed(job, index, error);
+                self.insp
+                    .set_failed(job, index, error, &crate::report::now_rfc3339());
             }
             Reply::JobDone { job, error, .. } => {
                 let known = self.jobs.finish(job);

@@ -49,7 +49,7 @@ pub(super) fn scored(scores: &[(&str, Option<f32>)]) -> Inspector {
                 s.set_result(7, i, inspection(&paths[i], *v), "t");
             }
             None => {
-                s.set_failed(7, i, "bad".into());
+                s.set_failed(7, i, "bad".into(), "t");
             }
         }
     }
