@@ -1,18 +1,6 @@
 //! libFuzzer entry of the `image` target (see tests/fuzz_targets/mod.rs).
 #![no_main]
 
-// Each binary runs one of the shared targets.
-#[allow(dead_code)]
-#[path = "../../tests/fuzz_targets/mod.rs"]
-mod targets;
+include!("entry.rs");
 
-use std::sync::OnceLock;
-
-use targets::{Scratch, Target};
-
-static SCRATCH: OnceLock<Scratch> = OnceLock::new();
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let scratch = SCRATCH.get_or_init(|| Scratch::new("input"));
-    Target::Image.run(scratch.write(data));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(targets::Target::Image, data));
