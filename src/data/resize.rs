@@ -8,6 +8,8 @@
 //! rounding half up and clipping to 0..=255.
 use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::ops::Range;
 
 /// Pillow's `PRECISION_BITS` for 8-bit images: 32 - 8 bits of value - 2 bits of headroom.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -61,9 +63,10 @@ pub fn resize_window<P: Pixel<Subpixel = u8>>(
 ) -> ImageBuffer<P, Vec<u8>> {
     let out = match P::CHANNEL_COUNT {
         1 => resample::<1>(img.as_raw(), img.width(), img.height(), w, h, window),
+        2 => resample::<2>(img.as_raw(), img.width(), img.height(), w, h, window),
         3 => resample::<3>(img.as_raw(), img.width(), img.height(), w, h, window),
         4 => resample::<4>(img.as_raw(), img.width(), img.height(), w, h, window),
-        c => unreachable!("no {c}-channel 8-bit pixel type is resized"),
+        c => unreachable!("image has no {c}-channel 8-bit pixel type"),
     };
     ImageBuffer::from_raw(window.width(), window.height(), out)
         .expect("resample returns the window's pixels")
@@ -88,14 +91,15 @@ fn bilinear_filter(x: f64) -> f64 {
 }
 
 /// `precompute_coeffs` + `normalize_coeffs_8bpc` of Pillow for the bilinear filter (support 1),
-/// with the same operation order so every weight rounds identically.
-fn taps(in_size: u32, out_size: u32) -> Taps {
+/// with the same operation order so every weight rounds identically. Only the taps of
+/// `outputs` are computed: each output's taps depend on nothing but its own index.
+fn taps(in_size: u32, out_size: u32, outputs: Range<usize>) -> Taps {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let ss = 1.0 / filterscale;
-    let n = out_size as usize;
+    let n = outputs.len();
     let mut taps = Taps {
         ksize,
         first: Vec::with_capacity(n),
@@ -103,7 +107,7 @@ fn taps(in_size: u32, out_size: u32) -> Taps {
         weights: vec![0; n * ksize],
     };
     let mut k = vec![0f64; ksize];
-    for xx in 0..n {
+    for (i, xx) in outputs.enumerate() {
         let center = (xx as f64 + 0.5) * scale;
         // C's `(int)` cast truncates toward zero, as `as i64` does.
         let xmin = ((center - support + 0.5) as i64).max(0);
@@ -115,7 +119,7 @@ fn taps(in_size: u32, out_size: u32) -> Taps {
             *kx = w;
             ww += w;
         }
-        let row = &mut taps.weights[xx * ksize..(xx + 1) * ksize];
+        let row = &mut taps.weights[i * ksize..(i + 1) * ksize];
         for (dst, &kx) in row.iter_mut().zip(&k[..count]) {
             let kx = if ww != 0.0 { kx / ww } else { kx };
             let scaled = kx * (1u32 << PRECISION_BITS) as f64;
@@ -135,18 +139,6 @@ fn taps(in_size: u32, out_size: u32) -> Taps {
 #[inline]
 fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-impl Taps {
-    /// The taps of outputs `range` only.
-    fn slice(self, range: std::ops::Range<usize>) -> Taps {
-        Taps {
-            ksize: self.ksize,
-            first: self.first[range.clone()].to_vec(),
-            count: self.count[range.clone()].to_vec(),
-            weights: self.weights[range.start * self.ksize..range.end * self.ksize].to_vec(),
-        }
-    }
 }
 
 /// Two-pass resample of interleaved 8-bit pixels with `C` channels (`ImagingResample`), computing
@@ -173,41 +165,47 @@ fn resample<const C: usize>(
         return vec![0; wx.len() * wy.len() * C];
     }
     let sw_ = sw as usize;
-    // Source rows `rows` restricted to the columns `cols` (both in source pixels).
-    let sub = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| -> Vec<u8> {
-        rows.flat_map(|y| &src[(y * sw_ + cols.start) * C..(y * sw_ + cols.end) * C])
-            .copied()
-            .collect()
+    // Source rows `rows` restricted to the columns `cols` (both in source pixels): borrowed
+    // when the columns are whole rows, so no pass copies its input.
+    let sub = |rows: Range<usize>, cols: Range<usize>| -> Cow<'_, [u8]> {
+        if cols.len() == sw_ {
+            Cow::Borrowed(&src[rows.start * sw_ * C..rows.end * sw_ * C])
+        } else {
+            rows.flat_map(|y| &src[(y * sw_ + cols.start) * C..(y * sw_ + cols.end) * C])
+                .copied()
+                .collect()
+        }
     };
     match (dw != sw, dh != sh) {
-        (false, false) => sub(wy, wx),
-        (true, false) => horizontal::<C>(&sub(wy, 0..sw_), sw_, &taps(sw, dw).slice(wx)),
-        (false, true) => vertical::<C>(
-            &sub(0..sh as usize, wx.clone()),
-            wx.len(),
-            &taps(sh, dh).slice(wy),
-        ),
+        (false, false) => sub(wy, wx).into_owned(),
+        (true, false) => horizontal::<C>(&sub(wy, 0..sw_), sw_, &taps(sw, dw, wx)),
+        (false, true) => {
+            let (rows, ver) = rows_read(taps(sh, dh, wy));
+            vertical::<C>(&sub(rows, wx.clone()), wx.len(), &ver)
+        }
         (true, true) => {
-            let (hor, ver) = (
-                taps(sw, dw).slice(wx.clone()),
-                taps(sh, dh).slice(wy.clone()),
-            );
-            // Only the source rows the vertical pass reads go through it.
-            let row0 = ver.first[0];
-            let last = wy.len() - 1;
-            let row1 = ver.first[last] + ver.count[last];
-            let shifted = Taps {
-                first: ver.first.iter().map(|f| f - row0).collect(),
-                ..ver
-            };
-            let rows = &src[row0 * sw_ * C..row1 * sw_ * C];
+            let hor = taps(sw, dw, wx.clone());
+            let (rows, ver) = rows_read(taps(sh, dh, wy));
+            let rows = sub(rows, 0..sw_);
             if sh > dh && (sh - dh) as i64 > 2 * (sw as i64 - dw as i64) {
-                horizontal::<C>(&vertical::<C>(rows, sw_, &shifted), sw_, &hor)
+                horizontal::<C>(&vertical::<C>(&rows, sw_, &ver), sw_, &hor)
             } else {
-                vertical::<C>(&horizontal::<C>(rows, sw_, &hor), wx.len(), &shifted)
+                vertical::<C>(&horizontal::<C>(&rows, sw_, &hor), wx.len(), &ver)
             }
         }
     }
+}
+
+/// The source rows a vertical pass with `ver` reads, and its taps counted from the first of
+/// them: only those rows go through the passes.
+fn rows_read(ver: Taps) -> (Range<usize>, Taps) {
+    let last = ver.first.len() - 1;
+    let rows = ver.first[0]..ver.first[last] + ver.count[last];
+    let shifted = Taps {
+        first: ver.first.iter().map(|f| f - rows.start).collect(),
+        ..ver
+    };
+    (rows, shifted)
 }
 
 /// `ImagingResampleHorizontal_8bpc`: every row of `src` (`width` pixels) to `taps` outputs.
