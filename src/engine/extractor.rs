@@ -61,6 +61,11 @@ impl Extractor {
         self.backbone.device()
     }
 
+    /// The settings this extractor computes features with (a bank's, when loaded from one).
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
     pub fn backbone(&self) -> &Backbone {
         &self.backbone
     }

@@ -101,7 +101,7 @@ impl PatchCore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let method = Method::from_meta(&self.meta);
+        let method = self.extractor.method();
         let b = batch.len() as i64;
         let t0 = Instant::now();
         let crops: Vec<&RgbImage> = batch.iter().map(|d| &d.crop).collect();
@@ -110,7 +110,7 @@ impl PatchCore {
         let flat = emb.f_view([-1, d])?;
         let t1 = Instant::now();
         let nb = self.searcher.search(&flat, method.k, None)?;
-        let patch = patch_scores(&nb.sq_dist, &method)?.f_view([b, h * w])?;
+        let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
         let (mut image, top) = patch.f_max_dim(1, false)?;
         if method.reweight {
             image = image.f_mul(&self.reweight(
