@@ -183,6 +183,18 @@ fn predict_records_every_image(tmp: &Path, bank: &Path, good: &Path) {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no/such/folder/out.csv"), "{err}");
     assert!(out.is_empty(), "nothing was scored: {out}");
+    // So is an unusable heatmap folder.
+    let bad = tmp.join("lot.csv").join("maps");
+    let (code, out, err) = predict(
+        bank,
+        &["--heatmaps", bad.to_str().unwrap(), good.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--heatmaps") && err.contains("lot.csv/maps"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "nothing was scored: {out}");
 }
 
 #[test]

@@ -112,7 +112,13 @@ pub fn run(a: PredictArgs) -> Result<()> {
         bail!("no images found in {:?}", a.inputs);
     }
     let heatmaps = match &a.heatmaps {
-        Some(dir) => Some(heatmap_paths(dir, &inputs)?),
+        Some(dir) => {
+            // Like the CSV: an unusable heatmap folder fails before the first image is scored.
+            std::fs::create_dir_all(dir)
+                .and_then(|()| crate::report::check_writable(&dir.join("probe.npy")))
+                .with_context(|| format!("--heatmaps {}", dir.display()))?;
+            Some(heatmap_paths(dir, &inputs)?)
+        }
         None => None,
     };
     let meta = crate::bank::read_meta(&a.bank)?;
