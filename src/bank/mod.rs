@@ -7,11 +7,13 @@ pub use crate::data::CropMode;
 
 mod check;
 mod file;
+mod verdicts;
 
 pub use check::{
     check_blur_sigma, check_coreset, FieldError, ScoringSettings, MAX_BLUR_SIGMA, MAX_DIM,
 };
 pub use file::{read_meta, BankFile};
+pub use verdicts::{Verdict, VerdictEntry, Verdicts};
 
 /// Bumped whenever the meaning of a stored field changes; older readers refuse newer files.
 pub const FORMAT_VERSION: u32 = 1;

@@ -5,12 +5,14 @@ mod atomic;
 mod csv;
 mod decision;
 mod npy;
+mod provenance;
 mod time;
 
 pub use atomic::{check_writable, write_atomic, write_atomic_with};
 pub use csv::{neutralize_formula, write_csv_file, CsvRecord, CsvStream, Outcome, CSV_COLUMNS};
 pub use decision::Decision;
 pub use npy::write_npy;
+pub use provenance::{sha256_file, Operator};
 pub use time::now_rfc3339;
 
 /// A report file that could not be written; names the file.
