@@ -17,6 +17,7 @@ pub mod backbone;
 pub mod bank;
 pub mod cli;
 pub mod data;
+pub mod decide;
 pub mod engine;
 pub mod metrics;
 pub mod report;

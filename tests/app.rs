@@ -53,6 +53,9 @@ fn meta(category: &str, test_dir: &Path, threshold: f32) -> BankMeta {
         bank_dtype: BankDtype::F32,
         calibration: Calibration::from_scores("test".into(), scores),
         selection: Vec::new(),
+        rules: None,
+        roi: None,
+        calibration_geometry: Vec::new(),
     }
 }
 
@@ -62,6 +65,8 @@ fn write_bank(models: &Path, file: &str, meta: BankMeta) -> PathBuf {
     BankFile {
         rows: vec![0.0; (meta.coreset_size * meta.embed_dim) as usize],
         source_image: vec![0; meta.coreset_size as usize],
+        roi: None,
+        calibration_maps: Vec::new(),
         meta,
     }
     .save(&path)

@@ -173,6 +173,10 @@ fn image_survives_damage() {
 /// The smallest bank the writer makes, with valid metadata, in either storage precision: the
 /// `bank` target's seeds.
 fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
+    let crop = CropMode::Center {
+        resize: 256,
+        crop: 224,
+    };
     let meta = BankMeta {
         format_version: patchcore::bank::FORMAT_VERSION,
         category: "seed".into(),
@@ -182,10 +186,7 @@ fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
         grid_stage: 0,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
-        crop: CropMode::Center {
-            resize: 256,
-            crop: 224,
-        },
+        crop,
         patch_size: 3,
         pretrain_dim: 8,
         embed_dim: 4,
@@ -206,11 +207,27 @@ fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
         bank_dtype,
         calibration: Calibration::from_scores("leave-one-image-out".into(), vec![1.5, 2.0]),
         selection: Vec::new(),
+        rules: None,
+        roi: None,
+        calibration_geometry: vec![patchcore::data::preprocess::crop_geometry(300, 200, crop); 2],
+    };
+    // A 3 x 2 ROI (the images' aspect ratio) and the two calibration maps: the seed reaches the
+    // version-2 tensors' checks too.
+    let roi = patchcore::decide::Roi::new(3, 2, &[1, 1, 0, 1, 1, 0]).expect("roi");
+    let meta = BankMeta {
+        roi: Some(patchcore::bank::RoiInfo {
+            width: 3,
+            height: 2,
+            sha256: roi.sha256(),
+        }),
+        ..meta
     };
     BankFile {
         meta,
         rows: vec![0.5, -1.0, 2.0, 0.0, 1.0, 0.25, -0.5, 3.0],
         source_image: vec![0, 1],
+        roi: Some(roi),
+        calibration_maps: (0..2 * 28 * 28).map(|i| (i % 7) as f32 * 0.25).collect(),
     }
 }
 

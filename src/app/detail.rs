@@ -76,6 +76,7 @@ pub(crate) fn show(
         if let Some(d) = decision {
             let text = match d {
                 Decision::Accept => "ACCEPTED",
+                Decision::Review => "TO REVIEW",
                 Decision::Reject => "REJECTED",
             };
             ui.label(

@@ -7,11 +7,13 @@ use egui::{Color32, CornerRadius, FontId, Painter, Pos2, Rect, Stroke, StrokeKin
 
 pub const ACCEPT: Color32 = Color32::from_rgb(40, 160, 75);
 pub const REJECT: Color32 = Color32::from_rgb(215, 45, 45);
+pub const REVIEW: Color32 = Color32::from_rgb(225, 180, 20);
 pub const ERROR: Color32 = Color32::from_rgb(230, 120, 30);
 
 pub fn decision_color(d: Decision) -> Color32 {
     match d {
         Decision::Accept => ACCEPT,
+        Decision::Review => REVIEW,
         Decision::Reject => REJECT,
     }
 }
@@ -19,6 +21,7 @@ pub fn decision_color(d: Decision) -> Color32 {
 pub fn decision_text(d: Decision) -> &'static str {
     match d {
         Decision::Accept => "OK",
+        Decision::Review => "REVIEW",
         Decision::Reject => "REJECT",
     }
 }

@@ -92,6 +92,25 @@ impl StandInBackend {
         let row = ((fy * rows as f32) as u32).min(rows - 1);
         let col = ((fx * cols as f32) as u32).min(cols - 1);
         let box_original = geometry.cell_to_original(row, col, rows, cols);
+        let geometry = Geometry {
+            // The map covers the crop whatever its resolution: rescale crop pixels.
+            scale_x: geometry.scale_x * side as f64 / crop as f64,
+            scale_y: geometry.scale_y * side as f64 / crop as f64,
+            off_x: geometry.off_x * side as f64 / crop as f64,
+            off_y: geometry.off_y * side as f64 / crop as f64,
+            crop: side,
+            ..geometry
+        };
+        let rules = meta.rules();
+        let regions = crate::decide::find_regions(
+            &values,
+            (side, side),
+            rules.pixel_threshold,
+            None,
+            &geometry,
+            0,
+            rules.mm_per_pixel,
+        );
         Ok(Inspection {
             path: path.to_path_buf(),
             score,
@@ -101,15 +120,8 @@ impl StandInBackend {
                 height: side,
                 values,
             },
-            geometry: Geometry {
-                // The map covers the crop whatever its resolution: rescale crop pixels.
-                scale_x: geometry.scale_x * side as f64 / crop as f64,
-                scale_y: geometry.scale_y * side as f64 / crop as f64,
-                off_x: geometry.off_x * side as f64 / crop as f64,
-                off_y: geometry.off_y * side as f64 / crop as f64,
-                crop: side,
-                ..geometry
-            },
+            geometry,
+            regions,
             top_patch: TopPatch {
                 row,
                 col,

@@ -262,7 +262,13 @@ impl Workstation {
             self.jobs.export_status = Some(Err("nothing to export: no category loaded".into()));
             return;
         };
+        // The app decides on one threshold, the slider's: the bank's other rules still apply.
         let threshold = self.insp.threshold();
+        let rules = crate::decide::Rules {
+            review_from: threshold,
+            reject_from: threshold,
+            ..bank.meta.rules()
+        };
         let category = bank.meta.category.clone();
         let bank_path = bank.path.clone();
         // The rejects in table order, then every image that could not be inspected: a part
@@ -274,14 +280,14 @@ impl Workstation {
             .filter_map(|&i| {
                 let item = &self.insp.items[i];
                 let outcome = match (item.inspection(), item.error()) {
-                    (Some(ins), _) => ins.outcome(),
+                    (Some(ins), _) => ins.outcome(&rules),
                     (None, Some(e)) => Outcome::Failed(e.to_string()),
                     (None, None) => return None,
                 };
                 Some(CsvRecord {
                     path: item.path.clone(),
                     outcome,
-                    threshold,
+                    rules,
                     category: category.clone(),
                     bank: bank_path.clone(),
                     timestamp: item.scored_at.clone(),

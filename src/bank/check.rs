@@ -208,6 +208,14 @@ impl BankMeta {
                 format!("is {}, must be <= calibration.max {}", c.min, c.max),
             ));
         }
+        if let Some(problem) = self.rules.as_ref().and_then(|r| r.problem()) {
+            return Err(field_error("rules", problem));
+        }
+        if let Some(roi) = &self.roi {
+            for side in [roi.width, roi.height] {
+                in_range("roi", side.into(), 1, MAX_SIDE)?;
+            }
+        }
         Ok(())
     }
 }

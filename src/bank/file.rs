@@ -1,6 +1,7 @@
 //! The bank file: safetensors with the rows, each row's source image, and the metadata as JSON;
 //! written atomically and streamed, read back with every size and value checked.
-use super::{BankDtype, BankError, BankMeta, FORMAT_VERSION};
+use super::{BankDtype, BankError, BankMeta, READABLE_VERSIONS};
+use crate::decide::Roi;
 use std::path::Path;
 
 /// Key of the JSON metadata inside the safetensors header.
@@ -8,12 +9,18 @@ const META_KEY: &str = "patchcore";
 /// A header larger than this is not ours (guards against reading garbage as a length).
 const MAX_HEADER: u64 = 64 << 20;
 
-/// A bank in memory: metadata, rows `(n_rows, embed_dim)` as f32, and each row's training image.
+/// A bank in memory: metadata, rows `(n_rows, embed_dim)` as f32, each row's training image,
+/// the region of interest, and the calibration images' leave-one-out patch-score grids.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BankFile {
     pub meta: BankMeta,
     pub rows: Vec<f32>,
     pub source_image: Vec<i32>,
+    /// Stored as U8 tensor `roi` (height x width); `meta.roi` records its size and hash.
+    pub roi: Option<Roi>,
+    /// F32 tensor `calibration_maps` (n_calibration x grid rows x grid cols); empty in
+    /// version-1 banks, which therefore cannot be recalibrated under an ROI.
+    pub calibration_maps: Vec<f32>,
 }
 
 impl BankFile {
@@ -43,7 +50,15 @@ impl BankFile {
             BankDtype::F16 => ("F16", 2),
         };
         let bank_bytes = n * d * width;
-        let meta_json = serde_json::to_string(&self.meta).map_err(|e| invalid(e.to_string()))?;
+        let mut meta = self.meta.clone();
+        // Whatever version was read, what is written carries this version's fields.
+        meta.format_version = super::FORMAT_VERSION;
+        meta.roi = self.roi.as_ref().map(|r| super::RoiInfo {
+            width: r.width,
+            height: r.height,
+            sha256: r.sha256(),
+        });
+        let meta_json = serde_json::to_string(&meta).map_err(|e| invalid(e.to_string()))?;
         let mut header = serde_json::json!({
             "__metadata__": { META_KEY: meta_json },
             "bank": { "dtype": dtype, "shape": [n, d], "data_offsets": [0, bank_bytes] },
@@ -52,8 +67,23 @@ impl BankFile {
                 "shape": [n],
                 "data_offsets": [bank_bytes, bank_bytes + 4 * n]
             },
-        })
-        .to_string();
+        });
+        let mut end = bank_bytes + 4 * n;
+        if !self.calibration_maps.is_empty() {
+            let [gh, gw] = self.meta.grid.map(|v| v as usize);
+            let shape = [self.calibration_maps.len() / (gh * gw).max(1), gh, gw];
+            let bytes = 4 * self.calibration_maps.len();
+            header["calibration_maps"] = serde_json::json!({
+                "dtype": "F32", "shape": shape, "data_offsets": [end, end + bytes]
+            });
+            end += bytes;
+        }
+        if let Some(r) = &self.roi {
+            header["roi"] = serde_json::json!({
+                "dtype": "U8", "shape": [r.height, r.width], "data_offsets": [end, end + r.mask.len()]
+            });
+        }
+        let mut header = header.to_string();
         // Data starts 8-byte aligned, as the safetensors writer does it.
         while !header.len().is_multiple_of(8) {
             header.push(' ');
@@ -77,7 +107,13 @@ impl BankFile {
             self.source_image
                 .iter()
                 .for_each(|v| buf.extend(v.to_le_bytes()));
-            w.write_all(&buf)
+            w.write_all(&buf)?;
+            buf.clear();
+            self.calibration_maps
+                .iter()
+                .for_each(|v| buf.extend(v.to_le_bytes()));
+            w.write_all(&buf)?;
+            w.write_all(self.roi.as_ref().map_or(&[][..], |r| &r.mask))
         })
         .map_err(|source| BankError::Io {
             path: path.to_path_buf(),
@@ -151,12 +187,81 @@ impl BankFile {
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        let calibration_maps = calibration_maps(&st, &meta).map_err(invalid)?;
+        let roi = roi(&st, &meta).map_err(invalid)?;
         Ok(BankFile {
             meta,
             rows,
             source_image,
+            roi,
+            calibration_maps,
         })
     }
+}
+
+/// Tensor `calibration_maps`, checked against the calibration it came with.
+fn calibration_maps(st: &safetensors::SafeTensors, meta: &BankMeta) -> Result<Vec<f32>, String> {
+    let Ok(t) = st.tensor("calibration_maps") else {
+        return Ok(Vec::new());
+    };
+    let n = meta.calibration.scores.len();
+    let want = [n, meta.grid[0] as usize, meta.grid[1] as usize];
+    if t.dtype() != safetensors::Dtype::F32 || t.shape() != want {
+        return Err(format!(
+            "tensor `calibration_maps` is {:?} {:?}, expected F32 {want:?} (calibration scores x grid)",
+            t.dtype(),
+            t.shape()
+        ));
+    }
+    if meta.calibration_geometry.len() != n {
+        return Err(format!(
+            "{} calibration geometries for {n} calibration maps",
+            meta.calibration_geometry.len()
+        ));
+    }
+    let maps: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if maps.iter().any(|v| !v.is_finite()) {
+        return Err("tensor `calibration_maps` holds NaN or infinite values".into());
+    }
+    Ok(maps)
+}
+
+/// Tensor `roi`, which must be there exactly when the metadata records one, and match its
+/// size and sha256 (a damaged mask would silently inspect the wrong pixels).
+fn roi(st: &safetensors::SafeTensors, meta: &BankMeta) -> Result<Option<Roi>, String> {
+    let tensor = st.tensor("roi").ok();
+    let (t, info) = match (tensor, &meta.roi) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err("tensor `roi` without `roi` in the metadata".into()),
+        (None, Some(_)) => {
+            return Err("the metadata records an ROI but tensor `roi` is missing".into())
+        }
+        (Some(t), Some(info)) => (t, info),
+    };
+    let want = [info.height as usize, info.width as usize];
+    if t.dtype() != safetensors::Dtype::U8 || t.shape() != want {
+        return Err(format!(
+            "tensor `roi` is {:?} {:?}, expected U8 {want:?} (the metadata's ROI size)",
+            t.dtype(),
+            t.shape()
+        ));
+    }
+    if t.data().iter().any(|&v| v > 1) {
+        return Err("tensor `roi` holds values other than 0 and 1 (damaged mask)".into());
+    }
+    let roi = Roi::new(info.width, info.height, t.data()).map_err(|e| format!("roi: {e}"))?;
+    if roi.sha256() != info.sha256 {
+        return Err(format!(
+            "ROI mask sha256 {} does not match the metadata's {} (damaged mask)",
+            roi.sha256(),
+            info.sha256
+        ));
+    }
+    Ok(Some(roi))
 }
 
 /// Values converted and written per block when a bank is saved.
@@ -198,7 +303,7 @@ fn parse_meta(path: &Path, bytes: &[u8]) -> Result<BankMeta, BankError> {
         .get("format_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(0) as u32;
-    if found != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&found) {
         return Err(BankError::Version {
             path: path.to_path_buf(),
             found,

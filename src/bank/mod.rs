@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 pub use crate::data::CropMode;
+use crate::data::Geometry;
+use crate::decide::Rules;
 
 mod check;
 mod file;
@@ -16,7 +18,11 @@ pub use file::{read_meta, BankFile};
 pub use verdicts::{Verdict, VerdictEntry, Verdicts};
 
 /// Bumped whenever the meaning of a stored field changes; older readers refuse newer files.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the region of interest, the decision rules and the calibration maps: a
+/// version-1 reader would silently inspect the whole image, so it must refuse these files.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this build reads: version-1 banks load with no ROI and the one-threshold rule.
+pub const READABLE_VERSIONS: [u32; 2] = [1, FORMAT_VERSION];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {
@@ -31,7 +37,7 @@ pub enum BankError {
     /// lying in the models folder. Listings skip these; loading one is still an error.
     #[error("{path}: a safetensors file, but not a patchcore bank (no `patchcore` metadata)")]
     NotABank { path: PathBuf },
-    #[error("{path}: bank format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error("{path}: bank format version {found} is not supported (this build reads versions 1 to {FORMAT_VERSION})")]
     Version { path: PathBuf, found: u32 },
 }
 
@@ -89,6 +95,26 @@ pub struct BankMeta {
     /// it did not choose, e.g. with explicit feature flags or WideResNet's paper settings).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub selection: Vec<SelectionTrial>,
+    /// Accept/review/reject rules; absent in version-1 banks, which get [`BankMeta::rules`]'s
+    /// one-threshold rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Rules>,
+    /// The region of interest stored as tensor `roi`: its size and hash, checked on load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roi: Option<RoiInfo>,
+    /// Where each calibration image's crop sat (one per row of tensor `calibration_maps`), so
+    /// an ROI can be laid over the calibration maps without the training images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration_geometry: Vec<Geometry>,
+}
+
+/// What the metadata records about the stored ROI mask.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoiInfo {
+    pub width: u32,
+    pub height: u32,
+    /// sha256 of the mask values (0/1 bytes, row-major), see [`crate::decide::Roi::sha256`].
+    pub sha256: String,
 }
 
 /// How one candidate configuration scored on synthetic defects in held-out good images.
@@ -118,6 +144,18 @@ impl Calibration {
 }
 
 impl BankMeta {
+    /// The rules in force: the stored ones, or for a version-1 bank the one-threshold rule
+    /// (review and reject both from the calibrated threshold; regions at the same value).
+    pub fn rules(&self) -> Rules {
+        self.rules.unwrap_or(Rules {
+            review_from: self.calibration.threshold,
+            reject_from: self.calibration.threshold,
+            min_area: 0,
+            pixel_threshold: self.calibration.threshold,
+            mm_per_pixel: None,
+        })
+    }
+
     /// `(score - min) / (max - min)` over the calibration scores; 1.0 is the worst good training image.
     pub fn normalize(&self, score: f32) -> f32 {
         let c = &self.calibration;

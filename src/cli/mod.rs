@@ -1,4 +1,5 @@
-//! Command-line interface: `fit`, `eval`, `predict`, `gui`, `demo`, `backbones`, `bench`.
+//! Command-line interface: `fit`, `eval`, `predict`, `roi`, `rules`, `gui`, `demo`, `backbones`,
+//! `bench`.
 //! Errors become `anyhow` only here, at the binary's edge.
 mod args;
 mod backbones;
@@ -9,6 +10,7 @@ mod fit;
 mod gui;
 mod predict;
 mod progress;
+mod roi;
 
 use crate::data::{set_decode_limits, DecodeLimits};
 use clap::{Parser, Subcommand};
@@ -47,6 +49,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Inspect images with a fitted bank: scores, decisions, CSV and heatmaps.
     Predict(predict::PredictArgs),
+    /// Show or set the bank's region of interest (white = inspect); recalibrates.
+    Roi(roi::RoiArgs),
+    /// Show or change the bank's decision rules: review and reject thresholds, minimum area.
+    Rules(roi::RulesArgs),
     /// Open the operator workstation.
     Gui(gui::GuiArgs),
     /// List the backbones, their stages and which weights are present.
@@ -76,6 +82,8 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Gui(a) => gui::run(a),
+        Command::Roi(a) => roi::run_roi(a),
+        Command::Rules(a) => roi::run_rules(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,7 +26,8 @@ pub struct PredictArgs {
     /// image's path relative to the folder it was listed from.
     #[arg(long)]
     pub heatmaps: Option<PathBuf>,
-    /// Reject threshold on the raw score (default: the bank's calibrated threshold).
+    /// One reject threshold on the raw score instead of the bank's review and reject bands
+    /// (review_from = reject_from = this; the bank's min-area and regions still apply).
     #[arg(long)]
     pub threshold: Option<f32>,
     #[command(flatten)]
@@ -131,9 +132,12 @@ pub fn run(a: PredictArgs) -> Result<()> {
     )?;
     // Before any scoring: an unwritable CSV destination fails now, not after the last image.
     let mut csv = a.csv.as_deref().map(CsvStream::create).transpose()?;
-    let threshold = a.threshold.unwrap_or(meta.calibration.threshold);
+    let mut rules = meta.rules();
+    if let Some(t) = a.threshold {
+        (rules.review_from, rules.reject_from) = (t, t);
+    }
     let paths: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
-    let (mut rejects, mut failed) = (0usize, 0usize);
+    let (mut rejects, mut reviews, mut failed) = (0usize, 0usize, 0usize);
     let bars = Bars::default();
     bars.start("inspecting", paths.len() as u64);
     let mut fatal = None;
@@ -142,14 +146,20 @@ pub fn run(a: PredictArgs) -> Result<()> {
         bars.advance(1);
         let outcome = match r {
             Ok(i) => {
-                let reject = Decision::of(i.score, threshold) == Decision::Reject;
-                rejects += usize::from(reject);
+                let decision = i.decide(&rules);
+                rejects += usize::from(decision == Decision::Reject);
+                reviews += usize::from(decision == Decision::Review);
+                let counted = i
+                    .regions
+                    .iter()
+                    .filter(|r| r.area >= rules.min_area)
+                    .count();
                 println!(
-                    "{}\t{:.4}\t{:.3}\t{}\ttop patch x={} y={} w={} h={}",
+                    "{}\t{:.4}\t{:.3}\t{}\ttop patch x={} y={} w={} h={}\tregions {counted}",
                     i.path.display(),
                     i.score,
                     i.normalized,
-                    if reject { "REJECT" } else { "accept" },
+                    decision.as_str().to_uppercase(),
                     i.top_patch.box_original[0],
                     i.top_patch.box_original[1],
                     i.top_patch.box_original[2],
@@ -161,7 +171,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
                         return false;
                     }
                 }
-                i.outcome()
+                i.outcome(&rules)
             }
             Err(e) => {
                 failed += 1;
@@ -173,7 +183,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
             let record = CsvRecord {
                 path: paths[index].clone(),
                 outcome,
-                threshold,
+                rules,
                 category: meta.category.clone(),
                 bank: a.bank.clone(),
                 timestamp: now_rfc3339(),
@@ -200,8 +210,10 @@ pub fn run(a: PredictArgs) -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "predict: {} images, {rejects} rejected at threshold {threshold:.4}, {failed} could not be inspected; {:.1} s ({:.0} ms per image)",
+        "predict: {} images, {reviews} to review (score above {:.4}), {rejects} rejected (above {:.4}), {failed} could not be inspected; {:.1} s ({:.0} ms per image)",
         paths.len(),
+        rules.review_from,
+        rules.reject_from,
         secs,
         secs * 1000.0 / paths.len().max(1) as f64
     );

@@ -1,10 +1,11 @@
 //! Fitting (paper Alg. 1): patch features of the good images streamed to disk, the coreset
 //! chosen on their projections, and the threshold calibrated leave-one-image-out.
+use super::calibrate::{leave_one_out, recalibrate};
 use super::coreset::{self, CoresetOptions};
 use super::extractor::Extractor;
 use super::feature_store::FeatureStore;
 use super::host::to_host_f32;
-use super::inspect::{in_storage_precision, patch_scores, searcher_for};
+use super::inspect::{in_storage_precision, searcher_for};
 use super::pipeline::{for_each_decoded, Progress};
 use super::{EngineError, Method, PatchCore, Precision};
 use crate::backbone::Backbone;
@@ -82,9 +83,12 @@ impl PatchCore {
         let mut reduced = coreset::Projected::new(opts.device);
         let mut grid = (0, 0);
         let mut failure = None;
+        // Where each training image's crop sat, for laying an ROI over its calibration map.
+        let mut geometry = Vec::with_capacity(train.len());
         for_each_decoded(train, opts.batch_size, opts.method.crop, |_, decoded, _| {
             let step = || -> Result<(), EngineError> {
                 let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+                geometry.extend(decoded.iter().map(|d| d.geometry));
                 let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
                 let (emb, g) = extractor.embed(&crops)?;
                 grid = g;
@@ -133,33 +137,21 @@ impl PatchCore {
         let t = Instant::now();
         let searcher = searcher_for(&bank_rows, opts.precision)?;
         let calib = spread(train.len(), opts.calibration_images);
-        progress.start("calibration", calib.len() as u64);
-        let mut scores = Vec::with_capacity(calib.len());
-        let method = &opts.method;
-        for group in calib.chunks(opts.batch_size.max(1)) {
-            let mut q = Vec::with_capacity(group.len());
-            let mut src = Vec::with_capacity(group.len() * per_image as usize);
-            for &i in group {
+        let loo = leave_one_out(
+            &searcher,
+            &bank_source,
+            &opts.method,
+            per_image,
+            &calib,
+            opts.batch_size,
+            &mut |i| {
                 let start = i * per_image as usize;
-                q.push(
-                    store
-                        .read_range(start, per_image as usize, opts.device)
-                        .map_err(io)?,
-                );
-                src.extend(std::iter::repeat_n(i as i64, per_image as usize));
-            }
-            let q = Tensor::f_cat(&q, 0)?;
-            let qsrc = Tensor::f_from_slice(&src)?.f_to_device(opts.device)?;
-            let nb = searcher.search(&q, method.k, Some((&qsrc, &bank_source)))?;
-            let patch = patch_scores(&nb.sq_dist, method)?;
-            let img = patch
-                .f_view([group.len() as i64, per_image])?
-                .f_amax(1, false)?;
-            let v: Vec<f32> = img.f_to_device(Device::Cpu)?.try_into()?;
-            scores.extend(v);
-            progress.advance(group.len() as u64);
-        }
-        progress.finish();
+                store
+                    .read_range(start, per_image as usize, opts.device)
+                    .map_err(io)
+            },
+            progress,
+        )?;
         times.calibration_s = t.elapsed().as_secs_f64();
         let calibration = Calibration::from_scores(
             format!(
@@ -167,9 +159,9 @@ impl PatchCore {
                 calib.len(),
                 train.len()
             ),
-            scores,
+            loo.scores,
         );
-
+        let method = &opts.method;
         let meta = BankMeta {
             format_version: FORMAT_VERSION,
             category: opts.category.clone(),
@@ -200,6 +192,14 @@ impl PatchCore {
             bank_dtype: opts.bank_dtype,
             calibration,
             selection: Vec::new(),
+            rules: None,
+            roi: None,
+            calibration_geometry: calib.iter().map(|&i| geometry[i]).collect(),
+        };
+        let (_, rules) = recalibrate(&meta, &loo.maps, None)?;
+        let meta = BankMeta {
+            rules: Some(rules),
+            ..meta
         };
         let file = BankFile {
             meta: meta.clone(),
@@ -208,12 +208,15 @@ impl PatchCore {
                 .into_iter()
                 .map(|v| v as i32)
                 .collect(),
+            roi: None,
+            calibration_maps: loo.maps,
         };
         Ok((
             PatchCore {
                 extractor,
                 searcher,
                 meta,
+                roi: None,
             },
             file,
             times,

@@ -10,6 +10,7 @@ use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
 use crate::backbone::{self, Backbone};
 use crate::bank::{BankDtype, BankError, BankFile, BankMeta};
+use crate::decide::{find_regions, grid_mask, Roi};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,6 +24,8 @@ pub struct PatchCore {
     pub(super) extractor: Extractor,
     pub(super) searcher: Searcher,
     pub(super) meta: BankMeta,
+    /// Pixels outside it take no part in the score, the map or the regions.
+    pub(super) roi: Option<Roi>,
 }
 
 /// The bank's searcher, shortlisting in bf16 when the backbone runs in bf16.
@@ -60,7 +63,7 @@ impl PatchCore {
         precision: Precision,
     ) -> Result<PatchCore, EngineError> {
         let file = BankFile::load(bank)?;
-        let meta = file.meta;
+        let (meta, roi) = (file.meta, file.roi);
         let backbone = Backbone::load(&meta.backbone, weights, device)?;
         if backbone.weights_sha256() != meta.weights_sha256 {
             return Err(EngineError::Bank(BankError::Invalid {
@@ -85,6 +88,7 @@ impl PatchCore {
             extractor,
             searcher,
             meta,
+            roi,
         })
     }
 
@@ -111,7 +115,33 @@ impl PatchCore {
         let t1 = Instant::now();
         let nb = self.searcher.search(&flat, method.k, None)?;
         let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
-        let (mut image, top) = patch.f_max_dim(1, false)?;
+        let size = method.input_size() as i64;
+        // Map pixels and patch cells the ROI inspects, per image (each has its own geometry).
+        let crop_masks: Vec<Option<Vec<bool>>> = batch
+            .iter()
+            .map(|d| {
+                self.roi
+                    .as_ref()
+                    .map(|r| r.crop_mask(&d.geometry, size as u32))
+            })
+            .collect();
+        // Patch scores are distances (>= 0): zeroing an ignored cell keeps it from the top.
+        let scored = match &self.roi {
+            None => patch.shallow_clone(),
+            Some(_) => {
+                let cells: Vec<f32> = crop_masks
+                    .iter()
+                    .flatten()
+                    .flat_map(|m| grid_mask(m, size as u32, h as u32, w as u32))
+                    .map(f32::from)
+                    .collect();
+                let keep = Tensor::f_from_slice(&cells)?
+                    .f_view([b, h * w])?
+                    .f_to_device(patch.device())?;
+                patch.f_mul(&keep)?
+            }
+        };
+        let (mut image, top) = scored.f_max_dim(1, false)?;
         if method.reweight {
             image = image.f_mul(&self.reweight(
                 &flat.f_view([b, h * w, d])?,
@@ -120,11 +150,10 @@ impl PatchCore {
             )?)?;
         }
         let t2 = Instant::now();
-        let size = method.input_size() as i64;
         let maps = anomaly_maps(&patch.f_view([b, h, w])?, size, method.blur_sigma)?;
-        let maps = to_host_f32(&maps)?;
+        let mut maps = to_host_f32(&maps)?;
         let image = to_host_f32(&image)?;
-        let top_score = to_host_f32(&patch.f_gather(1, &top.f_unsqueeze(1)?, false)?)?;
+        let top_score = to_host_f32(&scored.f_gather(1, &top.f_unsqueeze(1)?, false)?)?;
         let top: Vec<i64> = top.f_to_device(Device::Cpu)?.try_into()?;
         let t3 = Instant::now();
         let per = |a: Instant, z: Instant| (z - a).as_secs_f32() * 1000.0 / batch.len() as f32;
@@ -135,12 +164,31 @@ impl PatchCore {
             map_ms: per(t2, t3),
         };
         let px = (size * size) as usize;
+        let rules = self.meta.rules();
         Ok(batch
             .iter()
+            .zip(maps.chunks_exact_mut(px))
+            .zip(&crop_masks)
             .enumerate()
-            .map(|(i, dec)| {
+            .map(|(i, ((dec, map), mask))| {
                 let (row, col) = ((top[i] / w) as u32, (top[i] % w) as u32);
                 let box_original = dec.geometry.cell_to_original(row, col, h as u32, w as u32);
+                if let Some(mask) = mask {
+                    // Ignored pixels show (and count in pixel metrics) as a perfect match.
+                    map.iter_mut()
+                        .zip(mask)
+                        .filter(|(_, &keep)| !keep)
+                        .for_each(|(v, _)| *v = 0.0);
+                }
+                let regions = find_regions(
+                    map,
+                    (size as u32, size as u32),
+                    rules.pixel_threshold,
+                    mask.as_deref(),
+                    &dec.geometry,
+                    0,
+                    rules.mm_per_pixel,
+                );
                 Inspection {
                     path: dec.path.clone(),
                     score: image[i],
@@ -148,8 +196,9 @@ impl PatchCore {
                     map: AnomalyMap {
                         width: size as u32,
                         height: size as u32,
-                        values: maps[i * px..(i + 1) * px].to_vec(),
+                        values: map.to_vec(),
                     },
+                    regions,
                     geometry: dec.geometry,
                     top_patch: TopPatch {
                         row,

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 pub use crate::data::Geometry;
+use crate::decide::{Region, RegionSummary, Rules};
+use crate::report::Decision;
 
 /// Anomaly map at the model's input (crop) resolution, raw patch-score units, row-major.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,16 +44,27 @@ pub struct Inspection {
     pub map: AnomalyMap,
     pub geometry: Geometry,
     pub top_patch: TopPatch,
+    /// Connected regions of the map above the bank's pixel threshold (inside the ROI), largest
+    /// first, all sizes: `min_area` is applied when deciding, so it can change without rescoring.
+    #[serde(default)]
+    pub regions: Vec<Region>,
     pub times: PhaseTimes,
 }
 
 impl Inspection {
-    /// What goes into the inspection CSV for this image.
-    pub fn outcome(&self) -> crate::report::Outcome {
+    /// Accept, review or reject under `rules`.
+    pub fn decide(&self, rules: &Rules) -> Decision {
+        rules.decide(self.score, &self.regions)
+    }
+
+    /// What goes into the inspection CSV for this image under `rules`.
+    pub fn outcome(&self, rules: &Rules) -> crate::report::Outcome {
         crate::report::Outcome::Scored {
             score: self.score,
             normalized: self.normalized,
             top_box: self.top_patch.box_original,
+            decision: self.decide(rules),
+            regions: RegionSummary::of(&self.regions, rules.min_area),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `embed`), fitting (`fit`, `coreset`), scoring (`inspect`, `knn`, `anomaly_map`), with the
 //! settings (`method`, `precision`) and the error type they share.
 pub mod anomaly_map;
+pub mod calibrate;
 pub mod coreset;
 pub mod device;
 pub mod embed;

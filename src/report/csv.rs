@@ -1,11 +1,13 @@
 //! The inspection CSV that `predict --csv` streams and the app's "Export rejects..." writes:
 //! one row per image, images that could not be inspected included (decision `error`).
 use super::{write_atomic, Decision, WriteError};
+use crate::decide::{RegionSummary, Rules};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Column names, in order.
-pub const CSV_COLUMNS: [&str; 13] = [
+/// Column names, in order (README "CSV columns" says what each holds); the columns from
+/// `review_from` on came with the review band and defect regions, after the original ones.
+pub const CSV_COLUMNS: [&str; 20] = [
     "path",
     "score",
     "normalized_score",
@@ -19,6 +21,13 @@ pub const CSV_COLUMNS: [&str; 13] = [
     "bank",
     "timestamp",
     "reason",
+    "review_from",
+    "reject_from",
+    "min_area",
+    "regions",
+    "largest_region_area",
+    "largest_region_box",
+    "peak_score",
 ];
 
 /// What came of one image.
@@ -29,6 +38,9 @@ pub enum Outcome {
         normalized: f32,
         /// Top patch `[x, y, w, h]` in original-image pixels.
         top_box: [u32; 4],
+        decision: Decision,
+        /// The regions that count (at least `min_area`).
+        regions: RegionSummary,
     },
     /// The image could not be inspected (unreadable, over the decode limits, ...): why.
     Failed(String),
@@ -39,7 +51,8 @@ pub enum Outcome {
 pub struct CsvRecord {
     pub path: PathBuf,
     pub outcome: Outcome,
-    pub threshold: f32,
+    /// The rules in force; the `threshold` column is `review_from` (accepted at or below it).
+    pub rules: Rules,
     pub category: String,
     pub bank: PathBuf,
     /// When the image was scored (RFC 3339, UTC).
@@ -47,10 +60,10 @@ pub struct CsvRecord {
 }
 
 impl CsvRecord {
-    /// `accept`, `reject`, or `error` for an image that was not inspected.
+    /// `accept`, `review`, `reject`, or `error` for an image that was not inspected.
     pub fn decision(&self) -> &'static str {
         match self.outcome {
-            Outcome::Scored { score, .. } => Decision::of(score, self.threshold).as_str(),
+            Outcome::Scored { decision, .. } => decision.as_str(),
             Outcome::Failed(_) => "error",
         }
     }
@@ -59,19 +72,31 @@ impl CsvRecord {
         let text = |s: &str| field(&neutralize_formula(s));
         let path = text(&self.path.to_string_lossy());
         let (category, bank) = (text(&self.category), text(&self.bank.to_string_lossy()));
-        let (t, decision, stamp) = (self.threshold, self.decision(), text(&self.timestamp));
+        let r = &self.rules;
+        let (t, decision, stamp) = (r.review_from, self.decision(), text(&self.timestamp));
+        let bands = format!("{},{},{}", r.review_from, r.reject_from, r.min_area);
         match &self.outcome {
             Outcome::Scored {
                 score,
                 normalized,
                 top_box: [x, y, w, h],
-            } => writeln!(
-                out,
-                "{path},{score},{normalized},{t},{decision},{x},{y},{w},{h},{category},{bank},{stamp},"
-            ),
+                regions: s,
+                ..
+            } => {
+                let boxed = s
+                    .largest_box
+                    .map(|[x, y, w, h]| format!("{x} {y} {w} {h}"))
+                    .unwrap_or_default();
+                let peak = s.peak.map(|p| p.to_string()).unwrap_or_default();
+                writeln!(
+                    out,
+                    "{path},{score},{normalized},{t},{decision},{x},{y},{w},{h},{category},{bank},{stamp},,{bands},{},{},{boxed},{peak}",
+                    s.count, s.largest_area
+                )
+            }
             Outcome::Failed(reason) => writeln!(
                 out,
-                "{path},,,{t},{decision},,,,,{category},{bank},{stamp},{}",
+                "{path},,,{t},{decision},,,,,{category},{bank},{stamp},{},{bands},,,,",
                 text(reason)
             ),
         }
@@ -179,7 +204,13 @@ mod tests {
         CsvRecord {
             path: PathBuf::from(path),
             outcome,
-            threshold: 1.0,
+            rules: Rules {
+                review_from: 1.0,
+                reject_from: 2.0,
+                min_area: 3,
+                pixel_threshold: 0.5,
+                mm_per_pixel: None,
+            },
             category: "bottle".into(),
             bank: PathBuf::from("m/bottle.safetensors"),
             timestamp: "2024-01-01T00:00:00Z".into(),
@@ -199,6 +230,13 @@ mod tests {
             score: 1.5,
             normalized: -0.25,
             top_box: [1, 2, 3, 4],
+            decision: Decision::Review,
+            regions: RegionSummary {
+                count: 2,
+                largest_area: 40,
+                largest_box: Some([5, 6, 7, 8]),
+                peak: Some(0.75),
+            },
         };
         let rows = [
             record("a,b/\"c\".png", scored.clone()),
@@ -210,7 +248,7 @@ mod tests {
         assert_eq!(l[0], CSV_COLUMNS.join(","));
         assert_eq!(
             l[1],
-            "\"a,b/\"\"c\"\".png\",1.5,-0.25,1,reject,1,2,3,4,bottle,m/bottle.safetensors,2024-01-01T00:00:00Z,"
+            "\"a,b/\"\"c\"\".png\",1.5,-0.25,1,review,1,2,3,4,bottle,m/bottle.safetensors,2024-01-01T00:00:00Z,,1,2,3,2,40,5 6 7 8,0.75"
         );
         assert!(
             l[2].starts_with("\"'=HYPERLINK(\"\"x\"\").png\",1.5"),
@@ -219,10 +257,11 @@ mod tests {
         );
         assert_eq!(
             l[3],
-            "bad.png,,,1,error,,,,,bottle,m/bottle.safetensors,2024-01-01T00:00:00Z,'@SUM(1): truncated"
+            "bad.png,,,1,error,,,,,bottle,m/bottle.safetensors,2024-01-01T00:00:00Z,'@SUM(1): truncated,1,2,3,,,,"
         );
-        for line in &l {
-            assert!(line.matches(',').count() >= CSV_COLUMNS.len() - 1, "{line}");
+        // Every row has every column (the quoted fields above hold no separators).
+        for line in &l[3..] {
+            assert_eq!(line.matches(',').count(), CSV_COLUMNS.len() - 1, "{line}");
         }
     }
 

@@ -1,10 +1,14 @@
-//! The accept/reject rule, shared by `predict`, `eval` and the operator app.
+//! The decision vocabulary, shared by `predict`, `eval` and the operator app.
 
-/// Accept or reject: an image is rejected when its score is strictly above the threshold
-/// (the calibrated threshold is the worst good training score, which must still pass).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Accept, review (a person decides) or reject. With one threshold (`Decision::of`) an image is
+/// rejected when its score is strictly above it (the calibrated threshold is the worst good
+/// training score, which must still pass); the bank's rules add the review band between two
+/// thresholds (`decide::Rules::decide`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     Accept,
+    Review,
     Reject,
 }
 
@@ -20,6 +24,7 @@ impl Decision {
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Accept => "accept",
+            Decision::Review => "review",
             Decision::Reject => "reject",
         }
     }

@@ -14,6 +14,7 @@ pub(super) fn inspection(path: &Path, score: f32) -> Inspection {
             height: 1,
             values: vec![score],
         },
+        regions: Vec::new(),
         geometry: crate::data::Geometry {
             orig_width: 10,
             orig_height: 10,

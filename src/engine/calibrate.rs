@@ -1,0 +1,136 @@
+//! Calibration from good images: their leave-one-image-out patch-score grids (one function that
+//! fit and a bank update both call), and the thresholds derived from those grids under the
+//! region of interest, so an ROI or a rule change recalibrates without the training images.
+use super::anomaly_map::anomaly_maps;
+use super::inspect::patch_scores;
+use super::knn::Searcher;
+use super::pipeline::Progress;
+use super::{EngineError, Method};
+use crate::bank::{BankMeta, Calibration};
+use crate::decide::{grid_mask, Roi, Rules};
+use tch::{Device, Tensor};
+
+/// Leave-one-image-out results for the calibration images, in the order asked.
+pub struct LeaveOneOut {
+    /// Image score of each calibration image (max patch score).
+    pub scores: Vec<f32>,
+    /// Patch-score grid of each, `(n, grid rows, grid cols)` row-major.
+    pub maps: Vec<f32>,
+}
+
+/// Scores `images` (indices into the training set) against the bank with each image's own bank
+/// rows excluded: `read(i)` gives image `i`'s `(per_image, D)` patch rows, `bank_source` each
+/// bank row's training image.
+#[allow(clippy::too_many_arguments)]
+pub fn leave_one_out(
+    searcher: &Searcher,
+    bank_source: &Tensor,
+    method: &Method,
+    per_image: i64,
+    images: &[usize],
+    batch_size: usize,
+    read: &mut dyn FnMut(usize) -> Result<Tensor, EngineError>,
+    progress: &dyn Progress,
+) -> Result<LeaveOneOut, EngineError> {
+    let device = bank_source.device();
+    progress.start("calibration", images.len() as u64);
+    let mut out = LeaveOneOut {
+        scores: Vec::with_capacity(images.len()),
+        maps: Vec::with_capacity(images.len() * per_image as usize),
+    };
+    for group in images.chunks(batch_size.max(1)) {
+        let mut q = Vec::with_capacity(group.len());
+        let mut src = Vec::with_capacity(group.len() * per_image as usize);
+        for &i in group {
+            q.push(read(i)?);
+            src.extend(std::iter::repeat_n(i as i64, per_image as usize));
+        }
+        let q = Tensor::f_cat(&q, 0)?;
+        let qsrc = Tensor::f_from_slice(&src)?.f_to_device(device)?;
+        let nb = searcher.search(&q, method.k, Some((&qsrc, bank_source)))?;
+        let patch = patch_scores(&nb.sq_dist, method)?.f_view([group.len() as i64, per_image])?;
+        let img = patch.f_amax(1, false)?;
+        out.scores
+            .extend(Vec::<f32>::try_from(img.f_to_device(Device::Cpu)?)?);
+        out.maps.extend(super::host::to_host_f32(&patch)?);
+        progress.advance(group.len() as u64);
+    }
+    progress.finish();
+    Ok(out)
+}
+
+/// Calibration maps upsampled and blurred per block, as inference does it (bounded memory).
+const MAP_BLOCK: usize = 16;
+
+/// The calibration and default rules under `roi`, from the stored leave-one-out grids `maps`
+/// (`meta.calibration.scores.len()` grids on `meta.grid`): each image's score is the top
+/// inspected patch; the pixel threshold is the highest value any good image's anomaly map (same
+/// upsampling and blur as inference) reaches at an inspected pixel. The bank's `min_area` and
+/// pixel size are kept.
+pub fn recalibrate(
+    meta: &BankMeta,
+    maps: &[f32],
+    roi: Option<&Roi>,
+) -> Result<(Calibration, Rules), EngineError> {
+    let [gh, gw] = meta.grid;
+    let cells = (gh * gw) as usize;
+    let n = meta.calibration_geometry.len();
+    if n == 0 || maps.len() != n * cells {
+        return Err(EngineError::Config(
+            "this bank holds no calibration maps (fitted before version 2): refit it to use an ROI or recalibrate".into(),
+        ));
+    }
+    let size = meta.crop.output_size();
+    let crop_masks: Vec<Option<Vec<bool>>> = meta
+        .calibration_geometry
+        .iter()
+        .map(|g| roi.map(|r| r.crop_mask(g, size)))
+        .collect();
+    let mut scores = Vec::with_capacity(n);
+    for (grid, mask) in maps.chunks_exact(cells).zip(&crop_masks) {
+        let inspect = mask.as_ref().map(|m| grid_mask(m, size, gh, gw));
+        let top = grid
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| inspect.as_ref().is_none_or(|m| m[*i]))
+            .map(|(_, &v)| v)
+            .fold(0.0f32, f32::max);
+        scores.push(top);
+    }
+    let mut pixel_threshold = 0.0f32;
+    let px = (size * size) as usize;
+    for (b, block) in maps.chunks(MAP_BLOCK * cells).enumerate() {
+        let t = Tensor::f_from_slice(block)?.f_view([-1, gh as i64, gw as i64])?;
+        let up = super::host::to_host_f32(&anomaly_maps(&t, size as i64, meta.blur_sigma.into())?)?;
+        for (j, map) in up.chunks_exact(px).enumerate() {
+            let mask = &crop_masks[b * MAP_BLOCK + j];
+            let top = map
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask.as_ref().is_none_or(|m| m[*i]))
+                .map(|(_, &v)| v)
+                .fold(0.0f32, f32::max);
+            pixel_threshold = pixel_threshold.max(top);
+        }
+    }
+    let base = meta
+        .calibration
+        .source
+        .split(", under")
+        .next()
+        .unwrap_or("");
+    let source = match roi {
+        Some(r) => format!(
+            "{base}, under an ROI inspecting {:.1}% of the image",
+            100.0 * r.inspected_share()
+        ),
+        None => base.to_string(),
+    };
+    let calibration = Calibration::from_scores(source, scores);
+    let mut rules = Rules::defaults(&calibration.scores, calibration.threshold, pixel_threshold);
+    if let Some(old) = meta.rules {
+        rules.min_area = old.min_area;
+        rules.mm_per_pixel = old.mm_per_pixel;
+    }
+    Ok((calibration, rules))
+}
