@@ -395,3 +395,63 @@ fn fit_refuses_impossible_settings_before_any_work() {
     });
     assert!(e.contains("k is 4, more than the coreset's 3 rows"), "{e}");
 }
+
+/// A version-1 bank (no ROI, no rules, no calibration maps) still loads and scores, with the
+/// one-threshold rule: review and reject both from its calibrated threshold.
+#[test]
+fn version_1_banks_load_with_the_one_threshold_rule() {
+    let (dir, _) = dataset();
+    let (path, file) = fitted();
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    // Version 1 had no calibration maps: drop the tensor (the last one) and its bytes.
+    let maps_start = header["calibration_maps"]["data_offsets"][0]
+        .as_u64()
+        .unwrap() as usize;
+    header.as_object_mut().unwrap().remove("calibration_maps");
+    let meta_key = &mut header["__metadata__"]["patchcore"];
+    let mut meta: serde_json::Value = serde_json::from_str(meta_key.as_str().unwrap()).unwrap();
+    meta["format_version"] = 1.into();
+    let m = meta.as_object_mut().unwrap();
+    m.remove("rules");
+    m.remove("calibration_geometry");
+    *meta_key = serde_json::Value::String(meta.to_string());
+    let mut text = header.to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..8 + n + maps_start]);
+    let v1 = dir.path().join("v1.safetensors");
+    std::fs::write(&v1, out).unwrap();
+
+    let loaded = BankFile::load(&v1).unwrap();
+    assert_eq!(loaded.meta.format_version, 1);
+    assert!(loaded.roi.is_none() && loaded.calibration_maps.is_empty());
+    let rules = loaded.meta.rules();
+    let t = file.meta.calibration.threshold;
+    assert_eq!(
+        (rules.review_from, rules.reject_from, rules.min_area),
+        (t, t, 0)
+    );
+    // Without calibration maps there is nothing to recalibrate an ROI from: a clear error.
+    let e =
+        patchcore::engine::calibrate::recalibrate(&loaded.meta, &[], None).expect_err("no maps");
+    assert!(e.to_string().contains("refit"), "{e}");
+    // Saved again, it becomes a version-2 file with the rule it was read with.
+    let resaved = dir.path().join("v1-resaved.safetensors");
+    BankFile {
+        meta: patchcore::bank::BankMeta {
+            rules: Some(rules),
+            ..loaded.meta.clone()
+        },
+        ..loaded
+    }
+    .save(&resaved)
+    .unwrap();
+    let meta = patchcore::bank::read_meta(&resaved).unwrap();
+    assert_eq!(meta.format_version, patchcore::bank::FORMAT_VERSION);
+    assert_eq!(meta.rules(), rules);
+}

@@ -1,7 +1,7 @@
 //! What the views ask for, and how each request changes the workstation. Views push
 //! [`Action`]s while they draw; [`Workstation::apply`] runs them in order after the layout.
 use super::dialog_flow::DialogPurpose;
-use super::state::{Filter, RejectColumn, SortKey};
+use super::state::{Decision, Filter, RejectColumn, SortKey};
 use super::workstation::Workstation;
 use std::path::PathBuf;
 
@@ -18,6 +18,11 @@ pub enum Action {
     CloseDetail,
     Step(isize),
     SetThreshold(f32),
+    /// The second threshold: scores above it are rejected, between the two reviewed.
+    SetRejectFrom(f32),
+    SetMinArea(u64),
+    /// The operator's accept or reject of a review image.
+    DecideByHand(usize, Decision),
     ResetThreshold,
     SetFilter(Filter),
     SetSort(SortKey),
@@ -83,6 +88,9 @@ impl Workstation {
                 }
             }
             Action::SetThreshold(t) => self.set_threshold(t),
+            Action::SetRejectFrom(t) => self.insp.set_reject_from(t),
+            Action::SetMinArea(a) => self.insp.set_min_area(a),
+            Action::DecideByHand(i, d) => self.decide_by_hand(i, d),
             Action::ResetThreshold => {
                 if let Some(t) = self.insp.bank.as_ref().map(|b| b.calibrated_threshold()) {
                     self.set_threshold(t);

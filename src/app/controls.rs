@@ -2,7 +2,7 @@
 //! sort, live counts, and the score histogram.
 use super::actions::Action;
 use super::histogram;
-use super::paint::{ACCEPT, ERROR, REJECT};
+use super::paint::{ACCEPT, ERROR, REJECT, REVIEW};
 use super::state::{BankInfo, Filter, Inspector, SortKey};
 use super::workstation::Prefs;
 use egui::{ComboBox, Grid, RichText, ScrollArea, Slider, Ui};
@@ -122,6 +122,7 @@ fn decision(
         }
     });
 
+    super::review_controls::show(ui, insp, slider_ids, actions);
     ui.add_space(4.0);
     let filter = insp.filter();
     ui.horizontal(|ui| {
@@ -129,6 +130,7 @@ fn decision(
         for (f, text) in [
             (Filter::All, "All"),
             (Filter::Accepted, "Accepted"),
+            (Filter::Review, "Review"),
             (Filter::Rejected, "Rejected"),
         ] {
             if ui.selectable_label(filter == f, text).clicked() && filter != f {
@@ -140,6 +142,8 @@ fn decision(
     Grid::new("counts").num_columns(2).show(ui, |ui| {
         ui.label(format!("Images: {}", c.total));
         ui.colored_label(ACCEPT, format!("Accepted: {}", c.accepted));
+        ui.end_row();
+        ui.colored_label(REVIEW, format!("Review: {}", c.review));
         ui.end_row();
         ui.colored_label(REJECT, format!("Rejected: {}", c.rejected));
         ui.colored_label(ERROR, format!("Errors: {}", c.failed));

@@ -36,10 +36,11 @@ pub(crate) fn show(
         return;
     };
     let threshold = insp.threshold();
+    let rules = insp.rules();
     let view_len = insp.view().len();
     let pos = insp.view_position(index);
     let scale = insp.bank.as_ref().map(|b| b.scale);
-    let decision = item.decision(threshold);
+    let decision = item.decision(&rules);
 
     ui.horizontal(|ui| {
         if ui
@@ -105,6 +106,7 @@ pub(crate) fn show(
             }
         }
     });
+    super::review::show(ui, index, &item, &rules, actions);
     ui.horizontal(|ui| {
         ui.checkbox(&mut prefs.overlay_in_detail, "Show heatmap");
         let r = ui.add(
@@ -169,6 +171,7 @@ pub(crate) fn show(
                     let heat = textures.heat(&ctx, &item.path, ins, scale);
                     paint::draw_heat(&painter, heat.id(), &ins.geometry, region, screen, opacity);
                 }
+                super::review::draw_regions(&painter, ins, &rules, region, screen);
                 paint::draw_box(
                     &painter,
                     ins.top_patch.box_original,

@@ -8,6 +8,7 @@ use super::paint::{self, ERROR};
 use super::state::{Inspector, Item, ItemStatus};
 use super::textures::{ImageState, TextureCache};
 use super::workstation::{Prefs, Selection};
+use crate::decide::Rules;
 use egui::{
     Color32, CornerRadius, FontId, Rect, RichText, ScrollArea, Sense, Stroke, StrokeKind, Ui, Vec2,
 };
@@ -80,7 +81,7 @@ pub(crate) fn show(
         }
     }
 
-    let threshold = insp.threshold();
+    let rules = insp.rules();
     let scale = insp.bank.as_ref().map(|b| b.scale);
     let ctx = ui.ctx().clone();
     let items = &insp.items;
@@ -103,7 +104,7 @@ pub(crate) fn show(
                         overlay,
                     };
                     let is_selected = selected == Some(i);
-                    let resp = tile(ui, parts, &items[i], is_selected, threshold, scale, &ctx);
+                    let resp = tile(ui, parts, &items[i], is_selected, &rules, scale, &ctx);
                     if resp.clicked() {
                         actions.push(Action::OpenDetail(i));
                     }
@@ -121,12 +122,12 @@ struct Parts<'a> {
 }
 
 /// Accessible name of a tile: file name, decision and score (what a screen reader says).
-pub fn tile_label(item: &Item, threshold: f32) -> String {
+pub fn tile_label(item: &Item, rules: &Rules) -> String {
     match &item.status {
         ItemStatus::Pending => format!("{}: scoring", item.name),
         ItemStatus::Failed(_) => format!("{}: error", item.name),
         ItemStatus::Scored(ins) => {
-            let d = super::state::Decision::of(ins.score, threshold);
+            let d = item.decision(rules).unwrap_or_else(|| ins.decide(rules));
             format!(
                 "{}: {} {:.3}",
                 item.name,
@@ -142,12 +143,12 @@ fn tile(
     parts: Parts<'_>,
     item: &Item,
     selected: bool,
-    threshold: f32,
+    rules: &Rules,
     scale: Option<super::colormap::ColorScale>,
     ctx: &egui::Context,
 ) -> egui::Response {
     let (rect, resp) = ui.allocate_exact_size(TILE, Sense::click());
-    let label = tile_label(item, threshold);
+    let label = tile_label(item, rules);
     resp.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &label));
     if !ui.is_rect_visible(rect) {
         return resp;
@@ -157,7 +158,7 @@ fn tile(
     let img_area = Rect::from_min_size(rect.min, Vec2::splat(THUMB)).shrink(3.0);
     painter.rect_filled(rect, CornerRadius::same(4), visuals.extreme_bg_color);
 
-    let decision = item.decision(threshold);
+    let decision = item.decision(rules);
     match parts.textures.image(&item.path, Size::Thumb) {
         ImageState::Ready(tex) => {
             let size = tex.size_vec2();

@@ -2,7 +2,7 @@
 //! operator sees how far the bad parts sit from the good ones before moving the slider.
 //! Clicking in the plot moves the threshold there.
 use super::actions::Action;
-use super::paint::{ACCEPT, REJECT};
+use super::paint::{ACCEPT, REJECT, REVIEW};
 use super::state::Inspector;
 use egui::Ui;
 use egui_plot::{Bar, BarChart, LineStyle, Plot, VLine};
@@ -15,6 +15,7 @@ pub(crate) fn show(ui: &mut Ui, insp: &mut Inspector, actions: &mut Vec<Action>)
         return;
     };
     let threshold = insp.threshold();
+    let reject_from = insp.reject_from();
     let hist = insp.histogram(BINS).clone();
     if hist.bins.is_empty() {
         ui.weak("No scores yet.");
@@ -26,7 +27,13 @@ pub(crate) fn show(ui: &mut Ui, insp: &mut Inspector, actions: &mut Vec<Action>)
         .enumerate()
         .map(|(i, &n)| {
             let center = hist.lo + (i as f32 + 0.5) * hist.width;
-            let color = if center > threshold { REJECT } else { ACCEPT };
+            let color = if center > reject_from {
+                REJECT
+            } else if center > threshold {
+                REVIEW
+            } else {
+                ACCEPT
+            };
             Bar::new(center as f64, n as f64)
                 .width(hist.width as f64 * 0.95)
                 .fill(color.gamma_multiply(0.8))
@@ -56,13 +63,22 @@ pub(crate) fn show(ui: &mut Ui, insp: &mut Inspector, actions: &mut Vec<Action>)
                     .color(egui::Color32::from_rgb(250, 200, 0))
                     .width(2.0),
             );
-            plot.response()
-                .clicked()
+            plot.vline(
+                VLine::new("reject from", reject_from)
+                    .color(REJECT)
+                    .width(2.0),
+            );
+            let shift = plot.ctx().input(|i| i.modifiers.shift);
+            let response = plot.response();
+            (response.clicked() || response.secondary_clicked())
                 .then(|| plot.pointer_coordinate())
                 .flatten()
+                .map(|p| (p, shift || response.secondary_clicked()))
         });
-    if let Some(p) = response.inner {
-        actions.push(Action::SetThreshold(p.x as f32));
+    match response.inner {
+        Some((p, true)) => actions.push(Action::SetRejectFrom(p.x as f32)),
+        Some((p, false)) => actions.push(Action::SetThreshold(p.x as f32)),
+        None => {}
     }
-    ui.weak("Yellow: threshold (click to move) · dashed: calibrated");
+    ui.weak("Yellow: review from (click to move) · red: reject from (shift- or right-click) · dashed: calibrated");
 }

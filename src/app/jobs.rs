@@ -20,6 +20,8 @@ pub(crate) enum Task {
     },
     /// The status line of a finished export, or why it failed.
     Exported(Result<String, String>),
+    /// A decision by hand written to the verdicts file, or why it was not.
+    Recorded(Result<(), String>),
 }
 
 /// The watched inbox folder and what arrived in it.

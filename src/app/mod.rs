@@ -23,6 +23,8 @@ mod jobs;
 mod paint;
 pub mod protocol;
 mod rejects;
+mod review;
+mod review_controls;
 pub mod settings;
 pub mod settings_store;
 pub mod stand_in_backend;

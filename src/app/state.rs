@@ -7,6 +7,7 @@
 use super::colormap::ColorScale;
 use super::protocol::JobId;
 use crate::bank::BankMeta;
+use crate::decide::Rules;
 use crate::engine::Inspection;
 pub use crate::report::Decision;
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ pub use histogram::Histogram;
 pub enum Filter {
     All,
     Accepted,
+    Review,
     Rejected,
 }
 
@@ -64,6 +66,8 @@ pub struct Item {
     pub inbox_seq: Option<u64>,
     /// When the result or the failure arrived (RFC 3339 UTC), for the CSV.
     pub scored_at: String,
+    /// The operator's decision on a review image (recorded in the bank's verdicts file).
+    pub hand: Option<Decision>,
 }
 
 impl Item {
@@ -90,6 +94,7 @@ impl Item {
             status: ItemStatus::Pending,
             inbox_seq,
             scored_at: String::new(),
+            hand: None,
         }
     }
 
@@ -104,8 +109,13 @@ impl Item {
         self.inspection().map(|i| i.score)
     }
 
-    pub fn decision(&self, threshold: f32) -> Option<Decision> {
-        self.score().map(|s| Decision::of(s, threshold))
+    /// The rules' decision, or the operator's where they decided a review image by hand.
+    pub fn decision(&self, rules: &Rules) -> Option<Decision> {
+        let ruled = self.inspection().map(|i| i.decide(rules))?;
+        Some(match (ruled, self.hand) {
+            (Decision::Review, Some(hand)) => hand,
+            _ => ruled,
+        })
     }
 
     pub fn error(&self) -> Option<&str> {
@@ -148,10 +158,14 @@ impl BankInfo {
     }
 }
 
+/// The decision inputs the cached lists depend on: both thresholds (bits) and the minimum area.
+type RulesKey = (u32, u32, u64);
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub total: usize,
     pub accepted: usize,
+    pub review: usize,
     pub rejected: usize,
     pub failed: usize,
     pub pending: usize,
@@ -170,18 +184,22 @@ pub struct Inspector {
     next_inbox_seq: u64,
 
     threshold: f32,
+    /// Second threshold: scores above it are rejected, between the two reviewed.
+    reject_from: f32,
+    /// The bank's other rules (min area, pixel threshold), changeable here.
+    min_area: u64,
     filter: Filter,
     sort: SortKey,
     reject_sort: (RejectColumn, bool),
 
     /// Bumped on any change to `items`; the caches compare against it.
     version: u64,
-    view_key: Option<(u64, u32, Filter, SortKey)>,
+    view_key: Option<(u64, RulesKey, Filter, SortKey)>,
     view: Vec<usize>,
     /// Position of each item in `view` (None when filtered out).
     view_pos: Vec<Option<usize>>,
     counts: Counts,
-    rejects_key: Option<(u64, u32, RejectColumn, bool)>,
+    rejects_key: Option<(u64, RulesKey, RejectColumn, bool)>,
     rejects: Vec<usize>,
     hist_key: Option<u64>,
     hist: Histogram,
@@ -197,6 +215,8 @@ impl Default for Inspector {
             jobs: HashMap::new(),
             next_inbox_seq: 0,
             threshold: 0.0,
+            reject_from: 0.0,
+            min_area: 0,
             filter: Filter::All,
             sort: SortKey::ScoreDesc,
             reject_sort: (RejectColumn::Score, false),
@@ -216,7 +236,10 @@ impl Default for Inspector {
 impl Inspector {
     /// Switches to a bank: clears the images and sets the threshold (saved or calibrated).
     pub fn set_bank(&mut self, bank: BankInfo, threshold: f32) {
+        let rules = bank.meta.rules();
         self.threshold = threshold;
+        self.reject_from = rules.reject_from.max(threshold);
+        self.min_area = rules.min_area;
         self.bank = Some(bank);
         self.clear_items();
     }
@@ -330,6 +353,57 @@ impl Inspector {
     pub fn set_threshold(&mut self, t: f32) {
         if t.is_finite() {
             self.threshold = t;
+            self.reject_from = self.reject_from.max(t);
+        }
+    }
+
+    /// The reject threshold; never below the review threshold.
+    pub fn reject_from(&self) -> f32 {
+        self.reject_from.max(self.threshold)
+    }
+
+    pub fn set_reject_from(&mut self, t: f32) {
+        if t.is_finite() {
+            self.reject_from = t;
+            self.threshold = self.threshold.min(t);
+        }
+    }
+
+    pub fn set_min_area(&mut self, area: u64) {
+        self.min_area = area;
+    }
+
+    /// The rules the app decides with: the bank's, with the thresholds and minimum area set here.
+    pub fn rules(&self) -> Rules {
+        let base = self.bank.as_ref().map(|b| b.meta.rules()).unwrap_or(Rules {
+            review_from: self.threshold,
+            reject_from: self.threshold,
+            min_area: 0,
+            pixel_threshold: f32::INFINITY,
+            mm_per_pixel: None,
+        });
+        Rules {
+            review_from: self.threshold,
+            reject_from: self.reject_from(),
+            min_area: self.min_area,
+            ..base
+        }
+    }
+
+    /// What the derived lists depend on besides the items: they rebuild when it changes.
+    fn rules_key(&self) -> RulesKey {
+        (
+            self.threshold.to_bits(),
+            self.reject_from().to_bits(),
+            self.min_area,
+        )
+    }
+
+    /// Records the operator's decision on item `i` (shown at once; the caller writes it down).
+    pub fn set_hand(&mut self, i: usize, decision: Decision) {
+        if let Some(item) = self.items.get_mut(i) {
+            item.hand = Some(decision);
+            self.touch();
         }
     }
 

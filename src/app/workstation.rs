@@ -262,13 +262,7 @@ impl Workstation {
             self.jobs.export_status = Some(Err("nothing to export: no category loaded".into()));
             return;
         };
-        // The app decides on one threshold, the slider's: the bank's other rules still apply.
-        let threshold = self.insp.threshold();
-        let rules = crate::decide::Rules {
-            review_from: threshold,
-            reject_from: threshold,
-            ..bank.meta.rules()
-        };
+        let rules = self.insp.rules();
         let category = bank.meta.category.clone();
         let bank_path = bank.path.clone();
         // The rejects in table order, then every image that could not be inspected: a part
@@ -399,6 +393,8 @@ impl Workstation {
                 self.jobs.exporting = false;
                 self.jobs.export_status = Some(result);
             }
+            Task::Recorded(Err(e)) => self.notices.push(e),
+            Task::Recorded(Ok(())) => {}
         }
     }
 

@@ -51,8 +51,9 @@ impl BankFile {
         };
         let bank_bytes = n * d * width;
         let mut meta = self.meta.clone();
-        // Whatever version was read, what is written carries this version's fields.
-        meta.format_version = super::FORMAT_VERSION;
+        // A version-1 bank read and saved again carries this version's fields: never write it
+        // under the old number (a version-1 reader would ignore its ROI).
+        meta.format_version = meta.format_version.max(super::FORMAT_VERSION);
         meta.roi = self.roi.as_ref().map(|r| super::RoiInfo {
             width: r.width,
             height: r.height,

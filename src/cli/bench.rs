@@ -4,8 +4,9 @@
 use super::args::RuntimeArgs;
 use super::fit::{BankArgs, MethodArgs, Source};
 use super::progress::Bars;
-use crate::data::{self, synthetic};
-use crate::engine::PatchCore;
+use crate::data::{self, synthetic, Geometry};
+use crate::decide::{find_regions, Roi};
+use crate::engine::{AnomalyMap, PatchCore};
 use crate::report::{check_writable, write_atomic};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -61,6 +62,57 @@ pub struct BenchReport {
     pub predict_ms_per_image: f64,
     pub predict_images_per_s: f64,
     pub peak_rss_mb: f64,
+    /// Region analysis (ROI lookup, thresholding, connected regions) per image, at the map's
+    /// side and at 2x and 4x that side (the maps upscaled), to show it grows with the pixels.
+    pub regions_ms: Vec<(u32, f64)>,
+}
+
+/// Times the region analysis on `maps` at 1x, 2x and 4x their side (nearest-neighbour upscaled,
+/// so the regions scale with them), with a half-image ROI so the mask lookup is timed too.
+fn time_regions(maps: &[(AnomalyMap, Geometry)], pixel_threshold: f32) -> Vec<(u32, f64)> {
+    let roi = Roi::new(2, 1, &[0, 1]).expect("a valid two-pixel mask");
+    [1u32, 2, 4]
+        .iter()
+        .filter_map(|&k| {
+            let (first, _) = maps.first()?;
+            let side = first.width * k;
+            let scaled: Vec<(Vec<f32>, Geometry)> = maps
+                .iter()
+                .map(|(m, g)| {
+                    let values = (0..side * side)
+                        .map(|i| m.values[((i / side / k) * m.width + (i % side) / k) as usize])
+                        .collect();
+                    let g = Geometry {
+                        scale_x: g.scale_x * k as f64,
+                        scale_y: g.scale_y * k as f64,
+                        off_x: g.off_x * k as f64,
+                        off_y: g.off_y * k as f64,
+                        crop: side,
+                        ..*g
+                    };
+                    (values, g)
+                })
+                .collect();
+            let t = Instant::now();
+            let mut found = 0;
+            for (values, g) in &scaled {
+                let mask = roi.crop_mask(g, side);
+                found += find_regions(
+                    values,
+                    (side, side),
+                    pixel_threshold,
+                    Some(&mask),
+                    g,
+                    0,
+                    None,
+                )
+                .len();
+            }
+            let ms = t.elapsed().as_secs_f64() * 1000.0 / scaled.len() as f64;
+            std::hint::black_box(found);
+            Some((side, ms))
+        })
+        .collect()
 }
 
 /// Peak resident set size of this process so far (Linux `VmHWM`), in MB.
@@ -128,6 +180,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
     let (mut decode, mut features, mut search, mut maps) = (0.0, 0.0, 0.0, 0.0);
     let mut failure = None;
+    let mut kept = Vec::new();
     let t = Instant::now();
     model.inspect_paths(&predict, a.runtime.batch_size, |_, r| match r {
         Ok(i) => {
@@ -135,6 +188,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             features += i.times.features_ms as f64;
             search += i.times.search_ms as f64;
             maps += i.times.map_ms as f64;
+            kept.push((i.map, i.geometry));
             true
         }
         Err(e) => {
@@ -167,6 +221,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         predict_ms_per_image: predict_s * 1000.0 / n,
         predict_images_per_s: n / predict_s,
         peak_rss_mb: peak_rss_mb(),
+        regions_ms: time_regions(&kept, meta.rules().pixel_threshold),
     };
     println!("| backbone | device | precision | batch | fit images | features s | coreset s | calibration s | fit s | fit peak RSS MB | predict ms/img (decode/features/search/maps) | img/s |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -188,6 +243,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         r.predict_search_ms,
         r.predict_maps_ms,
         r.predict_images_per_s
+    );
+    let regions: Vec<String> = r
+        .regions_ms
+        .iter()
+        .map(|(side, ms)| format!("{side}x{side}: {ms:.2} ms"))
+        .collect();
+    println!(
+        "region analysis per image (ROI mask, threshold, connected regions): {}",
+        regions.join(", ")
     );
     if let Some(path) = &a.json {
         write_atomic(path, serde_json::to_string_pretty(&r)?.as_bytes())

@@ -35,34 +35,31 @@ impl Inspector {
     }
 
     fn refresh_view(&mut self) {
-        let key = (
-            self.version,
-            self.threshold.to_bits(),
-            self.filter,
-            self.sort,
-        );
+        let key = (self.version, self.rules_key(), self.filter, self.sort);
         if self.view_key == Some(key) {
             return;
         }
         self.view_key = Some(key);
-        let t = self.threshold;
+        let rules = self.rules();
         let mut counts = Counts {
             total: self.items.len(),
             ..Counts::default()
         };
         let mut view = Vec::with_capacity(self.items.len());
         for (i, item) in self.items.iter().enumerate() {
-            let decision = item.decision(t);
+            let decision = item.decision(&rules);
             match (&item.status, decision) {
                 (ItemStatus::Pending, _) => counts.pending += 1,
                 (ItemStatus::Failed(_), _) => counts.failed += 1,
                 (_, Some(Decision::Accept)) => counts.accepted += 1,
+                (_, Some(Decision::Review)) => counts.review += 1,
                 (_, Some(Decision::Reject)) => counts.rejected += 1,
                 _ => {}
             }
             let keep = match self.filter {
                 Filter::All => true,
                 Filter::Accepted => decision == Some(Decision::Accept),
+                Filter::Review => decision == Some(Decision::Review),
                 Filter::Rejected => decision == Some(Decision::Reject),
             };
             if keep {
@@ -95,16 +92,16 @@ impl Inspector {
     pub fn rejects(&mut self) -> &[usize] {
         let key = (
             self.version,
-            self.threshold.to_bits(),
+            self.rules_key(),
             self.reject_sort.0,
             self.reject_sort.1,
         );
         if self.rejects_key != Some(key) {
             self.rejects_key = Some(key);
-            let t = self.threshold;
+            let rules = self.rules();
             let items = &self.items;
             let mut list: Vec<usize> = (0..items.len())
-                .filter(|&i| items[i].decision(t) == Some(Decision::Reject))
+                .filter(|&i| items[i].decision(&rules) == Some(Decision::Reject))
                 .collect();
             let (column, ascending) = self.reject_sort;
             list.sort_by(|&a, &b| {
@@ -191,6 +188,33 @@ mod tests {
         s.set_filter(Filter::Rejected);
         assert_eq!(s.rejects().to_vec(), vec![1]);
         assert_eq!(s.view().to_vec(), vec![1]);
+    }
+
+    #[test]
+    fn review_band_filter_and_decisions_by_hand() {
+        let mut s = scored(&[
+            ("a.png", Some(0.5)),
+            ("b.png", Some(1.5)),
+            ("c.png", Some(2.5)),
+        ]);
+        s.set_reject_from(2.0); // review above 1, reject above 2
+        let c = s.counts();
+        assert_eq!((c.accepted, c.review, c.rejected), (1, 1, 1));
+        s.set_filter(Filter::Review);
+        assert_eq!(s.view().to_vec(), vec![1]);
+        assert_eq!(s.rejects().to_vec(), vec![2]);
+        // The operator rejects the review image: it joins the rejects at once.
+        s.set_hand(1, Decision::Reject);
+        assert_eq!(s.view().to_vec(), Vec::<usize>::new());
+        assert_eq!(s.rejects().to_vec(), vec![2, 1]);
+        // A hand decision only overrides a review: moved out of the band, the rules decide.
+        s.set_reject_from(1.2);
+        s.set_hand(1, Decision::Accept);
+        assert_eq!(s.counts().rejected, 2);
+        // The review threshold never passes the reject threshold.
+        s.set_threshold(3.0);
+        assert_eq!(s.reject_from(), 3.0);
+        assert_eq!(s.counts().accepted, 3);
     }
 
     #[test]

@@ -1,0 +1,39 @@
+//! The left panel's second threshold and minimum defect area: above the review threshold an
+//! image goes to a person, above the reject threshold it is rejected; regions smaller than the
+//! minimum area do not count. Changing them re-decides at once, nothing is rescored.
+use super::actions::Action;
+use super::state::Inspector;
+use egui::{DragValue, Slider, Ui};
+
+pub(crate) fn show(
+    ui: &mut Ui,
+    insp: &mut Inspector,
+    slider_ids: &mut Vec<egui::Id>,
+    actions: &mut Vec<Action>,
+) {
+    if insp.bank.is_none() {
+        return;
+    }
+    let (lo, hi) = insp.threshold_range();
+    let mut t = insp.reject_from();
+    ui.label("Reject above (score)")
+        .on_hover_text("Between the threshold above and this one, images go to review");
+    let r = ui.add(
+        Slider::new(&mut t, lo..=hi)
+            .max_decimals(4)
+            .clamping(egui::SliderClamping::Never),
+    );
+    slider_ids.push(r.id);
+    if r.changed() {
+        actions.push(Action::SetRejectFrom(t));
+    }
+    let mut area = insp.rules().min_area;
+    ui.horizontal(|ui| {
+        ui.label("Minimum defect area")
+            .on_hover_text("Regions smaller than this (original pixels) do not count; above 0, an image without a region this large is accepted");
+        let r = ui.add(DragValue::new(&mut area).range(0..=1_000_000).suffix(" px"));
+        if r.changed() {
+            actions.push(Action::SetMinArea(area));
+        }
+    });
+}
