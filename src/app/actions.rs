@@ -23,6 +23,9 @@ pub enum Action {
     SetMinArea(u64),
     /// The operator's accept or reject of a review image.
     DecideByHand(usize, Decision),
+    OpenRoiEditor,
+    /// Store the drawn mask in the bank (None removes the ROI).
+    SaveRoi(Option<crate::decide::Roi>),
     ResetThreshold,
     SetFilter(Filter),
     SetSort(SortKey),
@@ -91,6 +94,8 @@ impl Workstation {
             Action::SetRejectFrom(t) => self.insp.set_reject_from(t),
             Action::SetMinArea(a) => self.insp.set_min_area(a),
             Action::DecideByHand(i, d) => self.decide_by_hand(i, d),
+            Action::OpenRoiEditor => self.open_roi_editor(),
+            Action::SaveRoi(roi) => self.save_roi(roi),
             Action::ResetThreshold => {
                 if let Some(t) = self.insp.bank.as_ref().map(|b| b.calibrated_threshold()) {
                     self.set_threshold(t);

@@ -75,6 +75,9 @@ impl Workstation {
                 &mut actions,
             ),
         });
+        if self.roi_editor.open {
+            super::roi_editor::show(&ctx, &mut self.roi_editor, &mut self.textures, &mut actions);
+        }
         self.remember_layout(
             &ctx,
             left.response.rect.width(),

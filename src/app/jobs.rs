@@ -22,6 +22,8 @@ pub(crate) enum Task {
     Exported(Result<String, String>),
     /// A decision by hand written to the verdicts file, or why it was not.
     Recorded(Result<(), String>),
+    /// The bank's current ROI, read for the editor.
+    RoiLoaded(Result<Option<crate::decide::Roi>, String>),
 }
 
 /// The watched inbox folder and what arrived in it.
@@ -113,6 +115,10 @@ impl Jobs {
 
     pub(crate) fn load_bank(&mut self, bank: PathBuf) {
         self.worker.send(Request::LoadBank { bank });
+    }
+
+    pub(crate) fn set_roi(&mut self, bank: PathBuf, roi: Option<crate::decide::Roi>) {
+        self.worker.send(Request::SetRoi { bank, roi });
     }
 
     pub(crate) fn score(&mut self, job: JobId, bank: PathBuf, paths: Vec<PathBuf>) {

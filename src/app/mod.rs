@@ -25,6 +25,7 @@ pub mod protocol;
 mod rejects;
 mod review;
 mod review_controls;
+mod roi_editor;
 pub mod settings;
 pub mod settings_store;
 pub mod stand_in_backend;

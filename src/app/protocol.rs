@@ -24,6 +24,12 @@ pub enum Request {
         bank: PathBuf,
         paths: Vec<PathBuf>,
     },
+    /// Store `roi` in `bank` (None removes it), recalibrate under it and reload the bank;
+    /// answered by `BankLoaded` with the new metadata, or `RoiFailed`.
+    SetRoi {
+        bank: PathBuf,
+        roi: Option<crate::decide::Roi>,
+    },
     /// Stop a job at the next image boundary (the handle also flags it immediately).
     Cancel { job: JobId },
     /// Leave the loop; the thread ends after the current image.
@@ -72,6 +78,11 @@ pub enum Reply {
         job: JobId,
         cancelled: bool,
         error: Option<String>,
+    },
+    /// The ROI could not be stored (the bank is unchanged): why.
+    RoiFailed {
+        bank: PathBuf,
+        error: String,
     },
     /// The worker hit a failure outside any one image (panic, backend could not start).
     /// It has restarted itself; the message is shown in the GUI.

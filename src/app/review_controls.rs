@@ -18,20 +18,31 @@ pub(crate) fn show(
     let mut t = insp.reject_from();
     ui.label("Reject above (score)")
         .on_hover_text("Between the threshold above and this one, images go to review");
-    let r = ui.add(
-        Slider::new(&mut t, lo..=hi)
-            .max_decimals(4)
-            .clamping(egui::SliderClamping::Never),
-    );
+    let r = ui.name_inputs("Reject above", |ui| {
+        ui.add(
+            Slider::new(&mut t, lo..=hi)
+                .max_decimals(4)
+                .clamping(egui::SliderClamping::Never),
+        )
+    });
     slider_ids.push(r.id);
     if r.changed() {
         actions.push(Action::SetRejectFrom(t));
+    }
+    if ui
+        .button("Region of interest…")
+        .on_hover_text("Paint what to inspect and what to ignore; saved in the bank")
+        .clicked()
+    {
+        actions.push(Action::OpenRoiEditor);
     }
     let mut area = insp.rules().min_area;
     ui.horizontal(|ui| {
         ui.label("Minimum defect area")
             .on_hover_text("Regions smaller than this (original pixels) do not count; above 0, an image without a region this large is accepted");
-        let r = ui.add(DragValue::new(&mut area).range(0..=1_000_000).suffix(" px"));
+        let r = ui.name_inputs("Minimum defect area", |ui| {
+            ui.add(DragValue::new(&mut area).range(0..=1_000_000).suffix(" px"))
+        });
         if r.changed() {
             actions.push(Action::SetMinArea(area));
         }

@@ -246,6 +246,13 @@ impl Loop {
     fn handle(&mut self, request: Request) {
         match request {
             Request::LoadBank { bank } => self.load(bank),
+            Request::SetRoi { bank, roi } => match crate::engine::calibrate::set_roi(&bank, roi) {
+                Ok(_) => self.load(bank),
+                Err(e) => self.out.send(Reply::RoiFailed {
+                    bank,
+                    error: e.to_string(),
+                }),
+            },
             Request::Score { job, bank, paths } => self.score(job, &bank, &paths),
             // The shared set already carries the flag; a queued job is skipped when it comes up.
             Request::Cancel { .. } | Request::Shutdown => {}

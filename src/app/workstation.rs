@@ -62,6 +62,7 @@ pub struct Workstation {
     /// Why the image folder cannot be shown (no category yet, nothing listed).
     pub(super) folder_error: Option<String>,
     pub(super) notices: Vec<String>,
+    pub(super) roi_editor: super::roi_editor::RoiEditor,
     /// Set on the first frame, for the threads' repaint callback.
     pub(super) ctx_slot: Arc<OnceLock<egui::Context>>,
     /// Ids of sliders drawn this frame: arrow keys belong to them while they have focus.
@@ -117,6 +118,7 @@ impl Workstation {
             textures: TextureCache::new(DecodePool::new(2, 24, repaint)),
             folder_error: None,
             notices: Vec::new(),
+            roi_editor: Default::default(),
             ctx_slot,
             slider_ids: Vec::new(),
             layout_seen: None,
@@ -175,6 +177,13 @@ impl Workstation {
             return; // the operator chose another bank meanwhile
         }
         let info = BankInfo::new(bank, meta, device);
+        if self.roi_editor.open {
+            let r = info.meta.rules();
+            self.roi_editor.status = Some(format!(
+                "bank loaded; thresholds: review above {:.3}, reject above {:.3}",
+                r.review_from, r.reject_from
+            ));
+        }
         let threshold = self
             .settings
             .get()
@@ -329,6 +338,7 @@ impl Workstation {
             Reply::BankLoading { .. } => {}
             Reply::BankLoaded { bank, meta, device } => self.bank_loaded(bank, *meta, device),
             Reply::BankFailed { bank, error } => self.catalog.failed(&bank, error),
+            Reply::RoiFailed { error, .. } => self.roi_editor.status = Some(error),
             Reply::Progress { job, done, total } => self.jobs.set_progress(job, done, total),
             Reply::Scored {
                 job,
@@ -394,6 +404,9 @@ impl Workstation {
                 self.jobs.export_status = Some(result);
             }
             Task::Recorded(Err(e)) => self.notices.push(e),
+            Task::RoiLoaded(Ok(Some(roi))) => self.roi_editor.adopt(roi),
+            Task::RoiLoaded(Ok(None)) => {}
+            Task::RoiLoaded(Err(e)) => self.roi_editor.status = Some(e),
             Task::Recorded(Ok(())) => {}
         }
     }

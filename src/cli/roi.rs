@@ -3,7 +3,7 @@
 //! recalibrates the thresholds from the calibration maps the bank holds, without the images.
 use crate::bank::BankFile;
 use crate::decide::{Roi, Rules};
-use crate::engine::calibrate::recalibrate;
+use crate::engine::calibrate::{recalibrate, set_roi};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -100,13 +100,9 @@ pub fn run_roi(a: RoiArgs) -> Result<()> {
         if let Some(g) = file.meta.calibration_geometry.first() {
             roi.check_aspect(mask, g.orig_width, g.orig_height)?;
         }
-        file.roi = Some(roi);
-        recalibrate_file(&mut file, &a.bank)?;
-        file.save(&a.bank)?;
+        file = set_roi(&a.bank, Some(roi))?;
     } else if a.clear {
-        file.roi = None;
-        recalibrate_file(&mut file, &a.bank)?;
-        file.save(&a.bank)?;
+        file = set_roi(&a.bank, None)?;
     }
     print_rules(&file);
     Ok(())

@@ -134,3 +134,21 @@ pub fn recalibrate(
     }
     Ok((calibration, rules))
 }
+
+/// Sets (or with `None` removes) the ROI of the bank file at `path` and recalibrates under it
+/// from the stored calibration maps; the bank is rewritten atomically. What `patchcore roi` and
+/// the app's ROI editor both call.
+pub fn set_roi(
+    path: &std::path::Path,
+    roi: Option<Roi>,
+) -> Result<crate::bank::BankFile, EngineError> {
+    let mut file = crate::bank::BankFile::load(path)?;
+    file.roi = roi;
+    let (calibration, rules) =
+        recalibrate(&file.meta, &file.calibration_maps, file.roi.as_ref())
+            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?;
+    file.meta.calibration = calibration;
+    file.meta.rules = Some(rules);
+    file.save(path)?;
+    Ok(file)
+}
