@@ -254,6 +254,10 @@ fn body(ui: &mut Ui, ed: &mut RoiEditor, textures: &mut TextureCache, actions: &
     for pair in pts.windows(2) {
         painter.line_segment([pair[0], pair[1]], line);
     }
+    if let (Some(&first), Some(&last), true) = (pts.first(), pts.last(), pts.len() >= 3) {
+        // The edge that filling closes, thinner.
+        painter.line_segment([last, first], Stroke::new(1.0, line.color));
+    }
     for &p in &pts {
         painter.circle_filled(p, 3.5, line.color);
     }
@@ -300,6 +304,8 @@ impl Workstation {
     pub(crate) fn save_roi(&mut self, roi: Option<Roi>) {
         if let Some(bank) = self.insp.bank.as_ref().map(|b| b.path.clone()) {
             self.roi_editor.status = Some("saving and recalibrating…".into());
+            // The worker answers with the reloaded bank, which the catalog must be awaiting.
+            self.catalog.choose(&bank);
             self.jobs.set_roi(bank, roi);
         }
     }

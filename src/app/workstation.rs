@@ -338,7 +338,11 @@ impl Workstation {
             Reply::BankLoading { .. } => {}
             Reply::BankLoaded { bank, meta, device } => self.bank_loaded(bank, *meta, device),
             Reply::BankFailed { bank, error } => self.catalog.failed(&bank, error),
-            Reply::RoiFailed { error, .. } => self.roi_editor.status = Some(error),
+            Reply::RoiFailed { bank, error } => {
+                // The bank is unchanged and still loaded: stop awaiting it, say why.
+                self.catalog.loaded(&bank);
+                self.roi_editor.status = Some(error);
+            }
             Reply::Progress { job, done, total } => self.jobs.set_progress(job, done, total),
             Reply::Scored {
                 job,
