@@ -4,15 +4,11 @@
 mod common;
 
 use common::{patchcore_bin, run_patchcore as run};
-use patchcore::backbone;
-use patchcore::bank::{BankDtype, BankFile};
+use patchcore::bank::BankFile;
 use patchcore::data::{self, synthetic::SyntheticSpec};
-use patchcore::engine::{FitOptions, Method, NoProgress, PatchCore, Precision};
+use patchcore::engine::{NoProgress, PatchCore};
 use patchcore::report::CSV_COLUMNS;
 use std::path::{Path, PathBuf};
-use tch::Device;
-
-const BACKBONE: &str = "efficientnet_lite0";
 
 /// A fitted synthetic category: the folder, the bank, and a good test image.
 struct Fixture {
@@ -31,23 +27,7 @@ fn fixture() -> Fixture {
         ..Default::default()
     };
     let ds = data::synthetic::generate(dir.path(), "parts", &spec).unwrap();
-    let spec_b = backbone::find(BACKBONE).unwrap();
-    let opts = FitOptions {
-        method: Method::defaults_for(spec_b),
-        weights: common::real_weights(spec_b.weights_file),
-        device: Device::Cpu,
-        precision: Precision::F32,
-        batch_size: 8,
-        coreset_ratio: 0.1,
-        coreset_size: None,
-        projection_dim: 128,
-        seed: 0,
-        bank_dtype: BankDtype::F32,
-        calibration_images: 0,
-        category: "parts".into(),
-        train_dir: ds.root.join("train/good"),
-        test_dir: Some(ds.root.clone()),
-    };
+    let opts = common::small_fit_options(&ds.root);
     let (_, file, _) = PatchCore::fit(&ds.train, &opts, &NoProgress).unwrap();
     assert_eq!(file.calibration_maps.len(), 20 * 28 * 28);
     let bank = dir.path().join("parts.safetensors");

@@ -6,7 +6,7 @@ use patchcore::backbone;
 use patchcore::bank::{BankDtype, BankError, BankFile};
 use patchcore::data::{self, synthetic::SyntheticSpec};
 use patchcore::engine::NoProgress;
-use patchcore::engine::{EngineError, FitOptions, Method, PatchCore, Precision};
+use patchcore::engine::{EngineError, FitOptions, PatchCore, Precision};
 use patchcore::metrics;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -31,23 +31,7 @@ fn dataset() -> &'static (tempfile::TempDir, data::Dataset) {
 }
 
 fn options(ds: &data::Dataset) -> FitOptions {
-    let spec = backbone::find(BACKBONE).unwrap();
-    FitOptions {
-        method: Method::defaults_for(spec),
-        weights: common::real_weights(spec.weights_file),
-        device: Device::Cpu,
-        precision: Precision::F32,
-        batch_size: 8,
-        coreset_ratio: 0.1,
-        coreset_size: None,
-        projection_dim: 128,
-        seed: 0,
-        bank_dtype: BankDtype::F32,
-        calibration_images: 0,
-        category: "parts".into(),
-        train_dir: ds.root.join("train/good"),
-        test_dir: Some(ds.root.clone()),
-    }
+    common::small_fit_options(&ds.root)
 }
 
 fn fitted() -> &'static (PathBuf, BankFile) {

@@ -84,15 +84,7 @@ fn decision(
     // names come from `name_inputs` (slider and its value box alike).
     ui.spacing_mut().slider_width = (ui.available_width() - 80.0).max(60.0);
     ui.label("Threshold (score)");
-    let r = ui.name_inputs("Threshold", |ui| {
-        ui.add(
-            Slider::new(&mut t, lo..=hi)
-                .max_decimals(4)
-                .clamping(egui::SliderClamping::Never),
-        )
-    });
-    slider_ids.push(r.id);
-    if r.changed() {
+    if score_slider(ui, "Threshold", &mut t, (lo, hi), slider_ids) {
         actions.push(Action::SetThreshold(t));
     }
     let mut n = meta.normalize(t);
@@ -153,6 +145,26 @@ fn decision(
             ui.end_row();
         }
     });
+}
+
+/// A raw-score slider (unclamped, so a typed value outside the range is kept), named for
+/// screen readers; true when it changed.
+pub(crate) fn score_slider(
+    ui: &mut Ui,
+    name: &str,
+    t: &mut f32,
+    (lo, hi): (f32, f32),
+    slider_ids: &mut Vec<egui::Id>,
+) -> bool {
+    let r = ui.name_inputs(name, |ui| {
+        ui.add(
+            Slider::new(t, lo..=hi)
+                .max_decimals(4)
+                .clamping(egui::SliderClamping::Never),
+        )
+    });
+    slider_ids.push(r.id);
+    r.changed()
 }
 
 fn display(ui: &mut Ui, sort: SortKey, prefs: &mut Prefs, actions: &mut Vec<Action>) {

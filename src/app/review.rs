@@ -77,21 +77,18 @@ pub(crate) fn show(
                 );
             }
         }
-        let accept = egui::Button::new(RichText::new("Accept (good part)").color(ACCEPT));
-        if ui
-            .add(accept)
-            .on_hover_text("Recorded in the bank's verdicts file")
-            .clicked()
-        {
-            actions.push(Action::DecideByHand(index, Decision::Accept));
-        }
-        let reject = egui::Button::new(RichText::new("Reject (defect)").color(REJECT));
-        if ui
-            .add(reject)
-            .on_hover_text("Recorded in the bank's verdicts file")
-            .clicked()
-        {
-            actions.push(Action::DecideByHand(index, Decision::Reject));
+        for (decision, text, color) in [
+            (Decision::Accept, "Accept (good part)", ACCEPT),
+            (Decision::Reject, "Reject (defect)", REJECT),
+        ] {
+            let button = egui::Button::new(RichText::new(text).color(color));
+            if ui
+                .add(button)
+                .on_hover_text("Recorded in the bank's verdicts file")
+                .clicked()
+            {
+                actions.push(Action::DecideByHand(index, decision));
+            }
         }
     });
 }

@@ -3,7 +3,7 @@
 //! minimum area do not count. Changing them re-decides at once, nothing is rescored.
 use super::actions::Action;
 use super::state::Inspector;
-use egui::{DragValue, Slider, Ui};
+use egui::{DragValue, Ui};
 
 pub(crate) fn show(
     ui: &mut Ui,
@@ -18,15 +18,7 @@ pub(crate) fn show(
     let mut t = insp.reject_from();
     ui.label("Reject above (score)")
         .on_hover_text("Between the threshold above and this one, images go to review");
-    let r = ui.name_inputs("Reject above", |ui| {
-        ui.add(
-            Slider::new(&mut t, lo..=hi)
-                .max_decimals(4)
-                .clamping(egui::SliderClamping::Never),
-        )
-    });
-    slider_ids.push(r.id);
-    if r.changed() {
+    if super::controls::score_slider(ui, "Reject above", &mut t, (lo, hi), slider_ids) {
         actions.push(Action::SetRejectFrom(t));
     }
     if ui

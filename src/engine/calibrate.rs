@@ -59,6 +59,17 @@ pub fn leave_one_out(
     Ok(out)
 }
 
+/// The highest of `values` where `inspect` is true (all when `None`); 0 when none is inspected
+/// (scores are distances, so 0 is the best possible).
+fn top_inspected(values: &[f32], inspect: Option<&[bool]>) -> f32 {
+    values
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| inspect.is_none_or(|m| m.get(*i) == Some(&true)))
+        .map(|(_, &v)| v)
+        .fold(0.0f32, f32::max)
+}
+
 /// Calibration maps upsampled and blurred per block, as inference does it (bounded memory).
 const MAP_BLOCK: usize = 16;
 
@@ -89,13 +100,7 @@ pub fn recalibrate(
     let mut scores = Vec::with_capacity(n);
     for (grid, mask) in maps.chunks_exact(cells).zip(&crop_masks) {
         let inspect = mask.as_ref().map(|m| grid_mask(m, size, gh, gw));
-        let top = grid
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| inspect.as_ref().is_none_or(|m| m[*i]))
-            .map(|(_, &v)| v)
-            .fold(0.0f32, f32::max);
-        scores.push(top);
+        scores.push(top_inspected(grid, inspect.as_deref()));
     }
     let mut pixel_threshold = 0.0f32;
     let px = (size * size) as usize;
@@ -103,14 +108,8 @@ pub fn recalibrate(
         let t = Tensor::f_from_slice(block)?.f_view([-1, gh as i64, gw as i64])?;
         let up = super::host::to_host_f32(&anomaly_maps(&t, size as i64, meta.blur_sigma.into())?)?;
         for (j, map) in up.chunks_exact(px).enumerate() {
-            let mask = &crop_masks[b * MAP_BLOCK + j];
-            let top = map
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask.as_ref().is_none_or(|m| m[*i]))
-                .map(|(_, &v)| v)
-                .fold(0.0f32, f32::max);
-            pixel_threshold = pixel_threshold.max(top);
+            let mask = crop_masks[b * MAP_BLOCK + j].as_deref();
+            pixel_threshold = pixel_threshold.max(top_inspected(map, mask));
         }
     }
     let base = meta

@@ -182,3 +182,26 @@ pub fn real_weights(file: &str) -> PathBuf {
     );
     path
 }
+
+/// Fit options for a small synthetic category "parts" under `root` (MVTec layout): EfficientNet-Lite0
+/// with its registry configuration, f32 on the CPU, a 10 % coreset, every image calibrated.
+pub fn small_fit_options(root: &Path) -> patchcore::engine::FitOptions {
+    let spec =
+        patchcore::backbone::find("efficientnet_lite0").expect("efficientnet_lite0 is registered");
+    patchcore::engine::FitOptions {
+        method: patchcore::engine::Method::defaults_for(spec),
+        weights: real_weights(spec.weights_file),
+        device: tch::Device::Cpu,
+        precision: patchcore::engine::Precision::F32,
+        batch_size: 8,
+        coreset_ratio: 0.1,
+        coreset_size: None,
+        projection_dim: 128,
+        seed: 0,
+        bank_dtype: patchcore::bank::BankDtype::F32,
+        calibration_images: 0,
+        category: "parts".into(),
+        train_dir: root.join("train/good"),
+        test_dir: Some(root.to_path_buf()),
+    }
+}
