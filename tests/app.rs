@@ -386,6 +386,50 @@ fn open_folder_scores_another_folder() {
     assert!(!has_label_containing(&h, "good_a.png"));
 }
 
+/// The review band: a second threshold splits the flagged images into review and reject, the
+/// Review filter shows the band, and the operator's reject of a review image takes effect at once
+/// and is recorded in the bank's verdicts file.
+#[test]
+fn review_band_and_decisions_by_hand_are_recorded() {
+    let f = fixture();
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(ScriptedDialogs {
+            folder: None,
+            save: None,
+        }),
+    };
+    let mut h = harness(options(&f), services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    // Review above 1.0 (calibrated), reject above 2.0: bad_c (1.6) goes to review.
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Reject above")
+        .set_value_accesskit(2.0);
+    settle(&mut h);
+    assert!(has_label(&h, "Review: 1"));
+    assert!(has_label(&h, "Rejected: 1"));
+    assert!(has_label_containing(&h, "bad_c.png: REVIEW 1.600"));
+    h.get_by_label("Review").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "showing 1 of 5 images"));
+    h.get_by_label_contains("bad_c.png: REVIEW").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "TO REVIEW"));
+    h.get_by_label("Reject (defect)").click();
+    settle(&mut h);
+    assert!(has_label(&h, "Rejected: 2"));
+    assert!(has_label(&h, "Review: 0"));
+    let sidecar = patchcore::bank::Verdicts::sidecar_path(&f.bank);
+    wait_for(&mut h, "the verdicts file", |_| sidecar.exists());
+    let text = std::fs::read_to_string(&sidecar).expect("verdicts");
+    assert!(
+        text.contains("bad_c.png") && text.contains("\"defect\""),
+        "{text}"
+    );
+    assert!(text.contains("\"score\": 1.6"), "{text}");
+    h.check_accessibility();
+}
+
 /// Panics on the first image named `panic.png`, then behaves.
 struct Flaky {
     inner: StandInBackend,
