@@ -3,6 +3,7 @@
 //! exports) and the inbox poller — and what the toolbar shows about them.
 use super::catalog::CatalogEntry;
 use super::inbox::{Inbox, InboxEvent};
+use super::job_log::{self, JobMeter, JobSummary};
 use super::protocol::{BackendFactory, JobId, Reply, Request};
 use super::worker::{Repaint, Worker};
 use crossbeam_channel::{Receiver, Sender};
@@ -20,6 +21,8 @@ pub(crate) enum Task {
     },
     /// The status line of a finished export, or why it failed.
     Exported(Result<String, String>),
+    /// A job log line was appended, or why not.
+    Logged(Result<(), String>),
 }
 
 /// The watched inbox folder and what arrived in it.
@@ -53,6 +56,10 @@ pub(crate) struct Jobs {
     /// What the last export did (shown beside the export button).
     pub(crate) export_status: Option<Result<String, String>>,
     pub(crate) inbox: InboxWatch,
+    /// Bursts being scored, their counts and the current rate.
+    pub(crate) meter: JobMeter,
+    /// The job log file; `None` when there is no settings folder to put it in.
+    log_path: Option<PathBuf>,
 }
 
 impl Jobs {
@@ -61,6 +68,7 @@ impl Jobs {
         repaint: Repaint,
         inbox_dir: Option<PathBuf>,
         inbox_poll: Duration,
+        log_path: Option<PathBuf>,
     ) -> Jobs {
         let (task_tx, task_rx) = crossbeam_channel::unbounded();
         Jobs {
@@ -80,6 +88,18 @@ impl Jobs {
                 error: None,
                 waiting: Vec::new(),
             },
+            meter: JobMeter::default(),
+            log_path,
+        }
+    }
+
+    /// Reports a finished job: one line on stderr and appended to the job log (off this
+    /// thread; a failed write comes back as `Task::Logged`).
+    pub(crate) fn log(&self, summary: &JobSummary) {
+        let line = summary.line(&crate::report::now_rfc3339());
+        eprintln!("{line}");
+        if let Some(path) = self.log_path.clone() {
+            self.spawn_task(move || Task::Logged(job_log::append_line(&path, &line)));
         }
     }
 
@@ -94,7 +114,7 @@ impl Jobs {
         let tx = self.task_tx.clone();
         let repaint = self.repaint.clone();
         let _ = std::thread::Builder::new()
-            .name("patchcore-task".into())
+            .name("pc-task".into())
             .spawn(move || {
                 let _ = tx.send(f());
                 repaint();
