@@ -264,6 +264,19 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_appended_and_an_unwritable_log_names_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = log_path(&tmp.path().join("cfg").join("gui.json"));
+        append_line(&log, "one").expect("first");
+        append_line(&log, "two").expect("second");
+        assert_eq!(std::fs::read_to_string(&log).expect("read"), "one\ntwo\n");
+        // A file where the folder should be: the error says which log could not be written.
+        let blocked = tmp.path().join("cfg").join("jobs.log").join("jobs.log");
+        let err = append_line(&blocked, "x").expect_err("not a folder");
+        assert!(err.contains(&blocked.display().to_string()), "{err}");
+    }
+
+    #[test]
     fn rate_counts_recent_results_while_scoring() {
         let t0 = Instant::now();
         let mut m = JobMeter::default();
