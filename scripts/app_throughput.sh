@@ -9,7 +9,7 @@
 #   5. (SCROLL_N > 0) starts the app again, drops SCROLL_N images into the inbox and scrolls
 #      the gallery with xdotool while PATCHCORE_FRAME_LOG records every frame's interval and
 #      CPU time; prints their median, 95th percentile and maximum.
-# Needs Xvfb, xdotool and python3; ImageMagick's `import` for the screenshot (optional).
+# Needs Xvfb, xdpyinfo, xdotool and python3; ImageMagick's `import` for the screenshot (optional).
 #
 #   N=2000 SCROLL_N=10000 DISPLAY_NUM=:99 bash scripts/app_throughput.sh
 # Environment: N, SCROLL_N, DISPLAY_NUM, DEMO (demo folder, default ./demo), PATCHCORE_MODELS
@@ -163,11 +163,11 @@ APP_MS=$(field "$LINE" ms_per_image)
 IMAGES=$(field "$LINE" images)
 [ "$IMAGES" = "$N" ] || echo "  warning: the inbox job logged $IMAGES images, not $N"
 echo "app CPU time per thread over the inbox job:"
-cpu_split "$WORK/cpu.before" "$WORK/cpu.after" "$(echo "$T1 - $T0" | bc)"
+cpu_split "$WORK/cpu.before" "$WORK/cpu.after" "$(awk -v a="$T0" -v b="$T1" 'BEGIN { print b - a }')"
 kill "$APP"
 wait "$APP" 2> /dev/null || true
 APP=""
-echo "result: app $APP_MS ms/image, predict $PREDICT_MS ms/image, ratio $(echo "scale=2; $APP_MS / $PREDICT_MS" | bc)"
+echo "result: app $APP_MS ms/image, predict $PREDICT_MS ms/image, ratio $(awk -v a="$APP_MS" -v p="$PREDICT_MS" 'BEGIN { printf "%.2f", a / p }')"
 
 # ---------------------------------------------------------------- frame time: SCROLL_N images
 if [ "$SCROLL_N" -gt 0 ]; then
