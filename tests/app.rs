@@ -529,6 +529,114 @@ fn inbox_images_are_scored_on_arrival_and_listed_first() {
     assert!(!h.state().inbox_on());
 }
 
+/// The value of `key=` in a job log line.
+fn log_field(line: &str, key: &str) -> usize {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[test]
+fn each_job_is_a_log_line_and_scoring_repaints_on_a_budget() {
+    let f = fixture();
+    let inbox = f.root.join("inbox");
+    std::fs::create_dir_all(&inbox).expect("dir");
+    let mut opts = options(&f);
+    opts.inbox = Some(inbox.clone());
+    let slow = StandInBackend {
+        delay: Duration::from_millis(80),
+        ..synthetic()
+    };
+    let services = Services {
+        backend: slow.factory(),
+        dialogs: Box::new(ScriptedDialogs::default()),
+    };
+    let mut h = harness(opts, services);
+    choose_category(&mut h, "widget");
+    // While the folder scores, a frame in which nothing changed (no reply this frame or the
+    // one before) asks for no immediate repaint: results and progress wait for the budgeted
+    // one, and nothing animates every frame (a spinner would). egui itself asks for one more
+    // frame when a widget first appears (theme/), which follows a change and is not counted.
+    let start = Instant::now();
+    let mut busy_frames = 0;
+    let mut seen = [(0, 0); 2];
+    while !has_label(&h, "Images: 5") || has_label_containing(&h, "Pending:") {
+        h.step();
+        let progress = h.state().overall_progress();
+        let quiet = seen.iter().all(|p| *p == progress);
+        seen = [seen[1], progress];
+        if h.state().is_busy() && quiet && start.elapsed() > Duration::from_millis(150) {
+            busy_frames += 1;
+            let causes = h.ctx.repaint_causes();
+            let ours: Vec<_> = causes
+                .iter()
+                .filter(|c| !c.file.contains("/src/theme/"))
+                .collect();
+            assert!(
+                !h.ctx.requested_repaint_last_pass() || ours.is_empty(),
+                "immediate repaint while scoring: {ours:?}"
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "scoring timed out"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        busy_frames > 5,
+        "the check saw scoring frames: {busy_frames}"
+    );
+
+    let log = f.settings.with_file_name("jobs.log");
+    let lines = |kind: &str| -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!(" kind={kind} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_for(&mut h, "the folder's log line", |_| {
+        !lines("folder").is_empty()
+    });
+    let folder = lines("folder");
+    assert_eq!(folder.len(), 1, "{folder:?}");
+    let line = &folder[0];
+    assert!(line.contains(" patchcore-job "), "{line}");
+    assert!(
+        line.ends_with(" end=done bank=widget.safetensors"),
+        "{line}"
+    );
+    // good_a, good_b accepted; bad_c, bad_d rejected; broken.png failed.
+    let counts = ["images", "rejected", "failed"].map(|k| log_field(line, k));
+    assert_eq!(counts, [5, 2, 1], "{line}");
+    assert!(h
+        .query_by_label_contains("last folder job: 5 images")
+        .is_some());
+
+    // An inbox burst: one good arrival and one broken file.
+    let tmp = f.root.join("staging");
+    std::fs::create_dir_all(&tmp).expect("dir");
+    write_png(&tmp.join("arrival.png"), 77);
+    std::fs::write(tmp.join("late.png"), b"truncated").expect("w");
+    for n in ["arrival.png", "late.png"] {
+        std::fs::rename(tmp.join(n), inbox.join(n)).expect("move");
+    }
+    wait_for(&mut h, "the inbox log line", |_| {
+        lines("inbox")
+            .iter()
+            .map(|l| log_field(l, "images"))
+            .sum::<usize>()
+            == 2
+    });
+    let inbox_lines = lines("inbox");
+    let sum = |k: &str| inbox_lines.iter().map(|l| log_field(l, k)).sum::<usize>();
+    assert_eq!((sum("rejected"), sum("failed")), (0, 1), "{inbox_lines:?}");
+    assert_eq!(lines("folder").len(), 1, "the folder job is logged once");
+}
+
 /// A bank whose model cannot be loaded (e.g. weights mismatch) shows the reason next to the
 /// picker; a damaged bank file is listed as unusable; the app stays usable.
 struct Refuses;
@@ -779,7 +887,7 @@ fn real_worker_scores_a_fitted_bank() {
 
     let out = tmp.path().join("rejects.csv");
     let services = Services {
-        backend: patchcore::app::TorchBackend::factory(weights_dir, "cpu".into(), 4),
+        backend: patchcore::app::TorchBackend::factory(weights_dir, "cpu".into(), 4, 0),
         dialogs: Box::new(ScriptedDialogs {
             folder: None,
             save: Some(out.clone()),

@@ -55,7 +55,7 @@ impl DecodePool {
             let repaint = repaint.clone();
             // Threads end when the pool (the only sender of jobs) is dropped.
             let _ = std::thread::Builder::new()
-                .name(format!("patchcore-decode-{n}"))
+                .name(format!("pc-thumbs-{n}"))
                 .spawn(move || {
                     for job in job_rx {
                         let result = decode(&job);

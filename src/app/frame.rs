@@ -2,6 +2,7 @@
 //! borrows only the parts it shows), apply the views' actions, and hand changed settings to
 //! their writer.
 use super::actions::Action;
+use super::worker::BACKGROUND_REPAINT;
 use super::workstation::Workstation;
 use super::{controls, detail, gallery, rejects, toolbar};
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ impl Workstation {
         let mut more = self.drain_inputs();
         more |= self.textures.receive(&ctx, TEXTURE_BUDGET);
         if more {
-            ctx.request_repaint();
+            // Left-over replies and thumbnails come on the next budgeted frame, not at once.
+            ctx.request_repaint_after(BACKGROUND_REPAINT);
         }
 
         let mut actions = Vec::new();

@@ -27,7 +27,7 @@ pub(crate) fn show(
     prefs: &Prefs,
     actions: &mut Vec<Action>,
 ) {
-    let view: Vec<usize> = insp.view().to_vec();
+    let view = insp.view_shared();
     let counts = insp.counts();
     ui.horizontal(|ui| {
         ui.label(RichText::new("Gallery").strong());
@@ -91,13 +91,13 @@ pub(crate) fn show(
         let keep_from = visible.start.saturating_sub(KEEP_ROWS);
         let keep_to = (visible.end + KEEP_ROWS).min(rows);
         for row in (keep_from..visible.start).chain(visible.end..keep_to) {
-            for &i in view.iter().skip(row * cols).take(cols) {
+            for &i in row_of(&view, row, cols) {
                 textures.touch(&items[i].path, Size::Thumb);
             }
         }
         for row in visible {
             ui.horizontal(|ui| {
-                for &i in view.iter().skip(row * cols).take(cols) {
+                for &i in row_of(&view, row, cols) {
                     let parts = Parts {
                         textures: &mut *textures,
                         opacity,
@@ -112,6 +112,12 @@ pub(crate) fn show(
             });
         }
     });
+}
+
+/// The items of gallery row `row`.
+fn row_of(view: &[usize], row: usize, cols: usize) -> &[usize] {
+    let start = (row * cols).min(view.len());
+    &view[start..(start + cols).min(view.len())]
 }
 
 /// What a tile draws with.

@@ -3,6 +3,7 @@
 //! exports) and the inbox poller — and what the toolbar shows about them.
 use super::catalog::CatalogEntry;
 use super::inbox::{Inbox, InboxEvent};
+use super::job_log::{self, JobMeter, JobSummary};
 use super::protocol::{BackendFactory, JobId, Reply, Request};
 use super::worker::{Repaint, Worker};
 use crossbeam_channel::{Receiver, Sender};
@@ -24,6 +25,8 @@ pub(crate) enum Task {
     Recorded(Result<(), String>),
     /// The bank's current ROI, read for the editor.
     RoiLoaded(Result<Option<crate::decide::Roi>, String>),
+    /// A job log line was appended, or why not.
+    Logged(Result<(), String>),
 }
 
 /// The watched inbox folder and what arrived in it.
@@ -57,6 +60,10 @@ pub(crate) struct Jobs {
     /// What the last export did (shown beside the export button).
     pub(crate) export_status: Option<Result<String, String>>,
     pub(crate) inbox: InboxWatch,
+    /// Bursts being scored, their counts and the current rate.
+    pub(crate) meter: JobMeter,
+    /// The job log file; `None` when there is no settings folder to put it in.
+    log_path: Option<PathBuf>,
 }
 
 impl Jobs {
@@ -65,6 +72,7 @@ impl Jobs {
         repaint: Repaint,
         inbox_dir: Option<PathBuf>,
         inbox_poll: Duration,
+        log_path: Option<PathBuf>,
     ) -> Jobs {
         let (task_tx, task_rx) = crossbeam_channel::unbounded();
         Jobs {
@@ -84,6 +92,18 @@ impl Jobs {
                 error: None,
                 waiting: Vec::new(),
             },
+            meter: JobMeter::default(),
+            log_path,
+        }
+    }
+
+    /// Reports a finished job: one line on stderr and appended to the job log (off this
+    /// thread; a failed write comes back as `Task::Logged`).
+    pub(crate) fn log(&self, summary: &JobSummary) {
+        let line = summary.line(&crate::report::now_rfc3339());
+        eprintln!("{line}");
+        if let Some(path) = self.log_path.clone() {
+            self.spawn_task(move || Task::Logged(job_log::append_line(&path, &line)));
         }
     }
 
@@ -98,7 +118,7 @@ impl Jobs {
         let tx = self.task_tx.clone();
         let repaint = self.repaint.clone();
         let _ = std::thread::Builder::new()
-            .name("patchcore-task".into())
+            .name("pc-task".into())
             .spawn(move || {
                 let _ = tx.send(f());
                 repaint();

@@ -16,9 +16,11 @@ mod detail;
 mod dialog_flow;
 pub mod dialogs;
 mod frame;
+pub mod frame_log;
 mod gallery;
 mod histogram;
 pub mod inbox;
+pub mod job_log;
 mod jobs;
 mod paint;
 pub mod protocol;
@@ -66,6 +68,8 @@ pub struct GuiOptions {
     pub batch_size: usize,
     /// How often the inbox folder is listed.
     pub inbox_poll: Duration,
+    /// libtorch's intra-op threads on the CPU (0 = libtorch's default, one per core).
+    pub torch_threads: usize,
 }
 
 impl Default for GuiOptions {
@@ -78,6 +82,7 @@ impl Default for GuiOptions {
             settings_path: None,
             batch_size: 8,
             inbox_poll: Duration::from_secs(1),
+            torch_threads: torch_backend::default_threads(),
         }
     }
 }
@@ -85,10 +90,15 @@ impl Default for GuiOptions {
 /// The eframe app: a thin shell around [`Workstation`].
 pub struct GuiApp {
     pub workstation: Workstation,
+    /// Frame times, when `PATCHCORE_FRAME_LOG` asks for them.
+    pub frame_log: Option<frame_log::FrameLog>,
 }
 
 impl eframe::App for GuiApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        if let Some(log) = &mut self.frame_log {
+            log.frame(frame.info().cpu_usage);
+        }
         self.workstation.ui(ui);
     }
 
@@ -107,7 +117,12 @@ pub fn run(mut opts: GuiOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("models"));
     opts.models_dir = Some(models_dir.clone());
     let weights = opts.weights_dir.clone().unwrap_or(models_dir);
-    let backend = TorchBackend::factory(weights, opts.device.clone(), opts.batch_size);
+    let backend = TorchBackend::factory(
+        weights,
+        opts.device.clone(),
+        opts.batch_size,
+        opts.torch_threads,
+    );
     run_with(opts, move |ctx| Services {
         backend,
         dialogs: Box::new(NativeDialogs {
@@ -142,6 +157,7 @@ pub fn run_with(
             let services = services(&cc.egui_ctx);
             Ok(Box::new(GuiApp {
                 workstation: Workstation::new(opts, services),
+                frame_log: frame_log::FrameLog::from_env(),
             }))
         }),
     )

@@ -195,7 +195,8 @@ pub struct Inspector {
     /// Bumped on any change to `items`; the caches compare against it.
     version: u64,
     view_key: Option<(u64, RulesKey, Filter, SortKey)>,
-    view: Vec<usize>,
+    /// Shared, so the gallery takes it each frame without copying thousands of indices.
+    view: Arc<[usize]>,
     /// Position of each item in `view` (None when filtered out).
     view_pos: Vec<Option<usize>>,
     counts: Counts,
@@ -203,6 +204,9 @@ pub struct Inspector {
     rejects: Vec<usize>,
     hist_key: Option<u64>,
     hist: Histogram,
+    /// Lowest and highest score (None: nothing scored), for the slider range.
+    span_key: Option<u64>,
+    span: Option<(f32, f32)>,
 }
 
 impl Default for Inspector {
@@ -222,13 +226,15 @@ impl Default for Inspector {
             reject_sort: (RejectColumn::Score, false),
             version: 0,
             view_key: None,
-            view: Vec::new(),
+            view: Arc::from(Vec::new()),
             view_pos: Vec::new(),
             counts: Counts::default(),
             rejects_key: None,
             rejects: Vec::new(),
             hist_key: None,
             hist: Histogram::default(),
+            span_key: None,
+            span: None,
         }
     }
 }

@@ -226,6 +226,8 @@ fn export(ui: &mut Ui, jobs: &Jobs, has_bank: bool, actions: &mut Vec<Action>) {
     }
 }
 
+/// Scoring progress and rate. No spinner here: an animation repaints every frame for as long
+/// as scoring runs, which is the CPU the scoring needs.
 fn progress(ui: &mut Ui, jobs: &Jobs, insp: &mut Inspector, actions: &mut Vec<Action>) {
     let (done, total) = jobs.overall_progress();
     if total == 0 || !insp.is_busy() {
@@ -233,14 +235,26 @@ fn progress(ui: &mut Ui, jobs: &Jobs, insp: &mut Inspector, actions: &mut Vec<Ac
         if c.total > 0 {
             ui.label(format!("{} images scored", c.total - c.pending));
         }
+        if let Some(last) = &jobs.meter.last {
+            ui.weak(format!(
+                "last {} job: {} images, {:.1} images/s",
+                last.kind.name(),
+                last.images,
+                last.images_per_second()
+            ))
+            .on_hover_text("Every finished job is also a line in jobs.log beside the settings");
+        }
         return;
     }
-    ui.spinner();
     ui.add(
         ProgressBar::new(done as f32 / total.max(1) as f32)
             .desired_width(180.0)
             .text(format!("Scoring {done} / {total}")),
     );
+    if let Some(rate) = jobs.meter.rate(std::time::Instant::now()) {
+        ui.label(format!("{rate:.1} images/s"))
+            .on_hover_text("Images scored per second over the last 5 s");
+    }
     if ui.button("Cancel").clicked() {
         actions.push(Action::CancelScoring);
     }

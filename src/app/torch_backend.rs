@@ -35,9 +35,18 @@ fn modified(path: &Path) -> Option<SystemTime> {
 impl TorchBackend {
     /// A factory for the worker. `weights_dir` holds the backbone weights files; `device` is
     /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N". Both are resolved on the worker
-    /// thread, so the GUI thread never initialises libtorch.
-    pub fn factory(weights_dir: PathBuf, device: String, batch_size: usize) -> BackendFactory {
+    /// thread, so the GUI thread never initialises libtorch. `threads` is libtorch's intra-op
+    /// thread count (0 keeps libtorch's own choice, one per core).
+    pub fn factory(
+        weights_dir: PathBuf,
+        device: String,
+        batch_size: usize,
+        threads: usize,
+    ) -> BackendFactory {
         Arc::new(move || {
+            if threads > 0 {
+                tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+            }
             Ok(Box::new(TorchBackend {
                 models_dir: weights_dir.clone(),
                 device: crate::engine::device::parse_device(&device)?,
@@ -76,6 +85,15 @@ impl TorchBackend {
             .map(|c| &c.model)
             .ok_or_else(|| "model cache is empty".to_string())
     }
+}
+
+/// The app's default intra-op thread count: one core fewer than the machine has (at least
+/// one), so the window and the image decoding are not starved by the forward pass; measured in
+/// the README (`scripts/app_throughput.sh`).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1).max(1))
+        .unwrap_or(1)
 }
 
 impl Backend for TorchBackend {

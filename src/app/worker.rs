@@ -17,6 +17,10 @@ use std::thread::JoinHandle;
 /// Called by background threads after they send something, so the GUI wakes up and drains.
 pub type Repaint = Arc<dyn Fn() + Send + Sync>;
 
+/// The longest a background message waits for a repaint; the GUI's repaint callback asks for
+/// one this far ahead, so results and progress redraw about ten times a second at most.
+pub const BACKGROUND_REPAINT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Largest side of the anomaly maps sent to the GUI. Maps are display-only there, and thousands
 /// of full-resolution maps would cost gigabytes; max-pooling keeps every hot spot visible.
 pub const GUI_MAP_SIDE: u32 = 128;
@@ -152,7 +156,7 @@ fn start_thread(
     let (req_tx, req_rx) = crossbeam_channel::unbounded();
     let (rep_tx, rep_rx) = crossbeam_channel::unbounded();
     let thread = std::thread::Builder::new()
-        .name("patchcore-worker".into())
+        .name("pc-worker".into())
         .spawn(move || {
             let mut ctx = Loop {
                 factory,
@@ -162,6 +166,7 @@ fn start_thread(
                     repaint,
                 },
                 cancelled,
+                open: Vec::new(),
             };
             ctx.run(&req_rx);
         });
@@ -192,19 +197,86 @@ struct Loop {
     backend: Option<Box<dyn Backend>>,
     out: Out,
     cancelled: Cancelled,
+    /// Jobs of the run in progress that have no `JobDone` yet, closed with the error if the
+    /// run panics.
+    open: Vec<JobId>,
+}
+
+/// One score request inside a coalesced run: its images are answered in order, so `done` is
+/// also the index of the next image to score.
+#[derive(Debug)]
+pub struct Segment {
+    pub job: JobId,
+    pub paths: Vec<PathBuf>,
+    pub done: usize,
+}
+
+/// Takes every score request for `bank` already waiting in `requests` into `run`, so arrivals
+/// that queued up while the worker was busy are scored as full batches in one pass. Returns
+/// the first request that cannot join (another bank, a load, shutdown), to be handled next.
+pub fn coalesce(
+    requests: &Receiver<Request>,
+    bank: &Path,
+    run: &mut Vec<Segment>,
+) -> Option<Request> {
+    while let Ok(request) = requests.try_recv() {
+        match request {
+            Request::Score {
+                job,
+                bank: b,
+                paths,
+            } if b == bank => run.push(Segment {
+                job,
+                paths,
+                done: 0,
+            }),
+            // The shared set already carries the flag; the run checks it between images.
+            Request::Cancel { .. } => {}
+            other => return Some(other),
+        }
+    }
+    None
 }
 
 impl Loop {
     fn run(&mut self, requests: &Receiver<Request>) {
-        while let Ok(request) = requests.recv() {
-            if matches!(request, Request::Shutdown) {
-                break;
-            }
-            let job = match &request {
-                Request::Score { job, .. } => Some(*job),
-                _ => None,
+        let mut next: Option<Request> = None;
+        loop {
+            let request = match next.take() {
+                Some(r) => r,
+                None => match requests.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
             };
-            let result = catch_unwind(AssertUnwindSafe(|| self.handle(request)));
+            let work = match request {
+                Request::Shutdown => break,
+                Request::Score { job, bank, paths } => {
+                    let mut run = vec![Segment {
+                        job,
+                        paths,
+                        done: 0,
+                    }];
+                    next = coalesce(requests, &bank, &mut run);
+                    Work::Score(bank, run)
+                }
+                Request::LoadBank { bank } => Work::Load(bank),
+                Request::SetRoi { bank, roi } => Work::SetRoi(bank, roi),
+                // The shared set already carries the flag; a queued job is skipped when it
+                // comes up.
+                Request::Cancel { .. } => continue,
+            };
+            let result = catch_unwind(AssertUnwindSafe(|| match work {
+                Work::Load(bank) => self.load(bank),
+                Work::SetRoi(bank, roi) => match crate::engine::calibrate::set_roi(&bank, roi) {
+                    Ok(_) => self.load(bank),
+                    Err(e) => self.out.send(Reply::RoiFailed {
+                        bank,
+                        error: e.to_string(),
+                    }),
+                },
+                Work::Score(bank, run) => self.score(&bank, run),
+            }));
             if let Err(payload) = result {
                 // The backend may hold a half-updated device state: drop it, build a new one.
                 self.backend = None;
@@ -213,22 +285,15 @@ impl Loop {
                 self.out.send(Reply::WorkerError {
                     error: format!("{error}; it was restarted"),
                 });
-                if let Some(job) = job {
+                for job in std::mem::take(&mut self.open) {
                     self.out.send(Reply::JobDone {
                         job,
                         cancelled: false,
-                        error: Some(error),
+                        error: Some(error.clone()),
                     });
                 }
             }
         }
-    }
-
-    fn is_cancelled(&self, job: JobId) -> bool {
-        self.cancelled
-            .lock()
-            .map(|s| s.contains(&job))
-            .unwrap_or(false)
     }
 
     /// The backend, built on first use (or after a crash).
@@ -241,22 +306,6 @@ impl Loop {
         self.backend
             .as_mut()
             .ok_or_else(|| "the scoring backend did not start".to_string())
-    }
-
-    fn handle(&mut self, request: Request) {
-        match request {
-            Request::LoadBank { bank } => self.load(bank),
-            Request::SetRoi { bank, roi } => match crate::engine::calibrate::set_roi(&bank, roi) {
-                Ok(_) => self.load(bank),
-                Err(e) => self.out.send(Reply::RoiFailed {
-                    bank,
-                    error: e.to_string(),
-                }),
-            },
-            Request::Score { job, bank, paths } => self.score(job, &bank, &paths),
-            // The shared set already carries the flag; a queued job is skipped when it comes up.
-            Request::Cancel { .. } | Request::Shutdown => {}
-        }
     }
 
     fn load(&mut self, bank: PathBuf) {
@@ -274,58 +323,136 @@ impl Loop {
         }
     }
 
-    fn score(&mut self, job: JobId, bank: &Path, paths: &[PathBuf]) {
-        if self.is_cancelled(job) {
-            self.out.send(Reply::JobDone {
-                job,
-                cancelled: true,
-                error: None,
-            });
-            return;
-        }
-        let total = paths.len();
-        let mut done = 0;
-        let mut stopped = false;
-        let cancelled = self.cancelled.clone();
-        let out = &self.out;
-        let backend = match self.backend.as_mut() {
-            Some(b) => Ok(b),
-            None => match (self.factory)() {
-                Ok(b) => Ok(self.backend.insert(b)),
-                Err(e) => Err(format!("the scoring backend did not start: {e}")),
-            },
-        };
-        let result = backend.and_then(|backend| {
-            backend.inspect(bank, paths, &mut |index, result| {
-                match result {
-                    Ok(mut inspection) => {
-                        inspection.map = reduce_map(&inspection.map, GUI_MAP_SIDE);
-                        out.send(Reply::Scored {
-                            job,
-                            index,
-                            inspection: Box::new(inspection),
-                        });
-                    }
-                    Err(error) => out.send(Reply::ImageFailed {
-                        job,
-                        index,
-                        path: paths.get(index).cloned().unwrap_or_default(),
-                        error,
-                    }),
+    /// Scores a run of jobs as one stream of images, so batches stay full across job
+    /// boundaries; each job gets its `JobDone` as soon as its last image is answered. A
+    /// cancelled job stops the stream, leaves the run, and the rest goes on from where it was.
+    fn score(&mut self, bank: &Path, mut run: Vec<Segment>) {
+        self.open = run.iter().map(|s| s.job).collect();
+        loop {
+            let cancelled = self.cancelled.lock().map(|s| s.clone()).unwrap_or_default();
+            for s in &run {
+                if cancelled.contains(&s.job) {
+                    self.close(s.job, true, None);
+                } else if s.done >= s.paths.len() {
+                    // A job without images has nothing to wait for.
+                    self.close(s.job, false, None);
                 }
-                done += 1;
-                out.send(Reply::Progress { job, done, total });
-                let go_on = !cancelled.lock().map(|s| s.contains(&job)).unwrap_or(false);
-                stopped = !go_on;
-                go_on
-            })
-        });
+            }
+            run.retain(|s| !cancelled.contains(&s.job) && s.done < s.paths.len());
+            if run.is_empty() {
+                return;
+            }
+            let mut stopped = false;
+            let result = self
+                .backend()
+                .map(|_| ())
+                .and_then(|()| match &mut self.backend {
+                    Some(b) => stream(b, bank, &mut run, &self.out, &self.cancelled, &mut stopped),
+                    None => Err("the scoring backend did not start".into()),
+                });
+            // Jobs answered in full are closed by the stream; the rest depends on why it ended.
+            run.retain(|s| s.done < s.paths.len());
+            self.open.retain(|j| run.iter().any(|s| s.job == *j));
+            match result {
+                Err(error) => {
+                    for s in &run {
+                        self.close(s.job, false, Some(error.clone()));
+                    }
+                    return;
+                }
+                Ok(()) if !stopped => {
+                    for s in &run {
+                        let missing = s.paths.len() - s.done;
+                        let error = format!("the scorer returned no result for {missing} images");
+                        self.close(s.job, false, Some(error));
+                    }
+                    return;
+                }
+                // A job was cancelled mid-stream: drop it at the top, go on with the others.
+                Ok(()) => {}
+            }
+        }
+    }
+
+    fn close(&mut self, job: JobId, cancelled: bool, error: Option<String>) {
+        self.open.retain(|j| *j != job);
         self.out.send(Reply::JobDone {
             job,
-            cancelled: stopped,
-            error: result.err(),
+            cancelled,
+            error,
         });
     }
+}
+
+enum Work {
+    Load(PathBuf),
+    SetRoi(PathBuf, Option<crate::decide::Roi>),
+    Score(PathBuf, Vec<Segment>),
+}
+
+/// One backend pass over the unanswered images of `run`, in order. Sends each result, the
+/// job's progress, and `JobDone` when a job's last image is answered; stops (setting
+/// `stopped`) as soon as any job of the run is cancelled.
+fn stream(
+    backend: &mut Box<dyn Backend>,
+    bank: &Path,
+    run: &mut [Segment],
+    out: &Out,
+    cancelled: &Cancelled,
+    stopped: &mut bool,
+) -> Result<(), String> {
+    let mut owners = Vec::new();
+    let mut paths = Vec::new();
+    for (k, s) in run.iter().enumerate() {
+        for (i, p) in s.paths.iter().enumerate().skip(s.done) {
+            owners.push((k, i));
+            paths.push(p.clone());
+        }
+    }
+    let jobs: Vec<JobId> = run.iter().map(|s| s.job).collect();
+    backend.inspect(bank, &paths, &mut |at, result| {
+        let Some(&(k, index)) = owners.get(at) else {
+            return false;
+        };
+        let s = &mut run[k];
+        let job = s.job;
+        match result {
+            Ok(mut inspection) => {
+                inspection.map = reduce_map(&inspection.map, GUI_MAP_SIDE);
+                out.send(Reply::Scored {
+                    job,
+                    index,
+                    inspection: Box::new(inspection),
+                });
+            }
+            Err(error) => out.send(Reply::ImageFailed {
+                job,
+                index,
+                path: s.paths.get(index).cloned().unwrap_or_default(),
+                error,
+            }),
+        }
+        s.done = index + 1;
+        let total = s.paths.len();
+        out.send(Reply::Progress {
+            job,
+            done: s.done,
+            total,
+        });
+        if s.done == total {
+            out.send(Reply::JobDone {
+                job,
+                cancelled: false,
+                error: None,
+            });
+        }
+        let any_cancelled = cancelled
+            .lock()
+            .map(|set| jobs.iter().any(|j| set.contains(j)))
+            .unwrap_or(false);
+        *stopped = any_cancelled;
+        !any_cancelled
+    })
 }
 
 /// The text of a panic payload (`panic!("...")` gives `&str` or `String`).

@@ -11,17 +11,19 @@ use super::catalog;
 use super::decode::DecodePool;
 use super::dialog_flow::{DialogFlow, DialogPurpose};
 use super::dialogs::Dialogs;
+use super::job_log::{self, JobKind};
 use super::jobs::{Jobs, Task};
 use super::protocol::{BackendFactory, Reply};
 use super::settings::{SavedThreshold, Settings};
 use super::settings_store::SettingsStore;
 use super::state::{BankInfo, Inspector};
 use super::textures::TextureCache;
-use super::worker::Repaint;
+use super::worker::{Repaint, BACKGROUND_REPAINT};
 use super::GuiOptions;
 use crate::report::{write_csv_file, CsvRecord, Outcome};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 /// Display choices the views read and change directly (no effect beyond drawing).
 #[derive(Clone, Debug)]
@@ -75,9 +77,11 @@ impl Workstation {
     pub fn new(opts: GuiOptions, services: Services) -> Workstation {
         let ctx_slot: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
         let slot = ctx_slot.clone();
+        // Background threads wake the GUI at most about ten times a second: a repaint per
+        // worker reply would spend the CPU the scoring needs on drawing (software OpenGL).
         let repaint: Repaint = Arc::new(move || {
             if let Some(ctx) = slot.get() {
-                ctx.request_repaint();
+                ctx.request_repaint_after(BACKGROUND_REPAINT);
             }
         });
         let settings_path = opts
@@ -101,7 +105,7 @@ impl Workstation {
             overlay_in_detail: true,
         };
         let catalog = BankCatalog::new(models_dir, s.last_bank.clone());
-        let settings = SettingsStore::open(s, settings_path, repaint.clone());
+        let settings = SettingsStore::open(s, settings_path.clone(), repaint.clone());
         let mut ws = Workstation {
             settings,
             dialogs: DialogFlow::new(services.dialogs),
@@ -110,6 +114,7 @@ impl Workstation {
                 repaint.clone(),
                 inbox_dir,
                 opts.inbox_poll,
+                settings_path.as_deref().map(job_log::log_path),
             ),
             catalog,
             insp: Inspector::default(),
@@ -224,15 +229,22 @@ impl Workstation {
     }
 
     fn start_job(&mut self, paths: Vec<PathBuf>, inbox: bool) {
-        let Some(bank) = self.insp.bank.as_ref().map(|b| b.path.clone()) else {
+        let Some(bank) = &self.insp.bank else {
             return;
         };
         if paths.is_empty() {
             return;
         }
+        let (path, name) = (bank.path.clone(), bank.file_name.clone());
         let job = self.jobs.next_id();
         let paths = self.insp.add_job(job, paths, inbox);
-        self.jobs.score(job, bank, paths);
+        let kind = if inbox {
+            JobKind::Inbox
+        } else {
+            JobKind::Folder
+        };
+        self.jobs.meter.started(job, kind, &name, Instant::now());
+        self.jobs.score(job, path, paths);
     }
 
     pub(super) fn score_inbox(&mut self, paths: Vec<PathBuf>) {
@@ -350,15 +362,36 @@ impl Workstation {
                 inspection,
             } => {
                 let now = crate::report::now_rfc3339();
-                self.insp.set_result(job, index, *inspection, &now);
+                let rejected = crate::report::Decision::of(inspection.score, self.insp.threshold())
+                    == crate::report::Decision::Reject;
+                if self
+                    .insp
+                    .set_result(job, index, *inspection, &now)
+                    .is_some()
+                {
+                    self.jobs.meter.result(job, Some(rejected), Instant::now());
+                }
             }
             Reply::ImageFailed {
                 job, index, error, ..
             } => {
-                self.insp
-                    .set_failed(job, index, error, &crate::report::now_rfc3339());
+                let now = crate::report::now_rfc3339();
+                if self.insp.set_failed(job, index, error, &now).is_some() {
+                    self.jobs.meter.result(job, None, Instant::now());
+                }
             }
-            Reply::JobDone { job, error, .. } => {
+            Reply::JobDone {
+                job,
+                cancelled,
+                error,
+            } => {
+                let ended =
+                    self.jobs
+                        .meter
+                        .finished(job, cancelled, error.is_some(), Instant::now());
+                if let Some(summary) = ended {
+                    self.jobs.log(&summary);
+                }
                 let known = self.jobs.finish(job);
                 self.insp.finish_job(job, error.as_deref());
                 if let (true, Some(e)) = (known, error) {
@@ -412,6 +445,12 @@ impl Workstation {
             Task::RoiLoaded(Ok(None)) => {}
             Task::RoiLoaded(Err(e)) => self.roi_editor.status = Some(e),
             Task::Recorded(Ok(())) => {}
+            Task::Logged(Err(e)) => {
+                if !self.notices.contains(&e) {
+                    self.notices.push(e);
+                }
+            }
+            Task::Logged(Ok(())) => {}
         }
     }
 

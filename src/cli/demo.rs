@@ -65,5 +65,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
         inbox: None,
         device: a.runtime.device.clone(),
         batch_size: a.runtime.batch_size,
+        threads: None,
     })
 }

@@ -21,6 +21,10 @@ pub struct GuiArgs {
     pub device: String,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// libtorch threads for scoring on the CPU; 0 = one per core (default: one core fewer
+    /// than the machine has, so the window stays responsive).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub fn run(a: GuiArgs) -> Result<()> {
@@ -30,6 +34,9 @@ pub fn run(a: GuiArgs) -> Result<()> {
         device: a.device,
         inbox: a.inbox,
         batch_size: a.batch_size,
+        torch_threads: a
+            .threads
+            .unwrap_or_else(crate::app::torch_backend::default_threads),
         ..Default::default()
     })
 }

@@ -74,6 +74,11 @@ pub fn main() -> ExitCode {
         max_pixels: cli.decode.max_pixels,
         max_aspect: cli.decode.max_aspect,
     });
+    // Named pool threads, so a per-thread CPU split (/proc/PID/task/*/comm) reads as parts of
+    // the program. Fails only if a pool already exists, which then keeps its names.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("pc-rayon-{i}"))
+        .build_global();
     let result = match cli.command {
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a).map(|_| ()),

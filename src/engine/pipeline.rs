@@ -43,8 +43,8 @@ pub fn decode_all(paths: &[PathBuf], crop: CropMode) -> Vec<Result<Decoded, Data
 /// Decodes `paths` in chunks of `batch`, one chunk ahead of `consume` and on another thread, so
 /// decoding overlaps the forward pass. `consume` gets each chunk's offset, its results and the
 /// decode time per image, and returns false to stop.
-pub fn for_each_decoded(
-    paths: &[PathBuf],
+pub fn for_each_decoded<'p>(
+    paths: &'p [PathBuf],
     batch: usize,
     crop: CropMode,
     mut consume: impl FnMut(usize, Vec<Result<Decoded, DataError>>, f32) -> bool,
@@ -59,14 +59,25 @@ pub fn for_each_decoded(
         )
     };
     std::thread::scope(|s| {
-        let mut next = chunks.first().map(|&c| s.spawn(move || decode(c)));
+        // Named, so the decode share shows in a per-thread CPU split; a chunk whose thread
+        // cannot start is decoded in line instead.
+        let ahead = |c: &'p [PathBuf]| {
+            std::thread::Builder::new()
+                .name("pc-prefetch".into())
+                .spawn_scoped(s, move || decode(c))
+                .map_err(|_| c)
+        };
+        let mut next = chunks.first().map(|&c| ahead(c));
         let mut offset = 0;
         for (i, chunk) in chunks.iter().enumerate() {
-            let Some(handle) = next.take() else { break };
-            let (decoded, ms) = handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            next = chunks.get(i + 1).map(|&c| s.spawn(move || decode(c)));
+            let Some(pending) = next.take() else { break };
+            let (decoded, ms) = match pending {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(c) => decode(c),
+            };
+            next = chunks.get(i + 1).map(|&c| ahead(c));
             if !consume(offset, decoded, ms) {
                 break;
             }

@@ -46,21 +46,39 @@ impl Inspector {
 
     /// Range for the threshold slider: covers calibration and every score seen, and does not
     /// move while the operator drags (it depends on the data, not on the threshold).
-    pub fn threshold_range(&self) -> (f32, f32) {
+    pub fn threshold_range(&mut self) -> (f32, f32) {
+        let span = self.score_span();
         let Some(bank) = &self.bank else {
             return (0.0, 1.0);
         };
         let c = &bank.meta.calibration;
         let mut lo = c.min.min(c.threshold);
         let mut hi = (2.0 * c.threshold).max(c.max);
-        for s in self.items.iter().filter_map(Item::score) {
-            lo = lo.min(s);
-            hi = hi.max(s);
+        if let Some((s_lo, s_hi)) = span {
+            lo = lo.min(s_lo);
+            hi = hi.max(s_hi);
         }
         if !lo.is_finite() || !hi.is_finite() || hi <= lo {
             return (0.0, c.threshold.abs().max(1.0) * 2.0);
         }
         let pad = 0.02 * (hi - lo);
         ((lo - pad).max(0.0), hi + pad)
+    }
+
+    /// Lowest and highest score, recomputed only when the items changed (the slider asks
+    /// every frame).
+    fn score_span(&mut self) -> Option<(f32, f32)> {
+        if self.span_key != Some(self.version) {
+            self.span_key = Some(self.version);
+            self.span = self
+                .items
+                .iter()
+                .filter_map(Item::score)
+                .fold(None, |acc, s| {
+                    let (lo, hi) = acc.unwrap_or((s, s));
+                    Some((lo.min(s), hi.max(s)))
+                });
+        }
+        self.span
     }
 }

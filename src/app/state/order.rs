@@ -24,6 +24,12 @@ impl Inspector {
         &self.view
     }
 
+    /// The gallery order as a shared list: a frame takes it without copying it.
+    pub fn view_shared(&mut self) -> std::sync::Arc<[usize]> {
+        self.refresh_view();
+        self.view.clone()
+    }
+
     pub fn view_position(&mut self, item: usize) -> Option<usize> {
         self.refresh_view();
         self.view_pos.get(item).copied().flatten()
@@ -84,7 +90,7 @@ impl Inspector {
         for (pos, &i) in view.iter().enumerate() {
             self.view_pos[i] = Some(pos);
         }
-        self.view = view;
+        self.view = view.into();
         self.counts = counts;
     }
 
