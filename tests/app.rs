@@ -53,6 +53,9 @@ fn meta(category: &str, test_dir: &Path, threshold: f32) -> BankMeta {
         bank_dtype: BankDtype::F32,
         calibration: Calibration::from_scores("test".into(), scores),
         selection: Vec::new(),
+        growth: None,
+        version: 1,
+        history: Vec::new(),
     }
 }
 
@@ -63,6 +66,7 @@ fn write_bank(models: &Path, file: &str, meta: BankMeta) -> PathBuf {
         rows: vec![0.0; (meta.coreset_size * meta.embed_dim) as usize],
         source_image: vec![0; meta.coreset_size as usize],
         meta,
+        calibration_patches: None,
     }
     .save(&path)
     .expect("save bank");

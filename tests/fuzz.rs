@@ -206,11 +206,15 @@ fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
         bank_dtype,
         calibration: Calibration::from_scores("leave-one-image-out".into(), vec![1.5, 2.0]),
         selection: Vec::new(),
+        growth: None,
+        version: 1,
+        history: Vec::new(),
     };
     BankFile {
         meta,
         rows: vec![0.5, -1.0, 2.0, 0.0, 1.0, 0.25, -0.5, 3.0],
         source_image: vec![0, 1],
+        calibration_patches: None,
     }
 }
 

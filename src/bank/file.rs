@@ -14,7 +14,30 @@ pub struct BankFile {
     pub meta: BankMeta,
     pub rows: Vec<f32>,
     pub source_image: Vec<i32>,
+    /// Present exactly when `meta.growth` is (banks that `update` can grow).
+    pub calibration_patches: Option<CalibrationPatches>,
 }
+
+/// Each calibration image's highest-scoring patches with their leave-one-out neighbour
+/// distances: what `update` rescores against new rows instead of re-embedding the images.
+/// Always f32, whatever the bank's dtype, so a rescore is exact.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CalibrationPatches {
+    /// `(images * keep, embed_dim)`, image by image, highest score first.
+    pub features: Vec<f32>,
+    /// `(images * keep, k)` squared distances to the nearest rows of other images, nearest first.
+    pub sq_dist: Vec<f32>,
+    /// Per image, the highest score among its patches not kept (0 when all are kept): an upper
+    /// bound that tells whether a rescore of the kept ones is exact.
+    pub next: Vec<f32>,
+}
+
+/// Names of the optional tensors of `CalibrationPatches`.
+const PATCH_TENSORS: [&str; 3] = [
+    "calibration_patches",
+    "calibration_patch_sq_dist",
+    "calibration_next",
+];
 
 impl BankFile {
     pub fn n_rows(&self) -> usize {
@@ -38,6 +61,11 @@ impl BankFile {
                 self.rows.len()
             )));
         }
+        if self.meta.growth.is_some() != self.calibration_patches.is_some() {
+            return Err(invalid(
+                "growth metadata and calibration patches must come together".into(),
+            ));
+        }
         let (dtype, width) = match self.meta.bank_dtype {
             BankDtype::F32 => ("F32", 4),
             BankDtype::F16 => ("F16", 2),
@@ -52,8 +80,26 @@ impl BankFile {
                 "shape": [n],
                 "data_offsets": [bank_bytes, bank_bytes + 4 * n]
             },
-        })
-        .to_string();
+        });
+        let patches = self.calibration_patches.as_ref();
+        if let Some(p) = patches {
+            let images = p.next.len();
+            let kept = p.features.len() / d.max(1);
+            let shapes = [
+                vec![kept, d],
+                vec![kept, p.sq_dist.len() / kept.max(1)],
+                vec![images],
+            ];
+            let mut at = bank_bytes + 4 * n;
+            for (name, shape) in PATCH_TENSORS.iter().zip(shapes) {
+                let bytes = 4 * shape.iter().product::<usize>();
+                header[*name] = serde_json::json!({
+                    "dtype": "F32", "shape": shape, "data_offsets": [at, at + bytes]
+                });
+                at += bytes;
+            }
+        }
+        let mut header = header.to_string();
         // Data starts 8-byte aligned, as the safetensors writer does it.
         while !header.len().is_multiple_of(8) {
             header.push(' ');
@@ -77,7 +123,18 @@ impl BankFile {
             self.source_image
                 .iter()
                 .for_each(|v| buf.extend(v.to_le_bytes()));
-            w.write_all(&buf)
+            w.write_all(&buf)?;
+            for values in patches
+                .iter()
+                .flat_map(|p| [&p.features, &p.sq_dist, &p.next])
+            {
+                for block in values.chunks(STREAM_VALUES) {
+                    buf.clear();
+                    block.iter().for_each(|v| buf.extend(v.to_le_bytes()));
+                    w.write_all(&buf)?;
+                }
+            }
+            Ok(())
         })
         .map_err(|source| BankError::Io {
             path: path.to_path_buf(),
@@ -151,10 +208,53 @@ impl BankFile {
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        let calibration_patches = match &meta.growth {
+            None => None,
+            Some(g) => {
+                let images = meta.calibration.scores.len();
+                let kept = images * g.calibration_keep as usize;
+                let shapes = [vec![kept, d], vec![kept, meta.k as usize], vec![images]];
+                let mut values = Vec::with_capacity(3);
+                for (name, shape) in PATCH_TENSORS.iter().zip(shapes) {
+                    let t = st.tensor(name).map_err(|_| {
+                        invalid(format!(
+                            "missing tensor `{name}` (the metadata has `growth`)"
+                        ))
+                    })?;
+                    if t.shape() != shape.as_slice() || t.dtype() != Dtype::F32 {
+                        return Err(invalid(format!(
+                            "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                            t.dtype(),
+                            t.shape()
+                        )));
+                    }
+                    let v: Vec<f32> = t
+                        .data()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(invalid(format!(
+                            "tensor `{name}` holds NaN or infinite values"
+                        )));
+                    }
+                    values.push(v);
+                }
+                let next = values.pop().unwrap_or_default();
+                let sq_dist = values.pop().unwrap_or_default();
+                let features = values.pop().unwrap_or_default();
+                Some(CalibrationPatches {
+                    features,
+                    sq_dist,
+                    next,
+                })
+            }
+        };
         Ok(BankFile {
             meta,
             rows,
             source_image,
+            calibration_patches,
         })
     }
 }

@@ -7,13 +7,17 @@ pub use crate::data::CropMode;
 
 mod check;
 mod file;
+mod history;
 mod verdicts;
+mod versions;
 
 pub use check::{
     check_blur_sigma, check_coreset, FieldError, ScoringSettings, MAX_BLUR_SIGMA, MAX_DIM,
 };
-pub use file::{read_meta, BankFile};
+pub use file::{read_meta, BankFile, CalibrationPatches};
+pub use history::{AddedImage, Growth, HistoryEntry};
 pub use verdicts::{Verdict, VerdictEntry, Verdicts};
+pub use versions::{Versions, DEFAULT_VERSIONS_LIMIT_MB};
 
 /// Bumped whenever the meaning of a stored field changes; older readers refuse newer files.
 pub const FORMAT_VERSION: u32 = 1;
@@ -31,6 +35,9 @@ pub enum BankError {
     /// lying in the models folder. Listings skip these; loading one is still an error.
     #[error("{path}: a safetensors file, but not a patchcore bank (no `patchcore` metadata)")]
     NotABank { path: PathBuf },
+    /// The versions folder refused a step (a limit, a missing or conflicting version).
+    #[error("{path}: {reason}")]
+    Versions { path: PathBuf, reason: String },
     #[error("{path}: bank format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
     Version { path: PathBuf, found: u32 },
 }
@@ -89,6 +96,15 @@ pub struct BankMeta {
     /// it did not choose, e.g. with explicit feature flags or WideResNet's paper settings).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub selection: Vec<SelectionTrial>,
+    /// What `update` needs; absent in banks fitted before updates existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth: Option<Growth>,
+    /// 1 when fitted, then the number `update` gave it (see `history`).
+    #[serde(default = "history::first_version")]
+    pub version: u32,
+    /// Every update that led to this version, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
 }
 
 /// How one candidate configuration scored on synthetic defects in held-out good images.

@@ -1,14 +1,17 @@
 //! Fitting (paper Alg. 1): patch features of the good images streamed to disk, the coreset
 //! chosen on their projections, and the threshold calibrated leave-one-image-out.
+use super::calibrate::{score_images, CALIBRATION_KEEP};
 use super::coreset::{self, CoresetOptions};
 use super::extractor::Extractor;
 use super::feature_store::FeatureStore;
 use super::host::to_host_f32;
-use super::inspect::{in_storage_precision, patch_scores, searcher_for};
+use super::inspect::{in_storage_precision, searcher_for};
 use super::pipeline::{for_each_decoded, Progress};
 use super::{EngineError, Method, PatchCore, Precision};
 use crate::backbone::Backbone;
-use crate::bank::{BankDtype, BankFile, BankMeta, Calibration, FORMAT_VERSION};
+use crate::bank::{
+    BankDtype, BankFile, BankMeta, Calibration, CalibrationPatches, Growth, FORMAT_VERSION,
+};
 use image::RgbImage;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -118,10 +121,11 @@ impl PatchCore {
         }
         progress.start("coreset", target as u64);
         let done = std::sync::atomic::AtomicUsize::new(0);
-        let picks = coreset::select_projected(reduced, &coreset_opts, &|n| {
+        let selection = coreset::select_projected(reduced, &coreset_opts, &|n| {
             let before = done.swap(n, std::sync::atomic::Ordering::Relaxed);
             progress.advance(n.saturating_sub(before) as u64);
         })?;
+        let picks = selection.picks;
         progress.finish();
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
         let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype)?;
@@ -136,6 +140,8 @@ impl PatchCore {
         progress.start("calibration", calib.len() as u64);
         let mut scores = Vec::with_capacity(calib.len());
         let method = &opts.method;
+        let keep = CALIBRATION_KEEP.min(per_image);
+        let mut kept = CalibrationPatches::default();
         for group in calib.chunks(opts.batch_size.max(1)) {
             let mut q = Vec::with_capacity(group.len());
             let mut src = Vec::with_capacity(group.len() * per_image as usize);
@@ -151,12 +157,14 @@ impl PatchCore {
             let q = Tensor::f_cat(&q, 0)?;
             let qsrc = Tensor::f_from_slice(&src)?.f_to_device(opts.device)?;
             let nb = searcher.search(&q, method.k, Some((&qsrc, &bank_source)))?;
-            let patch = patch_scores(&nb.sq_dist, method)?;
-            let img = patch
-                .f_view([group.len() as i64, per_image])?
-                .f_amax(1, false)?;
-            let v: Vec<f32> = img.f_to_device(Device::Cpu)?.try_into()?;
-            scores.extend(v);
+            scores.extend(score_images(
+                &q,
+                &nb.sq_dist,
+                per_image,
+                keep,
+                method,
+                &mut kept,
+            )?);
             progress.advance(group.len() as u64);
         }
         progress.finish();
@@ -200,6 +208,12 @@ impl PatchCore {
             bank_dtype: opts.bank_dtype,
             calibration,
             selection: Vec::new(),
+            growth: Some(Growth {
+                covering_radius: selection.radius,
+                calibration_keep: keep as u32,
+            }),
+            version: 1,
+            history: Vec::new(),
         };
         let file = BankFile {
             meta: meta.clone(),
@@ -208,6 +222,7 @@ impl PatchCore {
                 .into_iter()
                 .map(|v| v as i32)
                 .collect(),
+            calibration_patches: Some(kept),
         };
         Ok((
             PatchCore {
