@@ -353,10 +353,32 @@ fn update_leaf(
 /// grows with the pairs that can matter, not with N x picks, and memory is the rows plus a few
 /// numbers per row.
 pub fn greedy_cpu(
-    mut rows: Vec<f32>,
+    rows: Vec<f32>,
     dim: usize,
     starts: &[usize],
     target: usize,
+    picked: &dyn Fn(usize),
+) -> Selection {
+    let mins = start_means(&rows, dim, starts);
+    greedy(rows, dim, mins, target, f32::NEG_INFINITY, true, picked)
+}
+
+/// The same rule grown from rows already chosen: `mins` are each row's distances to them, and
+/// rows are taken farthest-first while the farthest lies beyond `within` (what `update` runs).
+pub fn grow_cpu(rows: Vec<f32>, dim: usize, mins: Vec<f32>, within: f32) -> Vec<i64> {
+    let n = mins.len();
+    greedy(rows, dim, mins, n, within, false, &|_| {}).picks
+}
+
+/// The greedy from initial min-distances `mins`, until `target` picks or the farthest row lies
+/// within `within`. `means` says the mins are start-row means rather than distances (see below).
+fn greedy(
+    mut rows: Vec<f32>,
+    dim: usize,
+    mut mins: Vec<f32>,
+    target: usize,
+    within: f32,
+    means: bool,
     picked: &dyn Fn(usize),
 ) -> Selection {
     let n = rows.len() / dim;
@@ -367,7 +389,6 @@ pub fn greedy_cpu(
             radius: f32::INFINITY,
         };
     }
-    let mut mins = start_means(&rows, dim, starts);
     let mut ids: Vec<u32> = (0..n as u32).collect();
     build_tree(&mut rows, &mut ids, &mut mins, dim);
     let start_mins = mins.clone();
@@ -421,7 +442,7 @@ pub fn greedy_cpu(
         if leaves[top.leaf as usize].applied == chosen.len() {
             // Up to date and no other leaf can beat it: every key is an upper bound, since
             // min-distances only shrink. Once the target is reached, it is the covering radius.
-            if chosen.len() == target {
+            if chosen.len() == target || top.max <= within {
                 radius = top.max;
                 break;
             }
@@ -484,7 +505,7 @@ pub fn greedy_cpu(
     // pick (exact, unless the farthest row is one of them: then r is above the true radius).
     let unmoved = (0..n)
         .into_par_iter()
-        .filter(|&i| mins[i] == start_mins[i])
+        .filter(|&i| means && mins[i] == start_mins[i])
         .map(|i| nearest_centre(&rows[i * dim..(i + 1) * dim], &centres, dim))
         .reduce(|| 0.0, f32::max);
     Selection {

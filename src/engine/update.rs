@@ -309,7 +309,8 @@ fn nearest_of(a: &Tensor, b: &Tensor, k: i64) -> Result<Tensor, TchError> {
 }
 
 /// The greedy rule continued: among the new projected rows, repeatedly takes the one farthest
-/// from the bank and the rows taken so far, while it lies beyond `radius`. Returns indices into
+/// from the bank and the rows taken so far, while it lies beyond `radius` (the selection's own
+/// ball-tree greedy, started from each row's distance to the bank). Returns indices into
 /// `new_proj` in the order taken (ties: the lowest index, as the selection's argmax).
 pub fn grow(bank_proj: &Tensor, new_proj: &Tensor, radius: f32) -> Result<Vec<i64>, TchError> {
     let m = new_proj.size()[0];
@@ -338,22 +339,13 @@ pub fn grow(bank_proj: &Tensor, new_proj: &Tensor, radius: f32) -> Result<Vec<i6
     let mins = Tensor::f_cat(&mins, 0)?;
     // Only rows beyond r can ever be taken (distances only shrink).
     let cand = mins.f_gt(f64::from(radius))?.f_nonzero()?.f_view([-1])?;
-    let cand_rows = new_proj.f_index_select(0, &cand)?;
-    let mut cand_min = mins.f_index_select(0, &cand)?;
-    let cand_ids: Vec<i64> = cand.f_to_device(Device::Cpu)?.try_into()?;
-    let mut picks = Vec::new();
-    while !cand_ids.is_empty() {
-        let top = cand_min.f_argmax(0, false)?.f_int64_value(&[])?;
-        if cand_min.f_double_value(&[top])? <= f64::from(radius) {
-            break;
-        }
-        picks.push(cand_ids[top as usize]);
-        let d = cand_rows
-            .f_sub(&cand_rows.f_get(top)?.f_unsqueeze(0)?)?
-            .f_square()?
-            .f_sum_dim_intlist(1, false, Kind::Float)?
-            .f_sqrt()?;
-        cand_min = cand_min.f_minimum(&d)?;
-    }
+    let ids: Vec<i64> = cand.f_to_device(Device::Cpu)?.try_into()?;
+    let rows = to_host_f32(&new_proj.f_index_select(0, &cand)?)?;
+    let cand_mins = to_host_f32(&mins.f_index_select(0, &cand)?)?;
+    let dim = new_proj.size2()?.1 as usize;
+    let picks = coreset::grow_cpu(rows, dim, cand_mins, radius)
+        .into_iter()
+        .map(|i| ids[i as usize])
+        .collect();
     Ok(picks)
 }
