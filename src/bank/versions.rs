@@ -38,10 +38,12 @@ impl Versions {
         }
     }
 
-    fn io(path: &Path) -> impl Fn(std::io::Error) -> BankError + '_ {
-        move |source| BankError::Io {
+    /// An I/O failure on `path`, saying what was being done (reading or writing a version, the
+    /// folder, the bank).
+    fn io<'a>(path: &'a Path, doing: &'a str) -> impl Fn(std::io::Error) -> BankError + 'a {
+        move |e| BankError::Versions {
             path: path.to_path_buf(),
-            source,
+            reason: format!("cannot {doing}: {e}"),
         }
     }
 
@@ -50,11 +52,11 @@ impl Versions {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::io(&self.dir)(e)),
+            Err(e) => return Err(Self::io(&self.dir, "list the versions folder")(e)),
         };
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(Self::io(&self.dir))?;
+            let entry = entry.map_err(Self::io(&self.dir, "list the versions folder"))?;
             let name = entry.file_name();
             let number = name
                 .to_str()
@@ -62,7 +64,10 @@ impl Versions {
                 .and_then(|n| n.strip_suffix(".safetensors"))
                 .and_then(|n| n.parse::<u32>().ok());
             if let Some(v) = number {
-                let len = entry.metadata().map_err(Self::io(&entry.path()))?.len();
+                let len = entry
+                    .metadata()
+                    .map_err(Self::io(&entry.path(), "read a version's size"))?
+                    .len();
                 out.push((v, len));
             }
         }
@@ -75,7 +80,7 @@ impl Versions {
     /// since one of the two would be lost.
     fn keep_current(&self, version: u32) -> Result<(), BankError> {
         let kept = self.path(version);
-        let now = std::fs::read(&self.bank).map_err(Self::io(&self.bank))?;
+        let now = std::fs::read(&self.bank).map_err(Self::io(&self.bank, "read the bank"))?;
         match std::fs::read(&kept) {
             Ok(old) if old == now => Ok(()),
             Ok(_) => Err(self.err(
@@ -87,9 +92,10 @@ impl Versions {
                 ),
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::report::write_atomic(&kept, &now).map_err(Self::io(&kept))
+                crate::report::write_atomic(&kept, &now)
+                    .map_err(Self::io(&kept, "keep the current version"))
             }
-            Err(e) => Err(Self::io(&kept)(e)),
+            Err(e) => Err(Self::io(&kept, "read a kept version")(e)),
         }
     }
 
@@ -104,7 +110,8 @@ impl Versions {
     /// bank, saves the new version, checks the folder against `limit_bytes`, then writes the bank.
     /// On any failure the bank file is untouched and the new version is not left behind.
     pub fn commit(&self, file: &BankFile, current: u32, limit_bytes: u64) -> Result<(), BankError> {
-        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(Self::io(&self.dir, "create the versions folder"))?;
         self.keep_current(current)?;
         let version = file.meta.version;
         let path = self.path(version);
@@ -129,8 +136,10 @@ impl Versions {
                 ),
             )));
         }
-        let bytes = std::fs::read(&path).map_err(|e| undo(Self::io(&path)(e)))?;
-        crate::report::write_atomic(&self.bank, &bytes).map_err(|e| undo(Self::io(&self.bank)(e)))
+        let bytes =
+            std::fs::read(&path).map_err(|e| undo(Self::io(&path, "read the new version")(e)))?;
+        crate::report::write_atomic(&self.bank, &bytes)
+            .map_err(|e| undo(Self::io(&self.bank, "write the bank")(e)))
     }
 
     /// Puts version `to` back at the bank path, bit for bit, after keeping the current bank.
@@ -154,8 +163,9 @@ impl Versions {
         if self.bank.exists() {
             self.keep_current(current)?;
         }
-        let bytes = std::fs::read(&source).map_err(Self::io(&source))?;
-        crate::report::write_atomic(&self.bank, &bytes).map_err(Self::io(&self.bank))?;
+        let bytes = std::fs::read(&source).map_err(Self::io(&source, "read the version"))?;
+        crate::report::write_atomic(&self.bank, &bytes)
+            .map_err(Self::io(&self.bank, "write the bank"))?;
         Ok(meta)
     }
 }
