@@ -3,13 +3,12 @@
 mod common;
 
 use patchcore::backbone::{self, Backbone};
-use patchcore::bank::{BankDtype, BankFile, Versions};
+use patchcore::bank::{BankFile, Versions};
 use patchcore::data::{self, synthetic::SyntheticSpec};
 use patchcore::engine::coreset::random_projection;
 use patchcore::engine::update::far_score;
 use patchcore::engine::{
-    decode_all, update, Extractor, FitOptions, Method, NoProgress, PatchCore, Precision,
-    UpdateOptions,
+    decode_all, update, Extractor, Method, NoProgress, PatchCore, Precision, UpdateOptions,
 };
 use patchcore::report::Operator;
 use std::path::{Path, PathBuf};
@@ -36,23 +35,7 @@ fn fixture() -> &'static Fixture {
             ..Default::default()
         };
         let ds = data::synthetic::generate(dir.path(), "parts", &spec).unwrap();
-        let spec = backbone::find(BACKBONE).unwrap();
-        let opts = FitOptions {
-            method: Method::defaults_for(spec),
-            weights: weights(),
-            device: Device::Cpu,
-            precision: Precision::F32,
-            batch_size: 8,
-            coreset_ratio: 0.1,
-            coreset_size: None,
-            projection_dim: 128,
-            seed: 0,
-            bank_dtype: BankDtype::F32,
-            calibration_images: 0,
-            category: "parts".into(),
-            train_dir: ds.root.join("train/good"),
-            test_dir: Some(ds.root.clone()),
-        };
+        let opts = common::synthetic_fit_options(BACKBONE, &ds);
         let (_, file, _) = PatchCore::fit(&ds.train, &opts, &NoProgress).unwrap();
         let bank = dir.path().join("parts.safetensors");
         file.save(&bank).unwrap();

@@ -182,3 +182,28 @@ pub fn real_weights(file: &str) -> PathBuf {
     );
     path
 }
+
+/// Fit settings for a synthetic category `ds` with EfficientNet-Lite `backbone` on the CPU: the
+/// defaults, 10 % coreset, every image calibrated, seed 0 (what the pipeline tests fit with).
+pub fn synthetic_fit_options(
+    backbone: &str,
+    ds: &patchcore::data::Dataset,
+) -> patchcore::engine::FitOptions {
+    let spec = patchcore::backbone::find(backbone).unwrap();
+    patchcore::engine::FitOptions {
+        method: patchcore::engine::Method::defaults_for(spec),
+        weights: real_weights(spec.weights_file),
+        device: tch::Device::Cpu,
+        precision: patchcore::engine::Precision::F32,
+        batch_size: 8,
+        coreset_ratio: 0.1,
+        coreset_size: None,
+        projection_dim: 128,
+        seed: 0,
+        bank_dtype: patchcore::bank::BankDtype::F32,
+        calibration_images: 0,
+        category: "parts".into(),
+        train_dir: ds.root.join("train/good"),
+        test_dir: Some(ds.root.clone()),
+    }
+}
