@@ -56,6 +56,9 @@ fn meta(category: &str, test_dir: &Path, threshold: f32) -> BankMeta {
         rules: None,
         roi: None,
         calibration_geometry: Vec::new(),
+        growth: None,
+        version: 1,
+        history: Vec::new(),
     }
 }
 
@@ -68,6 +71,7 @@ fn write_bank(models: &Path, file: &str, meta: BankMeta) -> PathBuf {
         roi: None,
         calibration_maps: Vec::new(),
         meta,
+        calibration_patches: None,
     }
     .save(&path)
     .expect("save bank");

@@ -27,7 +27,7 @@ fn fixture() -> Fixture {
         ..Default::default()
     };
     let ds = data::synthetic::generate(dir.path(), "parts", &spec).unwrap();
-    let opts = common::small_fit_options(&ds.root);
+    let opts = common::small_fit_options("efficientnet_lite0", &ds.root);
     let (_, file, _) = PatchCore::fit(&ds.train, &opts, &NoProgress).unwrap();
     assert_eq!(file.calibration_maps.len(), 20 * 28 * 28);
     let bank = dir.path().join("parts.safetensors");

@@ -210,6 +210,9 @@ fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
         rules: None,
         roi: None,
         calibration_geometry: vec![patchcore::data::preprocess::crop_geometry(300, 200, crop); 2],
+        growth: None,
+        version: 1,
+        history: Vec::new(),
     };
     // A 3 x 2 ROI (the images' aspect ratio) and the two calibration maps: the seed reaches the
     // version-2 tensors' checks too.
@@ -228,6 +231,7 @@ fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
         source_image: vec![0, 1],
         roi: Some(roi),
         calibration_maps: (0..2 * 28 * 28).map(|i| (i % 7) as f32 * 0.25).collect(),
+        calibration_patches: None,
     }
 }
 

@@ -296,7 +296,8 @@ fn coreset_selection_matches_official_with_pinned_randomness() {
         .iter()
         .map(|&v| v as i64)
         .collect();
-    let got = patchcore::engine::coreset::greedy_cpu(reduced, 128, &starts, want.len(), &|_| {});
+    let got =
+        patchcore::engine::coreset::greedy_cpu(reduced, 128, &starts, want.len(), &|_| {}).picks;
     let prefix = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
     let set: std::collections::HashSet<_> = want.iter().collect();
     let shared = got.iter().filter(|i| set.contains(i)).count();

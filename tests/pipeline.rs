@@ -31,7 +31,7 @@ fn dataset() -> &'static (tempfile::TempDir, data::Dataset) {
 }
 
 fn options(ds: &data::Dataset) -> FitOptions {
-    common::small_fit_options(&ds.root)
+    common::small_fit_options(BACKBONE, &ds.root)
 }
 
 fn fitted() -> &'static (PathBuf, BankFile) {
@@ -152,7 +152,14 @@ fn bank_round_trips_and_f16_halves_it() {
     let half_path = dir.path().join("half.safetensors");
     half.save(&half_path).unwrap();
     let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
-    assert!(size(&half_path) < 0.6 * size(path));
+    // The rows take half the bytes (the kept calibration patches stay f32, so the file is a
+    // little more than half); headers differ by a few bytes of offsets.
+    let saved = size(path) - size(&half_path);
+    let half_rows = (file.rows.len() * 2) as f64;
+    assert!(
+        (saved - half_rows).abs() < 64.0,
+        "saved {saved} bytes, rows {half_rows}"
+    );
     let back = BankFile::load(&half_path).unwrap();
     let max_rel = back
         .rows

@@ -192,6 +192,12 @@ impl BankMeta {
             ));
         }
         check_coreset(self.coreset_ratio.into(), self.coreset_projection as usize)?;
+        if let Some(g) = &self.growth {
+            finite("growth.covering_radius", g.covering_radius.into())?;
+            if g.covering_radius < 0.0 {
+                return Err(field_error("growth.covering_radius", "must be >= 0".into()));
+            }
+        }
         let c = &self.calibration;
         if let Some(bad) = c.scores.iter().find(|s| !s.is_finite()) {
             return Err(field_error(

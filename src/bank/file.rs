@@ -21,7 +21,30 @@ pub struct BankFile {
     /// F32 tensor `calibration_maps` (n_calibration x grid rows x grid cols); empty in
     /// version-1 banks, which therefore cannot be recalibrated under an ROI.
     pub calibration_maps: Vec<f32>,
+    /// Present exactly when `meta.growth` is (banks that `update` can grow).
+    pub calibration_patches: Option<CalibrationPatches>,
 }
+
+/// Each calibration image's highest-scoring patches with their leave-one-out neighbour
+/// distances: what `update` rescores against new rows instead of re-embedding the images.
+/// Always f32, whatever the bank's dtype, so a rescore is exact.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CalibrationPatches {
+    /// `(images * keep, embed_dim)`, image by image, highest score first.
+    pub features: Vec<f32>,
+    /// `(images * keep, k)` squared distances to the nearest rows of other images, nearest first.
+    pub sq_dist: Vec<f32>,
+    /// Per image, the highest score among its patches not kept (0 when all are kept): an upper
+    /// bound that tells whether a rescore of the kept ones is exact.
+    pub next: Vec<f32>,
+}
+
+/// Names of the optional tensors of `CalibrationPatches`.
+const PATCH_TENSORS: [&str; 3] = [
+    "calibration_patches",
+    "calibration_patch_sq_dist",
+    "calibration_next",
+];
 
 impl BankFile {
     pub fn n_rows(&self) -> usize {
@@ -44,6 +67,11 @@ impl BankFile {
                 "{} row values for {n} rows of {d}",
                 self.rows.len()
             )));
+        }
+        if self.meta.growth.is_some() != self.calibration_patches.is_some() {
+            return Err(invalid(
+                "growth metadata and calibration patches must come together".into(),
+            ));
         }
         let (dtype, width) = match self.meta.bank_dtype {
             BankDtype::F32 => ("F32", 4),
@@ -79,6 +107,23 @@ impl BankFile {
             });
             end += bytes;
         }
+        let patches = self.calibration_patches.as_ref();
+        if let Some(p) = patches {
+            let images = p.next.len();
+            let kept = p.features.len() / d.max(1);
+            let shapes = [
+                vec![kept, d],
+                vec![kept, p.sq_dist.len() / kept.max(1)],
+                vec![images],
+            ];
+            for (name, shape) in PATCH_TENSORS.iter().zip(shapes) {
+                let bytes = 4 * shape.iter().product::<usize>();
+                header[*name] = serde_json::json!({
+                    "dtype": "F32", "shape": shape, "data_offsets": [end, end + bytes]
+                });
+                end += bytes;
+            }
+        }
         if let Some(r) = &self.roi {
             header["roi"] = serde_json::json!({
                 "dtype": "U8", "shape": [r.height, r.width], "data_offsets": [end, end + r.mask.len()]
@@ -109,11 +154,17 @@ impl BankFile {
                 .iter()
                 .for_each(|v| buf.extend(v.to_le_bytes()));
             w.write_all(&buf)?;
-            buf.clear();
-            self.calibration_maps
-                .iter()
-                .for_each(|v| buf.extend(v.to_le_bytes()));
-            w.write_all(&buf)?;
+            for values in std::iter::once(&self.calibration_maps).chain(
+                patches
+                    .iter()
+                    .flat_map(|p| [&p.features, &p.sq_dist, &p.next]),
+            ) {
+                for block in values.chunks(STREAM_VALUES) {
+                    buf.clear();
+                    block.iter().for_each(|v| buf.extend(v.to_le_bytes()));
+                    w.write_all(&buf)?;
+                }
+            }
             w.write_all(self.roi.as_ref().map_or(&[][..], |r| &r.mask))
         })
         .map_err(|source| BankError::Io {
@@ -190,12 +241,55 @@ impl BankFile {
             .collect();
         let calibration_maps = calibration_maps(&st, &meta).map_err(invalid)?;
         let roi = roi(&st, &meta).map_err(invalid)?;
+        let calibration_patches = match &meta.growth {
+            None => None,
+            Some(g) => {
+                let images = meta.calibration.scores.len();
+                let kept = images * g.calibration_keep as usize;
+                let shapes = [vec![kept, d], vec![kept, meta.k as usize], vec![images]];
+                let mut values = Vec::with_capacity(3);
+                for (name, shape) in PATCH_TENSORS.iter().zip(shapes) {
+                    let t = st.tensor(name).map_err(|_| {
+                        invalid(format!(
+                            "missing tensor `{name}` (the metadata has `growth`)"
+                        ))
+                    })?;
+                    if t.shape() != shape.as_slice() || t.dtype() != Dtype::F32 {
+                        return Err(invalid(format!(
+                            "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                            t.dtype(),
+                            t.shape()
+                        )));
+                    }
+                    let v: Vec<f32> = t
+                        .data()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(invalid(format!(
+                            "tensor `{name}` holds NaN or infinite values"
+                        )));
+                    }
+                    values.push(v);
+                }
+                let next = values.pop().unwrap_or_default();
+                let sq_dist = values.pop().unwrap_or_default();
+                let features = values.pop().unwrap_or_default();
+                Some(CalibrationPatches {
+                    features,
+                    sq_dist,
+                    next,
+                })
+            }
+        };
         Ok(BankFile {
             meta,
             rows,
             source_image,
             roi,
             calibration_maps,
+            calibration_patches,
         })
     }
 }

@@ -9,13 +9,17 @@ use crate::decide::Rules;
 
 mod check;
 mod file;
+mod history;
 mod verdicts;
+mod versions;
 
 pub use check::{
     check_blur_sigma, check_coreset, FieldError, ScoringSettings, MAX_BLUR_SIGMA, MAX_DIM,
 };
-pub use file::{read_meta, BankFile};
+pub use file::{read_meta, BankFile, CalibrationPatches};
+pub use history::{AddedImage, Growth, HistoryEntry};
 pub use verdicts::{Verdict, VerdictEntry, Verdicts};
+pub use versions::{save_change, Versions, DEFAULT_VERSIONS_LIMIT_MB};
 
 /// Bumped whenever the meaning of a stored field changes; older readers refuse newer files.
 /// Version 2 added the region of interest, the decision rules and the calibration maps: a
@@ -37,6 +41,9 @@ pub enum BankError {
     /// lying in the models folder. Listings skip these; loading one is still an error.
     #[error("{path}: a safetensors file, but not a patchcore bank (no `patchcore` metadata)")]
     NotABank { path: PathBuf },
+    /// The versions folder refused a step (a limit, a missing or conflicting version).
+    #[error("{path}: {reason}")]
+    Versions { path: PathBuf, reason: String },
     #[error("{path}: bank format version {found} is not supported (this build reads versions 1 to {FORMAT_VERSION})")]
     Version { path: PathBuf, found: u32 },
 }
@@ -106,6 +113,15 @@ pub struct BankMeta {
     /// an ROI can be laid over the calibration maps without the training images.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calibration_geometry: Vec<Geometry>,
+    /// What `update` needs; absent in banks fitted before updates existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth: Option<Growth>,
+    /// 1 when fitted, then the number `update` gave it (see `history`).
+    #[serde(default = "history::first_version")]
+    pub version: u32,
+    /// Every update that led to this version, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
 }
 
 /// What the metadata records about the stored ROI mask.

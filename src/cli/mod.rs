@@ -1,5 +1,5 @@
-//! Command-line interface: `fit`, `eval`, `predict`, `roi`, `rules`, `gui`, `demo`, `backbones`,
-//! `bench`.
+//! Command-line interface: `fit`, `eval`, `predict`, `roi`, `rules`, `update`, `history`,
+//! `revert`, `gui`, `demo`, `backbones`, `bench`.
 //! Errors become `anyhow` only here, at the binary's edge.
 mod args;
 mod backbones;
@@ -8,9 +8,12 @@ mod demo;
 mod eval;
 mod fit;
 mod gui;
+mod history;
 mod predict;
 mod progress;
+mod revert;
 mod roi;
+mod update;
 
 use crate::data::{set_decode_limits, DecodeLimits};
 use clap::{Parser, Subcommand};
@@ -53,6 +56,12 @@ enum Command {
     Roi(roi::RoiArgs),
     /// Show or change the bank's decision rules: review and reject thresholds, minimum area.
     Rules(roi::RulesArgs),
+    /// Teach a bank new good images (no refit); the previous version is kept.
+    Update(update::UpdateArgs),
+    /// Show what a bank was taught, by whom, and the versions kept.
+    History(history::HistoryArgs),
+    /// Restore a kept version of a bank, bit for bit.
+    Revert(revert::RevertArgs),
     /// Open the operator workstation.
     Gui(gui::GuiArgs),
     /// List the backbones, their stages and which weights are present.
@@ -83,6 +92,9 @@ pub fn main() -> ExitCode {
         Command::Fit(a) => fit::run(a),
         Command::Eval(a) => eval::run(a).map(|_| ()),
         Command::Predict(a) => predict::run(a),
+        Command::Update(a) => update::run(a),
+        Command::History(a) => history::run(a),
+        Command::Revert(a) => revert::run(a),
         Command::Backbones(a) => backbones::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),

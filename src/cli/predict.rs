@@ -48,12 +48,12 @@ pub struct Uninspected {
 
 /// An image to inspect and where its heatmap goes below `--heatmaps` (its path relative to the
 /// folder it was listed from, or its file name when given directly).
-struct Input {
-    path: PathBuf,
+pub(super) struct Input {
+    pub(super) path: PathBuf,
     relative: PathBuf,
 }
 
-fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
+pub(super) fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {

@@ -110,6 +110,7 @@ pub fn run_roi(a: RoiArgs) -> Result<()> {
 
 pub fn run_rules(a: RulesArgs) -> Result<()> {
     let mut file = load(&a.bank)?;
+    let before = file.meta.calibration.threshold;
     if a.defaults {
         recalibrate_file(&mut file, &a.bank)?;
     }
@@ -131,7 +132,11 @@ pub fn run_rules(a: RulesArgs) -> Result<()> {
     let changed = a.defaults || rules != old;
     file.meta.rules = Some(rules);
     if changed {
-        file.save(&a.bank)?;
+        let action = format!(
+            "rules: review from {:.4}, reject from {:.4}, min area {}",
+            rules.review_from, rules.reject_from, rules.min_area
+        );
+        crate::bank::save_change(&a.bank, &mut file, action, before)?;
     }
     print_rules(&file);
     Ok(())

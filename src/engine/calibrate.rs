@@ -1,14 +1,59 @@
-//! Calibration from good images: their leave-one-image-out patch-score grids (one function that
-//! fit and a bank update both call), and the thresholds derived from those grids under the
-//! region of interest, so an ROI or a rule change recalibrates without the training images.
+//! Calibration from good images: their leave-one-image-out patch-score grids and highest patches
+//! (one place that fit and a bank update both score them), and the thresholds derived from those
+//! grids under the region of interest, so an ROI or a rule change recalibrates without the
+//! training images, and an update rescores the kept patches without re-embedding the images.
 use super::anomaly_map::anomaly_maps;
 use super::inspect::patch_scores;
 use super::knn::Searcher;
 use super::pipeline::Progress;
 use super::{EngineError, Method};
-use crate::bank::{BankMeta, Calibration};
+use crate::bank::{BankMeta, Calibration, CalibrationPatches};
 use crate::decide::{grid_mask, Roi, Rules};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Patches kept per calibration image: 32 x 1,024 floats, 128 KB per image. A rescore is exact
+/// while the best rescored kept patch still beats the next, unkept one (`CalibrationPatches::next`).
+pub const CALIBRATION_KEEP: i64 = 32;
+
+/// Scores the images of `features` `(b * per_image, D)` from their patches' leave-one-out
+/// neighbour distances `sq_dist` `(b * per_image, k)`, and appends each image's `keep` highest
+/// patches to `kept`. Ties keep patch order, so the same input keeps the same patches.
+pub(super) fn score_images(
+    features: &Tensor,
+    sq_dist: &Tensor,
+    per_image: i64,
+    keep: i64,
+    method: &Method,
+    kept: &mut CalibrationPatches,
+) -> Result<Vec<f32>, TchError> {
+    let b = sq_dist.size()[0] / per_image.max(1);
+    let patch = patch_scores(sq_dist, method)?.f_view([b, per_image])?;
+    let (sorted, order) = patch.f_sort_stable(true, 1, true)?;
+    let offsets = Tensor::f_arange(b, (Kind::Int64, order.device()))?
+        .f_mul_scalar(per_image)?
+        .f_unsqueeze(1)?;
+    let rows = order
+        .f_narrow(1, 0, keep)?
+        .f_add(&offsets)?
+        .f_reshape([-1])?;
+    let host = |t: Tensor| -> Result<Vec<f32>, TchError> {
+        t.f_to_kind(Kind::Float)?
+            .f_to_device(Device::Cpu)?
+            .f_contiguous()?
+            .f_view([-1])?
+            .try_into()
+    };
+    kept.features
+        .extend(host(features.f_index_select(0, &rows)?)?);
+    kept.sq_dist
+        .extend(host(sq_dist.f_index_select(0, &rows)?)?);
+    if per_image > keep {
+        kept.next.extend(host(sorted.f_select(1, keep)?)?);
+    } else {
+        kept.next.extend(std::iter::repeat_n(0.0, b as usize));
+    }
+    host(sorted.f_select(1, 0)?)
+}
 
 /// Leave-one-image-out results for the calibration images, in the order asked.
 pub struct LeaveOneOut {
@@ -16,17 +61,20 @@ pub struct LeaveOneOut {
     pub scores: Vec<f32>,
     /// Patch-score grid of each, `(n, grid rows, grid cols)` row-major.
     pub maps: Vec<f32>,
+    /// Each image's `keep` highest patches, for `update`.
+    pub kept: CalibrationPatches,
 }
 
 /// Scores `images` (indices into the training set) against the bank with each image's own bank
 /// rows excluded: `read(i)` gives image `i`'s `(per_image, D)` patch rows, `bank_source` each
-/// bank row's training image.
+/// bank row's training image; each image's `keep` highest patches are kept.
 #[allow(clippy::too_many_arguments)]
 pub fn leave_one_out(
     searcher: &Searcher,
     bank_source: &Tensor,
     method: &Method,
     per_image: i64,
+    keep: i64,
     images: &[usize],
     batch_size: usize,
     read: &mut dyn FnMut(usize) -> Result<Tensor, EngineError>,
@@ -37,6 +85,7 @@ pub fn leave_one_out(
     let mut out = LeaveOneOut {
         scores: Vec::with_capacity(images.len()),
         maps: Vec::with_capacity(images.len() * per_image as usize),
+        kept: CalibrationPatches::default(),
     };
     for group in images.chunks(batch_size.max(1)) {
         let mut q = Vec::with_capacity(group.len());
@@ -48,11 +97,16 @@ pub fn leave_one_out(
         let q = Tensor::f_cat(&q, 0)?;
         let qsrc = Tensor::f_from_slice(&src)?.f_to_device(device)?;
         let nb = searcher.search(&q, method.k, Some((&qsrc, bank_source)))?;
-        let patch = patch_scores(&nb.sq_dist, method)?.f_view([group.len() as i64, per_image])?;
-        let img = patch.f_amax(1, false)?;
-        out.scores
-            .extend(Vec::<f32>::try_from(img.f_to_device(Device::Cpu)?)?);
+        let patch = patch_scores(&nb.sq_dist, method)?;
         out.maps.extend(super::host::to_host_f32(&patch)?);
+        out.scores.extend(score_images(
+            &q,
+            &nb.sq_dist,
+            per_image,
+            keep,
+            method,
+            &mut out.kept,
+        )?);
         progress.advance(group.len() as u64);
     }
     progress.finish();
@@ -83,6 +137,15 @@ pub fn recalibrate(
     maps: &[f32],
     roi: Option<&Roi>,
 ) -> Result<(Calibration, Rules), EngineError> {
+    if meta.history.iter().any(|h| !h.images.is_empty()) {
+        // The calibration maps cover the fit's images only; recalibrating from them would drop
+        // the images `update` added from the threshold.
+        return Err(EngineError::Config(
+            "this bank was taught new images by `update`, and its calibration maps cover the \
+             fit's images only: recalibrate the fitted version (`patchcore revert`) or refit"
+                .into(),
+        ));
+    }
     let [gh, gw] = meta.grid;
     let cells = (gh * gw) as usize;
     let n = meta.calibration_geometry.len();
@@ -135,19 +198,27 @@ pub fn recalibrate(
 }
 
 /// Sets (or with `None` removes) the ROI of the bank file at `path` and recalibrates under it
-/// from the stored calibration maps; the bank is rewritten atomically. What `patchcore roi` and
+/// from the stored calibration maps; the bank is rewritten atomically as a new version. What `patchcore roi` and
 /// the app's ROI editor both call.
 pub fn set_roi(
     path: &std::path::Path,
     roi: Option<Roi>,
 ) -> Result<crate::bank::BankFile, EngineError> {
     let mut file = crate::bank::BankFile::load(path)?;
+    let before = file.meta.calibration.threshold;
+    let action = match &roi {
+        Some(r) => format!(
+            "ROI set, inspecting {:.1}% of the image",
+            100.0 * r.inspected_share()
+        ),
+        None => "ROI cleared".to_string(),
+    };
     file.roi = roi;
     let (calibration, rules) =
         recalibrate(&file.meta, &file.calibration_maps, file.roi.as_ref())
             .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?;
     file.meta.calibration = calibration;
     file.meta.rules = Some(rules);
-    file.save(path)?;
+    crate::bank::save_change(path, &mut file, action, before)?;
     Ok(file)
 }

@@ -53,7 +53,16 @@ pub fn select(features: &Tensor, opts: &CoresetOptions) -> Result<Vec<i64>, TchE
     let p = projection(d, opts, features.device())?;
     let mut projected = Projected::new(features.device());
     projected.push(&features.f_to_kind(Kind::Float)?.f_matmul(&p)?)?;
-    select_projected(projected, opts, &|_| {})
+    Ok(select_projected(projected, opts, &|_| {})?.picks)
+}
+
+/// The greedy's picks, and the covering radius they leave in the projected space: the largest
+/// min-distance when the selection stops (the official start-row means included), i.e. the
+/// distance the next pick would have had. `update` grows the bank by the same rule up to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub picks: Vec<i64>,
+    pub radius: f32,
 }
 
 /// The projected rows of a fit, collected batch by batch: on the CPU straight into one host
@@ -102,10 +111,13 @@ pub fn select_projected(
     projected: Projected,
     opts: &CoresetOptions,
     picked: &dyn Fn(usize),
-) -> Result<Vec<i64>, TchError> {
+) -> Result<Selection, TchError> {
     let n = projected.len();
     if opts.target >= n {
-        return Ok((0..n as i64).collect());
+        return Ok(Selection {
+            picks: (0..n as i64).collect(),
+            radius: 0.0,
+        });
     }
     let starts = start_rows(n, opts.n_starts, opts.seed);
     match projected {
@@ -341,20 +353,45 @@ fn update_leaf(
 /// grows with the pairs that can matter, not with N x picks, and memory is the rows plus a few
 /// numbers per row.
 pub fn greedy_cpu(
-    mut rows: Vec<f32>,
+    rows: Vec<f32>,
     dim: usize,
     starts: &[usize],
     target: usize,
     picked: &dyn Fn(usize),
-) -> Vec<i64> {
+) -> Selection {
+    let mins = start_means(&rows, dim, starts);
+    greedy(rows, dim, mins, target, f32::NEG_INFINITY, true, picked)
+}
+
+/// The same rule grown from rows already chosen: `mins` are each row's distances to them, and
+/// rows are taken farthest-first while the farthest lies beyond `within` (what `update` runs).
+pub fn grow_cpu(rows: Vec<f32>, dim: usize, mins: Vec<f32>, within: f32) -> Vec<i64> {
+    let n = mins.len();
+    greedy(rows, dim, mins, n, within, false, &|_| {}).picks
+}
+
+/// The greedy from initial min-distances `mins`, until `target` picks or the farthest row lies
+/// within `within`. `means` says the mins are start-row means rather than distances (see below).
+fn greedy(
+    mut rows: Vec<f32>,
+    dim: usize,
+    mut mins: Vec<f32>,
+    target: usize,
+    within: f32,
+    means: bool,
+    picked: &dyn Fn(usize),
+) -> Selection {
     let n = rows.len() / dim;
     let target = target.min(n);
     if target == 0 {
-        return Vec::new();
+        return Selection {
+            picks: Vec::new(),
+            radius: f32::INFINITY,
+        };
     }
-    let mut mins = start_means(&rows, dim, starts);
     let mut ids: Vec<u32> = (0..n as u32).collect();
     build_tree(&mut rows, &mut ids, &mut mins, dim);
+    let start_mins = mins.clone();
     let mut reach = vec![0f32; n];
     let mut leaves: Vec<Leaf> = rows
         .par_chunks(LEAF_ROWS * dim)
@@ -400,11 +437,15 @@ pub fn greedy_cpu(
     let mut chosen: Vec<i64> = Vec::with_capacity(target);
     let mut centres: Vec<f32> = Vec::with_capacity(target * dim);
     let mut stale: Vec<Key> = Vec::with_capacity(PARALLEL_LEAVES);
-    while chosen.len() < target {
-        let Some(top) = heap.pop() else { break };
+    let mut radius = 0.0;
+    while let Some(top) = heap.pop() {
         if leaves[top.leaf as usize].applied == chosen.len() {
             // Up to date and no other leaf can beat it: every key is an upper bound, since
-            // min-distances only shrink.
+            // min-distances only shrink. Once the target is reached, it is the covering radius.
+            if chosen.len() == target || top.max <= within {
+                radius = top.max;
+                break;
+            }
             chosen.push(top.id as i64);
             if chosen.len().is_multiple_of(REPORT_EVERY) {
                 picked(chosen.len());
@@ -459,7 +500,26 @@ pub fn greedy_cpu(
             heap.push(k);
         }
     }
-    chosen
+    // A row no pick has moved still holds its start-row mean, which is no distance to the bank:
+    // measure those few against the picks, so that r bounds every row's distance to its nearest
+    // pick (exact, unless the farthest row is one of them: then r is above the true radius).
+    let unmoved = (0..n)
+        .into_par_iter()
+        .filter(|&i| means && mins[i] == start_mins[i])
+        .map(|i| nearest_centre(&rows[i * dim..(i + 1) * dim], &centres, dim))
+        .reduce(|| 0.0, f32::max);
+    Selection {
+        picks: chosen,
+        radius: radius.max(unmoved),
+    }
+}
+
+/// Distance from `row` to the nearest of `centres` (row-major, `dim` wide).
+fn nearest_centre(row: &[f32], centres: &[f32], dim: usize) -> f32 {
+    centres
+        .chunks_exact(dim)
+        .map(|c| dist(row, c))
+        .fold(f32::INFINITY, f32::min)
 }
 
 /// The same rule with tensor ops, for CUDA: no host round trip per step.
@@ -468,7 +528,7 @@ pub fn greedy_device(
     starts: &[usize],
     target: usize,
     picked: &dyn Fn(usize),
-) -> Result<Vec<i64>, TchError> {
+) -> Result<Selection, TchError> {
     let to_all = |row: &Tensor| -> Result<Tensor, TchError> {
         reduced
             .f_sub(&row.f_unsqueeze(0)?)?
@@ -481,6 +541,7 @@ pub fn greedy_device(
         min_d = min_d.f_add(&to_all(&reduced.f_get(s as i64)?)?)?;
     }
     min_d = min_d.f_div_scalar(starts.len() as f64)?;
+    let start_d = min_d.f_detach_copy()?;
     let mut picks = Vec::with_capacity(target);
     for _ in 0..target {
         let idx = min_d.f_argmax(0, false)?;
@@ -493,9 +554,25 @@ pub fn greedy_device(
             picked(picks.len());
         }
     }
-    Tensor::f_stack(&picks, 0)?
+    let picks = Tensor::f_stack(&picks, 0)?;
+    // As on the CPU: rows no pick moved are measured against the picks.
+    let unmoved: Vec<i64> = min_d
+        .f_eq_tensor(&start_d)?
+        .f_nonzero()?
+        .f_view([-1])?
         .f_to_device(Device::Cpu)?
-        .try_into()
+        .try_into()?;
+    let rows: Vec<f32> = to_host_f32(&reduced.f_index_select(0, &picks)?)?;
+    let dim = reduced.size2()?.1 as usize;
+    let mut radius = min_d.f_max()?.f_double_value(&[])? as f32;
+    for i in unmoved {
+        let row = to_host_f32(&reduced.f_get(i)?)?;
+        radius = radius.max(nearest_centre(&row, &rows, dim));
+    }
+    Ok(Selection {
+        picks: picks.f_to_device(Device::Cpu)?.try_into()?,
+        radius,
+    })
 }
 
 #[cfg(test)]
@@ -517,7 +594,7 @@ mod tests {
     }
 
     /// The plain greedy rule, no pruning, straight from the definition.
-    fn plain_greedy(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Vec<i64> {
+    fn plain_greedy(rows: &[f32], dim: usize, starts: &[usize], target: usize) -> Selection {
         let n = rows.len() / dim;
         let row = |i: usize| &rows[i * dim..(i + 1) * dim];
         let mut min_d: Vec<f32> = (0..n)
@@ -533,7 +610,11 @@ mod tests {
                 *m = m.min(dist(row(i), row(c)));
             }
         }
-        out
+        let centres: Vec<f32> = out.iter().flat_map(|&c| row(c as usize).to_vec()).collect();
+        let radius = (0..n)
+            .map(|i| nearest_centre(row(i), &centres, dim))
+            .fold(0.0, f32::max);
+        Selection { picks: out, radius }
     }
 
     fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
@@ -582,7 +663,9 @@ mod tests {
         // The tensor path (used on CUDA) run on CPU tensors picks the same rows.
         let p = Tensor::from_slice(&random_projection(64, 32, 9)).view([64, 32]);
         let reduced = feats.matmul(&p);
-        let dev = greedy_device(&reduced, &start_rows(2000, 10, 9), 200, &|_| {}).unwrap();
+        let dev = greedy_device(&reduced, &start_rows(2000, 10, 9), 200, &|_| {})
+            .unwrap()
+            .picks;
         let same = a.iter().zip(&dev).take_while(|(x, y)| x == y).count();
         assert!(same >= 150, "tensor path diverges after {same} picks");
         let other = select(&feats, &CoresetOptions { seed: 10, ..opts }).unwrap();
@@ -595,6 +678,8 @@ mod tests {
         // start only seeds the distances), then 2, then 1.
         let rows = [0.0f32, 1.0, 2.0, 10.0, 4.0];
         let picks = greedy_cpu(rows.to_vec(), 1, &[0], 4, &|_| {});
-        assert_eq!(picks, vec![3, 4, 2, 1]);
+        assert_eq!(picks.picks, vec![3, 4, 2, 1]);
+        // Left: 0, covered by 1 at distance 1.
+        assert_eq!(picks.radius, 1.0);
     }
 }

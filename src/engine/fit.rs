@@ -1,6 +1,6 @@
 //! Fitting (paper Alg. 1): patch features of the good images streamed to disk, the coreset
 //! chosen on their projections, and the threshold calibrated leave-one-image-out.
-use super::calibrate::{leave_one_out, recalibrate};
+use super::calibrate::{leave_one_out, recalibrate, CALIBRATION_KEEP};
 use super::coreset::{self, CoresetOptions};
 use super::extractor::Extractor;
 use super::feature_store::FeatureStore;
@@ -9,7 +9,7 @@ use super::inspect::{in_storage_precision, searcher_for};
 use super::pipeline::{for_each_decoded, Progress};
 use super::{EngineError, Method, PatchCore, Precision};
 use crate::backbone::Backbone;
-use crate::bank::{BankDtype, BankFile, BankMeta, Calibration, FORMAT_VERSION};
+use crate::bank::{BankDtype, BankFile, BankMeta, Calibration, Growth, FORMAT_VERSION};
 use image::RgbImage;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -122,10 +122,11 @@ impl PatchCore {
         }
         progress.start("coreset", target as u64);
         let done = std::sync::atomic::AtomicUsize::new(0);
-        let picks = coreset::select_projected(reduced, &coreset_opts, &|n| {
+        let selection = coreset::select_projected(reduced, &coreset_opts, &|n| {
             let before = done.swap(n, std::sync::atomic::Ordering::Relaxed);
             progress.advance(n.saturating_sub(before) as u64);
         })?;
+        let picks = selection.picks;
         progress.finish();
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
         let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype)?;
@@ -137,11 +138,13 @@ impl PatchCore {
         let t = Instant::now();
         let searcher = searcher_for(&bank_rows, opts.precision)?;
         let calib = spread(train.len(), opts.calibration_images);
+        let keep = CALIBRATION_KEEP.min(per_image);
         let loo = leave_one_out(
             &searcher,
             &bank_source,
             &opts.method,
             per_image,
+            keep,
             &calib,
             opts.batch_size,
             &mut |i| {
@@ -195,6 +198,12 @@ impl PatchCore {
             rules: None,
             roi: None,
             calibration_geometry: calib.iter().map(|&i| geometry[i]).collect(),
+            growth: Some(Growth {
+                covering_radius: selection.radius,
+                calibration_keep: keep as u32,
+            }),
+            version: 1,
+            history: Vec::new(),
         };
         let (_, rules) = recalibrate(&meta, &loo.maps, None)?;
         let meta = BankMeta {
@@ -210,6 +219,7 @@ impl PatchCore {
                 .collect(),
             roi: None,
             calibration_maps: loo.maps,
+            calibration_patches: Some(loo.kept),
         };
         Ok((
             PatchCore {

@@ -45,6 +45,30 @@ pub(super) fn in_storage_precision(rows: Tensor, dtype: BankDtype) -> Result<Ten
     }
 }
 
+/// The bank's feature extractor, after checking that `weights` are the ones it was fitted with.
+pub(super) fn extractor_for(
+    bank: &Path,
+    meta: &BankMeta,
+    weights: &Path,
+    device: Device,
+    precision: Precision,
+) -> Result<Extractor, EngineError> {
+    let backbone = Backbone::load(&meta.backbone, weights, device)?;
+    if backbone.weights_sha256() != meta.weights_sha256 {
+        return Err(EngineError::Bank(BankError::Invalid {
+            path: bank.to_path_buf(),
+            reason: format!(
+                "fitted with {} weights sha256 {}, but {} has sha256 {}",
+                meta.backbone,
+                meta.weights_sha256,
+                weights.display(),
+                backbone.weights_sha256()
+            ),
+        }));
+    }
+    Extractor::new(backbone, Method::from_meta(meta), precision)
+}
+
 impl PatchCore {
     /// Loads a bank with the weights file the registry names in `models_dir`, in the precision
     /// `auto` picks for `device` (what the GUI worker uses: bf16 only where it is faster).
@@ -64,20 +88,7 @@ impl PatchCore {
     ) -> Result<PatchCore, EngineError> {
         let file = BankFile::load(bank)?;
         let (meta, roi) = (file.meta, file.roi);
-        let backbone = Backbone::load(&meta.backbone, weights, device)?;
-        if backbone.weights_sha256() != meta.weights_sha256 {
-            return Err(EngineError::Bank(BankError::Invalid {
-                path: bank.to_path_buf(),
-                reason: format!(
-                    "fitted with {} weights sha256 {}, but {} has sha256 {}",
-                    meta.backbone,
-                    meta.weights_sha256,
-                    weights.display(),
-                    backbone.weights_sha256()
-                ),
-            }));
-        }
-        let extractor = Extractor::new(backbone, Method::from_meta(&meta), precision)?;
+        let extractor = extractor_for(bank, &meta, weights, device, precision)?;
         let rows = Tensor::f_from_slice(&file.rows)?
             .f_view([-1, meta.embed_dim as i64])?
             .f_to_device(device)?;

@@ -18,6 +18,7 @@ mod method;
 pub mod pipeline;
 pub mod precision;
 pub mod select;
+pub mod update;
 
 pub use error::EngineError;
 pub use extractor::Extractor;
@@ -27,3 +28,4 @@ pub use inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 pub use method::Method;
 pub use pipeline::{decode_all, for_each_decoded, Decoded, NoProgress, Progress};
 pub use precision::{Precision, PrecisionChoice};
+pub use update::{update, UpdateOptions, UpdateTimes, Updated};

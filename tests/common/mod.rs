@@ -183,11 +183,11 @@ pub fn real_weights(file: &str) -> PathBuf {
     path
 }
 
-/// Fit options for a small synthetic category "parts" under `root` (MVTec layout): EfficientNet-Lite0
-/// with its registry configuration, f32 on the CPU, a 10 % coreset, every image calibrated.
-pub fn small_fit_options(root: &Path) -> patchcore::engine::FitOptions {
-    let spec =
-        patchcore::backbone::find("efficientnet_lite0").expect("efficientnet_lite0 is registered");
+/// Fit options for a small synthetic category "parts" under `root` (MVTec layout) with
+/// EfficientNet-Lite `backbone` and its registry configuration: f32 on the CPU, a 10 % coreset,
+/// every image calibrated, seed 0 (what the pipeline, decision and update tests fit with).
+pub fn small_fit_options(backbone: &str, root: &Path) -> patchcore::engine::FitOptions {
+    let spec = patchcore::backbone::find(backbone).expect("backbone is registered");
     patchcore::engine::FitOptions {
         method: patchcore::engine::Method::defaults_for(spec),
         weights: real_weights(spec.weights_file),
