@@ -183,20 +183,29 @@ pub const PRO_MAX_FPR: f64 = 0.3;
 
 /// Pixel AUROC over every pixel of every map, and PRO up to `PRO_MAX_FPR`: the two pixel-level
 /// figures eval reports and the configuration choice ranks by. Masks: nonzero = defect.
+/// `inspect` (one per map, true = inspected) leaves ignored pixels out of both figures: a region of
+/// interest decides what is inspected, so pixels outside it count neither as hits nor as misses.
 pub fn pixel_metrics(
     maps: &[&[f32]],
     masks: &[&[u8]],
+    inspect: Option<&[Vec<bool>]>,
     width: usize,
     height: usize,
 ) -> Result<(f64, f64), MetricsError> {
-    let scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
-    let labels: Vec<bool> = masks
-        .iter()
-        .flat_map(|m| m.iter().map(|&v| v > 0))
-        .collect();
+    let kept = |i: usize, j: usize| inspect.is_none_or(|m| m[i].get(j) != Some(&false));
+    let mut scores = Vec::new();
+    let mut labels = Vec::new();
+    for (i, (map, mask)) in maps.iter().zip(masks).enumerate() {
+        for (j, (&v, &m)) in map.iter().zip(mask.iter()).enumerate() {
+            if kept(i, j) {
+                scores.push(v);
+                labels.push(m > 0);
+            }
+        }
+    }
     Ok((
         auroc(&scores, &labels)?,
-        pro_auc(maps, masks, width, height, PRO_MAX_FPR)?,
+        pro_auc_within(maps, masks, inspect, width, height, PRO_MAX_FPR)?,
     ))
 }
 
@@ -214,7 +223,20 @@ pub fn pro_auc(
     height: usize,
     max_fpr: f64,
 ) -> Result<f64, MetricsError> {
-    if maps.len() != masks.len() {
+    pro_auc_within(maps, masks, None, width, height, max_fpr)
+}
+
+/// [`pro_auc`] over the inspected pixels only: ignored normal pixels are no false positives,
+/// and a defect region is only its inspected part (a region wholly ignored is no region).
+fn pro_auc_within(
+    maps: &[&[f32]],
+    masks: &[&[u8]],
+    inspect: Option<&[Vec<bool>]>,
+    width: usize,
+    height: usize,
+    max_fpr: f64,
+) -> Result<f64, MetricsError> {
+    if maps.len() != masks.len() || inspect.is_some_and(|m| m.len() != maps.len()) {
         return Err(MetricsError::Length {
             what: "masks",
             expected: maps.len(),
@@ -250,11 +272,23 @@ pub fn pro_auc(
     let per_image: Vec<(Vec<u32>, Vec<u64>, Vec<u32>)> = maps
         .par_iter()
         .zip(masks.par_iter())
-        .map(|(map, mask)| {
-            let (labels, sizes) = components(mask, width, height);
+        .enumerate()
+        .map(|(i, (map, mask))| {
+            let keep = inspect.map(|m| m[i].as_slice());
+            let kept = |j: usize| keep.is_none_or(|k| k.get(j) != Some(&false));
+            let within: Option<Vec<u8>> = keep.map(|_| {
+                mask.iter()
+                    .enumerate()
+                    .map(|(j, &v)| if kept(j) { v } else { 0 })
+                    .collect()
+            });
+            let (labels, sizes) = components(within.as_deref().unwrap_or(mask), width, height);
             let mut normal = Vec::with_capacity(n);
             let mut region = Vec::new();
-            for (&v, &l) in map.iter().zip(&labels) {
+            for (j, (&v, &l)) in map.iter().zip(&labels).enumerate() {
+                if !kept(j) {
+                    continue;
+                }
                 if l == 0 {
                     normal.push(key(v));
                 } else {

@@ -258,3 +258,25 @@ fn pro_agrees_with_mvtec_script() {
         );
     }
 }
+
+/// Pixels outside the region of interest count neither way: a hot ignored normal pixel no longer
+/// costs pixel AUROC or PRO, and a defect region that is wholly ignored is no region.
+#[test]
+fn pixel_metrics_leave_ignored_pixels_out() {
+    // One 4 x 1 image: defect at x=0 (score 0.9), normal pixels at 0.1, 0.2 and a hot 1.0 at x=3;
+    // a second image whose only defect (x=3) lies outside the ROI.
+    let map_a = [0.9f32, 0.1, 0.2, 1.0];
+    let mask_a = [1u8, 0, 0, 0];
+    let map_b = [0.3f32, 0.2, 0.1, 0.0];
+    let mask_b = [0u8, 0, 0, 1];
+    let maps: [&[f32]; 2] = [&map_a, &map_b];
+    let masks: [&[u8]; 2] = [&mask_a, &mask_b];
+    let (auroc_all, pro_all) =
+        patchcore::metrics::pixel_metrics(&maps, &masks, None, 4, 1).unwrap();
+    assert!(auroc_all < 1.0 && pro_all < 1.0, "{auroc_all} {pro_all}");
+    let inspect = vec![vec![true, true, true, false], vec![true, true, true, false]];
+    let (auroc_roi, pro_roi) =
+        patchcore::metrics::pixel_metrics(&maps, &masks, Some(&inspect), 4, 1).unwrap();
+    assert_eq!(auroc_roi, 1.0);
+    assert_eq!(pro_roi, 1.0);
+}

@@ -396,17 +396,26 @@ fn version_1_banks_load_with_the_one_threshold_rule() {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    // Version 1 had no calibration maps: drop the tensor (the last one) and its bytes.
+    // Version 1 had no calibration maps nor kept calibration patches: drop those tensors (the
+    // maps come first of them) and their bytes.
     let maps_start = header["calibration_maps"]["data_offsets"][0]
         .as_u64()
         .unwrap() as usize;
-    header.as_object_mut().unwrap().remove("calibration_maps");
+    for name in [
+        "calibration_maps",
+        "calibration_patches",
+        "calibration_patch_sq_dist",
+        "calibration_next",
+    ] {
+        header.as_object_mut().unwrap().remove(name);
+    }
     let meta_key = &mut header["__metadata__"]["patchcore"];
     let mut meta: serde_json::Value = serde_json::from_str(meta_key.as_str().unwrap()).unwrap();
     meta["format_version"] = 1.into();
     let m = meta.as_object_mut().unwrap();
     m.remove("rules");
     m.remove("calibration_geometry");
+    m.remove("growth");
     *meta_key = serde_json::Value::String(meta.to_string());
     let mut text = header.to_string();
     while !text.len().is_multiple_of(8) {

@@ -313,7 +313,10 @@ fn roi_changes_are_versions_and_do_not_mix_with_updates() {
     let meta = patchcore::bank::read_meta(&bank).unwrap();
     assert_eq!(meta.version, 2);
     let h = meta.history.last().unwrap();
-    assert!(h.action.starts_with("ROI set") && h.images.is_empty(), "{h:?}");
+    assert!(
+        h.action.starts_with("ROI set") && h.images.is_empty(),
+        "{h:?}"
+    );
     assert_eq!(std::fs::read(versions.path(1)).unwrap(), original);
 
     let err = update(
@@ -336,7 +339,14 @@ fn roi_changes_are_versions_and_do_not_mix_with_updates() {
     versions.commit(&grown.file, 1, u64::MAX).unwrap();
     let grown_bytes = std::fs::read(&bank).unwrap();
     let roi = patchcore::decide::Roi::new(2, 1, &[1, 0]).unwrap();
-    let err = set_roi(&bank, Some(roi)).map(|_| ()).unwrap_err().to_string();
+    let err = set_roi(&bank, Some(roi))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("taught new images by `update`"), "{err}");
-    assert_eq!(std::fs::read(&bank).unwrap(), grown_bytes, "the bank is unchanged");
+    assert_eq!(
+        std::fs::read(&bank).unwrap(),
+        grown_bytes,
+        "the bank is unchanged"
+    );
 }

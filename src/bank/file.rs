@@ -299,11 +299,13 @@ fn calibration_maps(st: &safetensors::SafeTensors, meta: &BankMeta) -> Result<Ve
     let Ok(t) = st.tensor("calibration_maps") else {
         return Ok(Vec::new());
     };
-    let n = meta.calibration.scores.len();
+    // The maps are the fit's calibration images; images `update` added have scores but no maps.
+    let added: usize = meta.history.iter().map(|h| h.images.len()).sum();
+    let n = meta.calibration.scores.len().saturating_sub(added);
     let want = [n, meta.grid[0] as usize, meta.grid[1] as usize];
     if t.dtype() != safetensors::Dtype::F32 || t.shape() != want {
         return Err(format!(
-            "tensor `calibration_maps` is {:?} {:?}, expected F32 {want:?} (calibration scores x grid)",
+            "tensor `calibration_maps` is {:?} {:?}, expected F32 {want:?} (the fit's calibration images x grid)",
             t.dtype(),
             t.shape()
         ));

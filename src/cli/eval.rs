@@ -128,7 +128,14 @@ pub fn run(a: EvalArgs) -> Result<Report> {
             .map(|i| i.map.values.as_slice())
             .collect();
         let mask_refs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
-        let (pixel_auroc, pro) = metrics::pixel_metrics(&maps, &mask_refs, size, size)?;
+        let inspect: Option<Vec<Vec<bool>>> = model.roi().map(|roi| {
+            inspections
+                .iter()
+                .map(|i| roi.crop_mask(&i.geometry, size as u32))
+                .collect()
+        });
+        let (pixel_auroc, pro) =
+            metrics::pixel_metrics(&maps, &mask_refs, inspect.as_deref(), size, size)?;
         (Some(pixel_auroc), Some(pro))
     } else {
         (None, None)

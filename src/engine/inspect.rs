@@ -103,6 +103,11 @@ impl PatchCore {
         })
     }
 
+    /// The region of interest the bank holds, if any (eval leaves the rest out of its metrics).
+    pub fn roi(&self) -> Option<&Roi> {
+        self.roi.as_ref()
+    }
+
     pub fn meta(&self) -> &BankMeta {
         &self.meta
     }

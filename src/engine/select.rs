@@ -176,7 +176,7 @@ fn score(
     let map_refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
     let mask_refs: Vec<&[u8]> = masks.iter().map(Vec::as_slice).collect();
     let (pixel_auroc, pro) =
-        metrics::pixel_metrics(&map_refs, &mask_refs, side, side).map_err(metric)?;
+        metrics::pixel_metrics(&map_refs, &mask_refs, None, side, side).map_err(metric)?;
     Ok([
         metrics::auroc(&scores, &labels).map_err(metric)?,
         pixel_auroc,
