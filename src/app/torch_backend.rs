@@ -87,12 +87,12 @@ impl TorchBackend {
     }
 }
 
-/// The app's default intra-op thread count: one core fewer than the machine has (at least
-/// one), so the window and the image decoding are not starved by the forward pass; measured in
-/// the README (`scripts/app_throughput.sh`).
+/// The app's default intra-op thread count: one per core, as `predict` uses. Drawing and
+/// decoding need little CPU once repaints are budgeted (under 6 % of a core while scoring), and
+/// leaving a core to them made a 2-core machine score 1.6x slower than `predict` (README).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
-        .map(|n| n.get().saturating_sub(1).max(1))
+        .map(|n| n.get())
         .unwrap_or(1)
 }
 

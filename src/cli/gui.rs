@@ -21,8 +21,7 @@ pub struct GuiArgs {
     pub device: String,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// libtorch threads for scoring on the CPU; 0 = one per core (default: one core fewer
-    /// than the machine has, so the window stays responsive).
+    /// libtorch threads for scoring on the CPU (default: one per core, as `predict`).
     #[arg(long)]
     pub threads: Option<usize>,
 }
