@@ -431,6 +431,28 @@ fn review_band_and_decisions_by_hand_are_recorded() {
         "{text}"
     );
     assert!(text.contains("\"score\": 1.6"), "{text}");
+
+    // The thresholds set here go into the bank as a new version, the fitted one kept.
+    h.get_by_label("Save rules to bank").click();
+    let saved = |_: &mut Harness<'static, Workstation>| {
+        patchcore::bank::read_meta(&f.bank)
+            .ok()
+            .and_then(|m| m.rules)
+            .is_some_and(|r| r.reject_from == 2.0)
+    };
+    wait_for(&mut h, "the rules in the bank", saved);
+    let meta = patchcore::bank::read_meta(&f.bank).expect("meta");
+    assert_eq!(meta.version, 2);
+    assert!(
+        meta.history[0].action.starts_with("rules"),
+        "{:?}",
+        meta.history
+    );
+    assert!(patchcore::bank::Versions::of(&f.bank).path(1).exists());
+    // The reloaded bank rescores the folder; the hand reject is remembered from the verdicts.
+    wait_for(&mut h, "the rescored folder with the hand decision", |h| {
+        has_label(h, "Rejected: 2") && has_label(h, "Review: 0")
+    });
     h.check_accessibility();
 }
 

@@ -26,6 +26,8 @@ pub enum Action {
     OpenRoiEditor,
     /// Store the drawn mask in the bank (None removes the ROI).
     SaveRoi(Option<crate::decide::Roi>),
+    /// Store the thresholds and minimum area set here in the bank, as a new version.
+    SaveRules,
     ResetThreshold,
     SetFilter(Filter),
     SetSort(SortKey),
@@ -96,6 +98,14 @@ impl Workstation {
             Action::DecideByHand(i, d) => self.decide_by_hand(i, d),
             Action::OpenRoiEditor => self.open_roi_editor(),
             Action::SaveRoi(roi) => self.save_roi(roi),
+            Action::SaveRules => {
+                if let Some(bank) = self.insp.bank.as_ref().map(|b| b.path.clone()) {
+                    let rules = crate::engine::calibrate::BankChange::Rules(self.insp.rules());
+                    // The worker answers with the reloaded bank, which the catalog must await.
+                    self.catalog.choose(&bank);
+                    self.jobs.change_bank(bank, rules);
+                }
+            }
             Action::ResetThreshold => {
                 if let Some(t) = self.insp.bank.as_ref().map(|b| b.calibrated_threshold()) {
                     self.set_threshold(t);

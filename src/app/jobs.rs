@@ -21,6 +21,11 @@ pub(crate) enum Task {
     },
     /// The status line of a finished export, or why it failed.
     Exported(Result<String, String>),
+    /// The bank's remembered decisions by hand (its verdicts file), or why they could not be read.
+    Remembered(
+        PathBuf,
+        Result<std::collections::HashMap<PathBuf, crate::report::Decision>, String>,
+    ),
     /// A decision by hand written to the verdicts file, or why it was not.
     Recorded(Result<(), String>),
     /// The bank's current ROI, read for the editor.
@@ -137,8 +142,12 @@ impl Jobs {
         self.worker.send(Request::LoadBank { bank });
     }
 
-    pub(crate) fn set_roi(&mut self, bank: PathBuf, roi: Option<crate::decide::Roi>) {
-        self.worker.send(Request::SetRoi { bank, roi });
+    pub(crate) fn change_bank(
+        &mut self,
+        bank: PathBuf,
+        change: crate::engine::calibrate::BankChange,
+    ) {
+        self.worker.send(Request::ChangeBank { bank, change });
     }
 
     pub(crate) fn score(&mut self, job: JobId, bank: PathBuf, paths: Vec<PathBuf>) {

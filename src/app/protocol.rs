@@ -24,11 +24,11 @@ pub enum Request {
         bank: PathBuf,
         paths: Vec<PathBuf>,
     },
-    /// Store `roi` in `bank` (None removes it), recalibrate under it and reload the bank;
-    /// answered by `BankLoaded` with the new metadata, or `RoiFailed`.
-    SetRoi {
+    /// Change `bank` (its ROI, recalibrating under it, or its decision rules) as a new version
+    /// and reload it; answered by `BankLoaded` with the new metadata, or `ChangeFailed`.
+    ChangeBank {
         bank: PathBuf,
-        roi: Option<crate::decide::Roi>,
+        change: crate::engine::calibrate::BankChange,
     },
     /// Stop a job at the next image boundary (the handle also flags it immediately).
     Cancel { job: JobId },
@@ -79,9 +79,10 @@ pub enum Reply {
         cancelled: bool,
         error: Option<String>,
     },
-    /// The ROI could not be stored (the bank is unchanged): why.
-    RoiFailed {
+    /// A `ChangeBank` could not be stored (the bank is unchanged): why, and whether it was an ROI.
+    ChangeFailed {
         bank: PathBuf,
+        roi: bool,
         error: String,
     },
     /// The worker hit a failure outside any one image (panic, backend could not start).

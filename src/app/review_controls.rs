@@ -39,4 +39,13 @@ pub(crate) fn show(
             actions.push(Action::SetMinArea(area));
         }
     });
+    let stored = insp.bank.as_ref().map(|b| b.meta.rules());
+    let unsaved = stored != Some(insp.rules());
+    if ui
+        .add_enabled(unsaved, egui::Button::new("Save rules to bank"))
+        .on_hover_text("Store both thresholds and the minimum area in the bank (a new version, undone with `patchcore revert`)")
+        .clicked()
+    {
+        actions.push(Action::SaveRules);
+    }
 }

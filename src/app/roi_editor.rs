@@ -306,7 +306,8 @@ impl Workstation {
             self.roi_editor.status = Some("saving and recalibrating…".into());
             // The worker answers with the reloaded bank, which the catalog must be awaiting.
             self.catalog.choose(&bank);
-            self.jobs.set_roi(bank, roi);
+            self.jobs
+                .change_bank(bank, crate::engine::calibrate::BankChange::Roi(roi));
         }
     }
 }

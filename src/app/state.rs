@@ -179,6 +179,8 @@ pub struct Inspector {
     pub source: Option<PathBuf>,
     pub items: Vec<Item>,
     by_path: HashMap<PathBuf, usize>,
+    /// The operator's earlier decisions by hand on this bank (its verdicts file), by path.
+    remembered: HashMap<PathBuf, Decision>,
     /// For each live job, the item index of each of its paths.
     jobs: HashMap<JobId, Vec<usize>>,
     next_inbox_seq: u64,
@@ -216,6 +218,7 @@ impl Default for Inspector {
             source: None,
             items: Vec::new(),
             by_path: HashMap::new(),
+            remembered: HashMap::new(),
             jobs: HashMap::new(),
             next_inbox_seq: 0,
             threshold: 0.0,
@@ -283,7 +286,9 @@ impl Inspector {
                 }
                 None => {
                     let root = if inbox { None } else { self.source.as_deref() };
-                    self.items.push(Item::new(path.clone(), seq, root));
+                    let mut item = Item::new(path.clone(), seq, root);
+                    item.hand = self.remembered.get(path).copied();
+                    self.items.push(item);
                     self.by_path.insert(path.clone(), self.items.len() - 1);
                     self.items.len() - 1
                 }
@@ -403,6 +408,16 @@ impl Inspector {
             self.reject_from().to_bits(),
             self.min_area,
         )
+    }
+
+    /// The bank's remembered decisions by hand, applied to the images listed now and later, so
+    /// a restart or a bank reload does not send decided images back to review.
+    pub fn remember(&mut self, hands: HashMap<PathBuf, Decision>) {
+        for item in &mut self.items {
+            item.hand = hands.get(&item.path).copied();
+        }
+        self.remembered = hands;
+        self.touch();
     }
 
     /// Records the operator's decision on item `i` (shown at once; the caller writes it down).

@@ -7,6 +7,7 @@
 //! thread dies anyway, the handle notices the closed channel and starts a new one.
 use super::colormap::reduce_map;
 use super::protocol::{Backend, BackendFactory, JobId, Reply, Request};
+use crate::engine::calibrate::BankChange;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -261,20 +262,24 @@ impl Loop {
                     Work::Score(bank, run)
                 }
                 Request::LoadBank { bank } => Work::Load(bank),
-                Request::SetRoi { bank, roi } => Work::SetRoi(bank, roi),
+                Request::ChangeBank { bank, change } => Work::Change(bank, change),
                 // The shared set already carries the flag; a queued job is skipped when it
                 // comes up.
                 Request::Cancel { .. } => continue,
             };
             let result = catch_unwind(AssertUnwindSafe(|| match work {
                 Work::Load(bank) => self.load(bank),
-                Work::SetRoi(bank, roi) => match crate::engine::calibrate::set_roi(&bank, roi) {
-                    Ok(_) => self.load(bank),
-                    Err(e) => self.out.send(Reply::RoiFailed {
-                        bank,
-                        error: e.to_string(),
-                    }),
-                },
+                Work::Change(bank, change) => {
+                    let roi = matches!(change, BankChange::Roi(_));
+                    match change.apply(&bank) {
+                        Ok(_) => self.load(bank),
+                        Err(e) => self.out.send(Reply::ChangeFailed {
+                            bank,
+                            roi,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
                 Work::Score(bank, run) => self.score(&bank, run),
             }));
             if let Err(payload) = result {
@@ -386,7 +391,7 @@ impl Loop {
 
 enum Work {
     Load(PathBuf),
-    SetRoi(PathBuf, Option<crate::decide::Roi>),
+    Change(PathBuf, BankChange),
     Score(PathBuf, Vec<Segment>),
 }
 

@@ -204,6 +204,25 @@ impl Workstation {
             None => info.meta.train_dir.clone(),
         };
         self.cancel_jobs();
+        self.insp.remember(Default::default());
+        let path = info.path.clone();
+        self.jobs.spawn_task(move || {
+            let hands = crate::bank::Verdicts::load(&path)
+                .map(|v| {
+                    v.entries()
+                        .iter()
+                        .map(|e| {
+                            let d = match e.verdict {
+                                crate::bank::Verdict::Good => crate::report::Decision::Accept,
+                                crate::bank::Verdict::Defect => crate::report::Decision::Reject,
+                            };
+                            (e.path.clone(), d)
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
+            Task::Remembered(path, hands)
+        });
         self.insp.set_bank(info, threshold);
         self.open_folder(folder);
         let waiting = std::mem::take(&mut self.jobs.inbox.waiting);
@@ -350,10 +369,14 @@ impl Workstation {
             Reply::BankLoading { .. } => {}
             Reply::BankLoaded { bank, meta, device } => self.bank_loaded(bank, *meta, device),
             Reply::BankFailed { bank, error } => self.catalog.failed(&bank, error),
-            Reply::RoiFailed { bank, error } => {
+            Reply::ChangeFailed { bank, roi, error } => {
                 // The bank is unchanged and still loaded: stop awaiting it, say why.
                 self.catalog.loaded(&bank);
-                self.roi_editor.status = Some(error);
+                if roi {
+                    self.roi_editor.status = Some(error);
+                } else {
+                    self.notices.push(error);
+                }
             }
             Reply::Progress { job, done, total } => self.jobs.set_progress(job, done, total),
             Reply::Scored {
@@ -441,6 +464,14 @@ impl Workstation {
                 self.jobs.export_status = Some(result);
             }
             Task::Recorded(Err(e)) => self.notices.push(e),
+            Task::Remembered(bank, hands) => {
+                if self.insp.bank.as_ref().is_some_and(|b| b.path == bank) {
+                    match hands {
+                        Ok(h) => self.insp.remember(h),
+                        Err(e) => self.notices.push(e),
+                    }
+                }
+            }
             Task::RoiLoaded(Ok(Some(roi))) => self.roi_editor.adopt(roi),
             Task::RoiLoaded(Ok(None)) => {}
             Task::RoiLoaded(Err(e)) => self.roi_editor.status = Some(e),

@@ -3,7 +3,7 @@
 //! recalibrates the thresholds from the calibration maps the bank holds, without the images.
 use crate::bank::BankFile;
 use crate::decide::{Roi, Rules};
-use crate::engine::calibrate::{recalibrate, set_roi};
+use crate::engine::calibrate::{recalibrate, save_rules, set_roi};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -129,14 +129,16 @@ pub fn run_rules(a: RulesArgs) -> Result<()> {
     if let Some(problem) = rules.problem() {
         bail!("{problem}");
     }
-    let changed = a.defaults || rules != old;
-    file.meta.rules = Some(rules);
-    if changed {
+    if a.defaults {
+        // The recalibrated thresholds go in with the rules, in one new version.
         let action = format!(
-            "rules: review from {:.4}, reject from {:.4}, min area {}",
+            "rules recalibrated: review from {:.4}, reject from {:.4}, min area {}",
             rules.review_from, rules.reject_from, rules.min_area
         );
+        file.meta.rules = Some(rules);
         crate::bank::save_change(&a.bank, &mut file, action, before)?;
+    } else if rules != old {
+        file = save_rules(&a.bank, rules)?;
     }
     print_rules(&file);
     Ok(())

@@ -222,3 +222,45 @@ pub fn set_roi(
     crate::bank::save_change(path, &mut file, action, before)?;
     Ok(file)
 }
+
+/// Stores `rules` in the bank file at `path` as a new version (what `patchcore rules` and the
+/// app's "Save rules to bank" both call); rules that contradict themselves are refused.
+pub fn save_rules(
+    path: &std::path::Path,
+    rules: Rules,
+) -> Result<crate::bank::BankFile, EngineError> {
+    if let Some(problem) = rules.problem() {
+        return Err(EngineError::Config(format!(
+            "{}: {problem}",
+            path.display()
+        )));
+    }
+    let mut file = crate::bank::BankFile::load(path)?;
+    let before = file.meta.calibration.threshold;
+    file.meta.rules = Some(rules);
+    let action = format!(
+        "rules: review from {:.4}, reject from {:.4}, min area {}",
+        rules.review_from, rules.reject_from, rules.min_area
+    );
+    crate::bank::save_change(path, &mut file, action, before)?;
+    Ok(file)
+}
+
+/// A change an operator makes to a bank without refitting it.
+#[derive(Clone, Debug)]
+pub enum BankChange {
+    /// Store this ROI (None removes it) and recalibrate under it.
+    Roi(Option<Roi>),
+    /// Store these decision rules.
+    Rules(Rules),
+}
+
+impl BankChange {
+    /// Applies the change to the bank file at `path`, as a new version.
+    pub fn apply(self, path: &std::path::Path) -> Result<crate::bank::BankFile, EngineError> {
+        match self {
+            BankChange::Roi(roi) => set_roi(path, roi),
+            BankChange::Rules(rules) => save_rules(path, rules),
+        }
+    }
+}
