@@ -41,6 +41,19 @@ impl Rules {
         }
     }
 
+    /// These rules with the operator's own settings (minimum area, pixel size) taken from `old`:
+    /// a recalibration moves the thresholds, not what the operator chose.
+    pub fn keeping_settings_of(self, old: Option<Rules>) -> Rules {
+        match old {
+            Some(old) => Rules {
+                min_area: old.min_area,
+                mm_per_pixel: old.mm_per_pixel,
+                ..self
+            },
+            None => self,
+        }
+    }
+
     /// The decision for an image score and its regions (those under `min_area` do not count).
     pub fn decide(&self, score: f32, regions: &[Region]) -> Decision {
         if self.min_area > 0 && !regions.iter().any(|r| r.area >= self.min_area) {

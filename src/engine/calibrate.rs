@@ -189,11 +189,8 @@ pub fn recalibrate(
         None => base.to_string(),
     };
     let calibration = Calibration::from_scores(source, scores);
-    let mut rules = Rules::defaults(&calibration.scores, calibration.threshold, pixel_threshold);
-    if let Some(old) = meta.rules {
-        rules.min_area = old.min_area;
-        rules.mm_per_pixel = old.mm_per_pixel;
-    }
+    let rules = Rules::defaults(&calibration.scores, calibration.threshold, pixel_threshold)
+        .keeping_settings_of(meta.rules);
     Ok((calibration, rules))
 }
 

@@ -303,19 +303,16 @@ pub fn update(
     m.n_train_images += add.len() as u32;
     m.n_patches += (add.len() as i64 * per_image) as u64;
     m.calibration = calibration;
-    if let Some(old) = m.rules {
-        // The bands follow the new calibration as fit derives them; the pixel threshold comes
-        // from the fit's calibration maps (the added rows can only lower them: kept as a bound),
-        // and the operator's minimum area and pixel size stay.
-        let mut rules = Rules::defaults(
+    // The bands follow the new calibration as fit derives them; the pixel threshold comes from
+    // the fit's calibration maps (the added rows can only lower them: kept as a bound).
+    m.rules = m.rules.map(|old| {
+        Rules::defaults(
             &m.calibration.scores,
             m.calibration.threshold,
             old.pixel_threshold,
-        );
-        rules.min_area = old.min_area;
-        rules.mm_per_pixel = old.mm_per_pixel;
-        m.rules = Some(rules);
-    }
+        )
+        .keeping_settings_of(Some(old))
+    });
     m.version = opts.version;
     m.history.push(entry.clone());
     Ok(Updated {
