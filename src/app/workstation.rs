@@ -385,8 +385,10 @@ impl Workstation {
                 inspection,
             } => {
                 let now = crate::report::now_rfc3339();
-                let rejected = crate::report::Decision::of(inspection.score, self.insp.threshold())
-                    == crate::report::Decision::Reject;
+                // Decided as the gallery decides it (review band, minimum area), so the job log's
+                // count matches the Rejected count on screen.
+                let rejected =
+                    inspection.decide(&self.insp.rules()) == crate::report::Decision::Reject;
                 if self
                     .insp
                     .set_result(job, index, *inspection, &now)
