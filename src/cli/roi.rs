@@ -131,10 +131,7 @@ pub fn run_rules(a: RulesArgs) -> Result<()> {
     }
     if a.defaults {
         // The recalibrated thresholds go in with the rules, in one new version.
-        let action = format!(
-            "rules recalibrated: review from {:.4}, reject from {:.4}, min area {}",
-            rules.review_from, rules.reject_from, rules.min_area
-        );
+        let action = format!("rules recalibrated: {}", rules.summary());
         file.meta.rules = Some(rules);
         crate::bank::save_change(&a.bank, &mut file, action, before)?;
     } else if rules != old {

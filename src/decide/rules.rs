@@ -54,6 +54,14 @@ impl Rules {
         }
     }
 
+    /// One line for a bank's history: the thresholds and minimum area.
+    pub fn summary(&self) -> String {
+        format!(
+            "review from {:.4}, reject from {:.4}, min area {}",
+            self.review_from, self.reject_from, self.min_area
+        )
+    }
+
     /// The decision for an image score and its regions (those under `min_area` do not count).
     pub fn decide(&self, score: f32, regions: &[Region]) -> Decision {
         if self.min_area > 0 && !regions.iter().any(|r| r.area >= self.min_area) {

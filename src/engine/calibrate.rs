@@ -235,10 +235,7 @@ pub fn save_rules(
     let mut file = crate::bank::BankFile::load(path)?;
     let before = file.meta.calibration.threshold;
     file.meta.rules = Some(rules);
-    let action = format!(
-        "rules: review from {:.4}, reject from {:.4}, min area {}",
-        rules.review_from, rules.reject_from, rules.min_area
-    );
+    let action = format!("rules: {}", rules.summary());
     crate::bank::save_change(path, &mut file, action, before)?;
     Ok(file)
 }
