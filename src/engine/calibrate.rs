@@ -16,18 +16,19 @@ use tch::{Device, Kind, TchError, Tensor};
 pub const CALIBRATION_KEEP: i64 = 32;
 
 /// Scores the images of `features` `(b * per_image, D)` from their patches' leave-one-out
-/// neighbour distances `sq_dist` `(b * per_image, k)`, and appends each image's `keep` highest
-/// patches to `kept`. Ties keep patch order, so the same input keeps the same patches.
+/// neighbour distances `sq_dist` `(b * per_image, k)` and the patch scores `patch` made from
+/// them, and appends each image's `keep` highest patches to `kept`. Ties keep patch order, so
+/// the same input keeps the same patches.
 pub(super) fn score_images(
     features: &Tensor,
     sq_dist: &Tensor,
+    patch: &Tensor,
     per_image: i64,
     keep: i64,
-    method: &Method,
     kept: &mut CalibrationPatches,
 ) -> Result<Vec<f32>, TchError> {
     let b = sq_dist.size()[0] / per_image.max(1);
-    let patch = patch_scores(sq_dist, method)?.f_view([b, per_image])?;
+    let patch = patch.f_view([b, per_image])?;
     let (sorted, order) = patch.f_sort_stable(true, 1, true)?;
     let offsets = Tensor::f_arange(b, (Kind::Int64, order.device()))?
         .f_mul_scalar(per_image)?
@@ -102,9 +103,9 @@ pub fn leave_one_out(
         out.scores.extend(score_images(
             &q,
             &nb.sq_dist,
+            &patch,
             per_image,
             keep,
-            method,
             &mut out.kept,
         )?);
         progress.advance(group.len() as u64);

@@ -217,7 +217,8 @@ pub fn update(
     let mut scores = meta.calibration.scores.clone();
     let mut bounded = 0;
     let new_scores = if n_added == 0 {
-        score_images(&feats, &old.sq_dist, per_image, keep, &method, &mut kept)?
+        let patch = patch_scores(&old.sq_dist, &method)?;
+        score_images(&feats, &old.sq_dist, &patch, per_image, keep, &mut kept)?
     } else {
         let searcher = searcher_for(
             &in_storage_precision(added.shallow_clone(), meta.bank_dtype)?,
@@ -251,7 +252,8 @@ pub fn update(
             .f_repeat_interleave_self_int(per_image, 0, None)?;
         let own = searcher.search(&feats, k, Some((&qsrc, &added_src)))?;
         let merged = nearest_of(&old.sq_dist, &own.sq_dist, k)?;
-        score_images(&feats, &merged, per_image, keep, &method, &mut kept)?
+        let patch = patch_scores(&merged, &method)?;
+        score_images(&feats, &merged, &patch, per_image, keep, &mut kept)?
     };
     times.calibration_s = t.elapsed().as_secs_f64();
 
