@@ -1,7 +1,7 @@
 //! The production record of scoring: each finished job — a folder, or a burst of inbox
 //! arrivals — becomes one log line (images, seconds, images per second, rejected, failed), and
 //! the status bar shows the current rate. Kept apart from the worker so the counts use the
-//! threshold the operator sees.
+//! rules the operator sees.
 use super::protocol::JobId;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
