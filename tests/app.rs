@@ -902,6 +902,7 @@ fn real_worker_scores_a_fitted_bank() {
         seed: 0,
         bank_dtype: BankDtype::F32,
         calibration_images: 0,
+        max_patches: 0,
         category: "parts".into(),
         train_dir: ds.root.join("train"),
         test_dir: Some(ds.root.clone()),

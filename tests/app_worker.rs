@@ -57,7 +57,8 @@ fn inspection(path: &Path) -> Inspection {
             scale_y: 1.0,
             off_x: 0.0,
             off_y: 0.0,
-            crop: 4,
+            width: 4,
+            height: 4,
         },
         top_patch: TopPatch {
             row: 0,

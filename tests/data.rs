@@ -130,8 +130,42 @@ fn preprocess_matches_torchvision() {
             digest,
             "Resize({resize}) + CenterCrop({crop})"
         );
-        assert_eq!(geometry.crop, crop);
+        assert_eq!((geometry.width, geometry.height), (crop, crop));
     }
+}
+
+#[test]
+fn whole_geometry_keeps_the_aspect_and_pads_only_another_shape() {
+    // A 500 x 1263 part at its native size: fills a 504 x 1264 input, stretched under one cell.
+    let mode = CropMode::whole_for(&[(500, 1263)], 1263);
+    let img = RgbImage::from_pixel(500, 1263, Rgb([200, 100, 50]));
+    let (out, g) = preprocess(&img, mode);
+    assert_eq!(out.dimensions(), (504, 1264));
+    assert!(g.is_filled());
+    assert!(
+        (g.scale_x - 504.0 / 500.0).abs() < 1e-12 && (g.scale_y - 1264.0 / 1263.0).abs() < 1e-12
+    );
+    assert!(out.pixels().all(|p| p.0 == [200, 100, 50]));
+    // The same input given a landscape image: aspect kept, centred, black padding above and below.
+    let (out, g) = preprocess(&RgbImage::from_pixel(800, 400, Rgb([9, 9, 9])), mode);
+    assert_eq!(out.dimensions(), (504, 1264));
+    assert_eq!((g.scale_x, g.scale_y), (504.0 / 800.0, 504.0 / 800.0));
+    let content = g.content_mask();
+    let rows_with_image: Vec<u32> = (0..1264).filter(|&y| content[(y * 504) as usize]).collect();
+    assert_eq!(rows_with_image.len(), 252);
+    assert_eq!(rows_with_image[0], (1264 - 252) / 2);
+    assert_eq!(out.get_pixel(250, 10).0, [0, 0, 0]);
+    assert_eq!(out.get_pixel(250, 632).0, [9, 9, 9]);
+    // The top patch's box of the last cell ends at the image's corner, in original pixels.
+    let g = preprocess(&img, mode).1;
+    assert_eq!(g.cell_to_original(157, 62, 158, 63), [492, 1255, 8, 8]);
+    // Banks before width/height stored one `crop` side; both forms read back.
+    let old = r#"{"orig_width":9,"orig_height":9,"scale_x":1.0,"scale_y":1.0,"off_x":0.0,"off_y":0.0,"crop":224}"#;
+    let old: patchcore::data::Geometry = serde_json::from_str(old).unwrap();
+    assert_eq!((old.width, old.height), (224, 224));
+    let again: patchcore::data::Geometry =
+        serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+    assert_eq!(again, g);
 }
 
 #[test]
@@ -150,7 +184,10 @@ fn geometry_follows_torchvision_rules() {
         (g.scale_x, g.scale_y, g.off_x, g.off_y),
         (1.28, 1.28, 80.0, 16.0)
     );
-    assert_eq!((g.orig_width, g.orig_height, g.crop), (300, 200, 224));
+    assert_eq!(
+        (g.orig_width, g.orig_height, g.width, g.height),
+        (300, 200, 224, 224)
+    );
     // int(256 * 333 / 250) = int(340.992) = 340 wide; offset 58.
     let (_, g) = preprocess(
         &RgbImage::new(333, 250),
@@ -184,14 +221,14 @@ fn geometry_follows_torchvision_rules() {
         (g.scale_x, g.scale_y, g.off_x, g.off_y),
         (64.0 / 120.0, 64.0 / 300.0, 0.0, 0.0)
     );
-    assert_eq!(CropMode::Full { size: 64 }.output_size(), 64);
+    assert_eq!(CropMode::Full { size: 64 }.input_dims(), (64, 64));
     assert_eq!(
         CropMode::Center {
             resize: 256,
             crop: 224
         }
-        .output_size(),
-        224
+        .input_dims(),
+        (224, 224)
     );
     // The serde form the bank stores.
     let json = serde_json::to_string(&CropMode::Center {
@@ -261,12 +298,17 @@ fn masks_follow_the_image_and_binarise_at_128() {
             crop: 30,
         },
         CropMode::Full { size: 50 },
+        CropMode::Whole {
+            width: 48,
+            height: 24,
+        },
     ] {
         let m = load_mask(&path, mode).unwrap();
         let (rgb, _) = preprocess(&load_rgb8(&path).unwrap(), mode);
         let via_rgb: Vec<u8> = rgb.pixels().map(|p| u8::from(p.0[0] >= 128)).collect();
         assert_eq!(m, via_rgb, "{mode:?}");
-        assert_eq!(m.len(), (mode.output_size() * mode.output_size()) as usize);
+        let (w, h) = mode.input_dims();
+        assert_eq!(m.len(), (w * h) as usize);
     }
 }
 

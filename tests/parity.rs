@@ -175,7 +175,7 @@ fn end_to_end_cli_matches_official_scores_maps_and_top_patches() {
     let exact_grid: Vec<f32> = exact.iter().map(|&v| v as f32).collect();
     let exact_maps = patchcore::engine::anomaly_map::anomaly_maps(
         &Tensor::from_slice(&exact_grid).view([20, 28, 28]),
-        224,
+        (224, 224),
         4.0,
     )
     .unwrap();

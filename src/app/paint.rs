@@ -35,13 +35,13 @@ pub fn fit(area: Rect, image_size: Vec2) -> Rect {
     Rect::from_center_size(area.center(), image_size * s)
 }
 
-/// The crop the model saw, in original-image pixels.
+/// The input the model saw, in original-image pixels.
 pub fn crop_region(g: &Geometry) -> Rect {
-    let c = g.crop as f64;
+    let (w, h) = (g.width as f64, g.height as f64);
     let (sx, sy) = (g.scale_x.max(1e-9), g.scale_y.max(1e-9));
     Rect::from_min_max(
         Pos2::new((g.off_x / sx) as f32, (g.off_y / sy) as f32),
-        Pos2::new(((c + g.off_x) / sx) as f32, ((c + g.off_y) / sy) as f32),
+        Pos2::new(((w + g.off_x) / sx) as f32, ((h + g.off_y) / sy) as f32),
     )
 }
 
@@ -78,11 +78,11 @@ pub fn draw_heat(
         return;
     }
     let target = to_screen(inter, region, screen);
-    let c = g.crop as f32;
+    let (w, h) = (g.width as f32, g.height as f32);
     let uv_of = |p: Pos2| {
         Pos2::new(
-            ((p.x as f64 * g.scale_x - g.off_x) as f32 / c).clamp(0.0, 1.0),
-            ((p.y as f64 * g.scale_y - g.off_y) as f32 / c).clamp(0.0, 1.0),
+            ((p.x as f64 * g.scale_x - g.off_x) as f32 / w).clamp(0.0, 1.0),
+            ((p.y as f64 * g.scale_y - g.off_y) as f32 / h).clamp(0.0, 1.0),
         )
     };
     let uv = Rect::from_min_max(uv_of(inter.min), uv_of(inter.max));

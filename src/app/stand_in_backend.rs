@@ -5,7 +5,6 @@
 use super::protocol::{Backend, BackendFactory};
 use crate::bank::BankMeta;
 use crate::data::preprocess::crop_geometry;
-use crate::data::Geometry;
 use crate::engine::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,7 +63,7 @@ impl StandInBackend {
         let img = crate::data::load_rgb8(path).map_err(|e| e.to_string())?;
         let (w, h) = img.dimensions();
         let geometry = crop_geometry(w, h, meta.crop);
-        let crop = geometry.crop;
+        let crop = geometry.width.min(geometry.height);
         let side = if self.map_side == 0 {
             crop
         } else {
@@ -92,15 +91,8 @@ impl StandInBackend {
         let row = ((fy * rows as f32) as u32).min(rows - 1);
         let col = ((fx * cols as f32) as u32).min(cols - 1);
         let box_original = geometry.cell_to_original(row, col, rows, cols);
-        let geometry = Geometry {
-            // The map covers the crop whatever its resolution: rescale crop pixels.
-            scale_x: geometry.scale_x * side as f64 / crop as f64,
-            scale_y: geometry.scale_y * side as f64 / crop as f64,
-            off_x: geometry.off_x * side as f64 / crop as f64,
-            off_y: geometry.off_y * side as f64 / crop as f64,
-            crop: side,
-            ..geometry
-        };
+        // The map covers the input whatever its resolution.
+        let geometry = geometry.at_size(side, side);
         let rules = meta.rules();
         let regions = crate::decide::find_regions(
             &values,

@@ -100,6 +100,10 @@ impl ScoringSettings<'_> {
                 in_range("crop.crop", crop.into(), 1, MAX_SIDE)?;
             }
             CropMode::Full { size } => in_range("crop.size", size.into(), 1, MAX_SIDE)?,
+            CropMode::Whole { width, height } => {
+                in_range("crop.width", width.into(), 1, MAX_SIDE)?;
+                in_range("crop.height", height.into(), 1, MAX_SIDE)?;
+            }
         }
         in_range("patch_size", self.patch_size, 1, MAX_PATCH_SIZE)?;
         if self.patch_size % 2 == 0 {

@@ -36,6 +36,11 @@ pub struct BenchArgs {
     pub method: MethodArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Geometries to bench side by side, comma-separated: `crop` (the paper's 224 crop), `squash`,
+    /// or a working resolution in pixels (the whole image, longer side), e.g. `crop,512,1024`.
+    /// Default: the geometry the method flags give.
+    #[arg(long, value_delimiter = ',')]
+    pub geometries: Vec<String>,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -43,6 +48,9 @@ pub struct BenchArgs {
 
 #[derive(Serialize)]
 pub struct BenchReport {
+    /// How images became model input, and its size.
+    pub geometry: String,
+    pub patches_per_image: u32,
     pub backbone: String,
     pub device: String,
     pub precision: String,
@@ -64,53 +72,37 @@ pub struct BenchReport {
     pub peak_rss_mb: f64,
     /// Region analysis (ROI lookup, thresholding, connected regions) per image, at the map's
     /// side and at 2x and 4x that side (the maps upscaled), to show it grows with the pixels.
-    pub regions_ms: Vec<(u32, f64)>,
+    pub regions_ms: Vec<(u32, u32, f64)>,
 }
 
 /// Times the region analysis on `maps` at 1x, 2x and 4x their side (nearest-neighbour upscaled,
 /// so the regions scale with them), with a half-image ROI so the mask lookup is timed too.
-fn time_regions(maps: &[(AnomalyMap, Geometry)], pixel_threshold: f32) -> Vec<(u32, f64)> {
+fn time_regions(maps: &[(AnomalyMap, Geometry)], pixel_threshold: f32) -> Vec<(u32, u32, f64)> {
     let roi = Roi::new(2, 1, &[0, 1]).expect("a valid two-pixel mask");
     [1u32, 2, 4]
         .iter()
         .filter_map(|&k| {
             let (first, _) = maps.first()?;
-            let side = first.width * k;
+            let (w, h) = (first.width * k, first.height * k);
             let scaled: Vec<(Vec<f32>, Geometry)> = maps
                 .iter()
                 .map(|(m, g)| {
-                    let values = (0..side * side)
-                        .map(|i| m.values[((i / side / k) * m.width + (i % side) / k) as usize])
+                    let values = (0..w * h)
+                        .map(|i| m.values[((i / w / k) * m.width + (i % w) / k) as usize])
                         .collect();
-                    let g = Geometry {
-                        scale_x: g.scale_x * k as f64,
-                        scale_y: g.scale_y * k as f64,
-                        off_x: g.off_x * k as f64,
-                        off_y: g.off_y * k as f64,
-                        crop: side,
-                        ..*g
-                    };
-                    (values, g)
+                    (values, g.at_size(w, h))
                 })
                 .collect();
             let t = Instant::now();
             let mut found = 0;
             for (values, g) in &scaled {
-                let mask = roi.crop_mask(g, side);
-                found += find_regions(
-                    values,
-                    (side, side),
-                    pixel_threshold,
-                    Some(&mask),
-                    g,
-                    0,
-                    None,
-                )
-                .len();
+                let mask = roi.crop_mask(g);
+                found +=
+                    find_regions(values, (w, h), pixel_threshold, Some(&mask), g, 0, None).len();
             }
             let ms = t.elapsed().as_secs_f64() * 1000.0 / scaled.len() as f64;
             std::hint::black_box(found);
-            Some((side, ms))
+            Some((w, h, ms))
         })
         .collect()
 }
@@ -130,18 +122,54 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The method flags with one `--geometries` entry applied.
+fn with_geometry(method: &MethodArgs, geometry: &str) -> Result<MethodArgs> {
+    let mut m = method.clone();
+    (m.crop, m.squash, m.resolution, m.scale) = (false, false, None, None);
+    match geometry {
+        "crop" => m.crop = true,
+        "squash" => m.squash = true,
+        n => {
+            let long = n.parse::<u32>().ok().filter(|&v| v > 0).with_context(|| {
+                format!("--geometries: `{n}` is not crop, squash or a resolution in pixels")
+            })?;
+            m.resolution = Some(long);
+        }
+    }
+    Ok(m)
+}
+
+/// Resets this process's peak RSS (Linux `clear_refs` 5), so each geometry's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(json) = &a.json {
         check_writable(json).with_context(|| format!("--json {}", json.display()))?;
     }
-    let method = a.method.method(&a.runtime)?;
+    let methods: Vec<MethodArgs> = match a.geometries.is_empty() {
+        true => vec![a.method.clone()],
+        false => a
+            .geometries
+            .iter()
+            .map(|g| with_geometry(&a.method, g))
+            .collect::<Result<_>>()?,
+    };
     let tmp;
     let dataset = match &a.data {
         Some(d) => data::open(d, a.category.as_deref())?,
         None => {
             tmp = tempfile::tempdir().context("creating a temporary folder")?;
+            // Parts drawn at the largest resolution benched, so no geometry upsamples them.
+            let size = methods
+                .iter()
+                .filter_map(|m| m.resolution)
+                .max()
+                .unwrap_or(256);
             let spec = synthetic::SyntheticSpec {
                 n_train: a.synthetic.max(1),
+                size,
                 ..Default::default()
             };
             synthetic::generate(tmp.path(), "bench", &spec)?
@@ -165,6 +193,28 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .take(a.predict_images.max(1))
         .cloned()
         .collect();
+    let mut reports = Vec::new();
+    for m in &methods {
+        reset_peak_rss();
+        reports.push(bench_one(&a, m, &dataset, &train, &predict)?);
+    }
+    print_table(&reports);
+    if let Some(path) = &a.json {
+        write_atomic(path, serde_json::to_string_pretty(&reports)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Fits and predicts with one geometry's method flags `m`.
+fn bench_one(
+    a: &BenchArgs,
+    m: &MethodArgs,
+    dataset: &data::Dataset,
+    train: &[PathBuf],
+    predict: &[PathBuf],
+) -> Result<BenchReport> {
+    let (method, _) = m.method(&a.runtime, train)?;
     let source = Source {
         category: dataset.name.clone(),
         train_dir: dataset.root.clone(),
@@ -172,7 +222,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let opts = a.bank.options(method, &a.runtime, source)?;
     let t = Instant::now();
-    let (model, file, times) = PatchCore::fit(&train, &opts, &Bars::default())?;
+    let (model, file, times) = PatchCore::fit(train, &opts, &Bars::default())?;
     // Only the metadata is reported; the file's copy of the rows goes before predicting.
     let meta = file.meta;
     let fit_total_s = t.elapsed().as_secs_f64();
@@ -182,7 +232,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut failure = None;
     let mut kept = Vec::new();
     let t = Instant::now();
-    model.inspect_paths(&predict, a.runtime.batch_size, |_, r| match r {
+    model.inspect_paths(predict, a.runtime.batch_size, |_, r| match r {
         Ok(i) => {
             decode += i.times.decode_ms as f64;
             features += i.times.features_ms as f64;
@@ -201,7 +251,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let predict_s = t.elapsed().as_secs_f64();
     let n = predict.len() as f64;
-    let r = BenchReport {
+    let [gh, gw] = meta.grid;
+    Ok(BenchReport {
+        geometry: meta.crop.describe(),
+        patches_per_image: gh * gw,
         backbone: meta.backbone.clone(),
         device: format!("{:?}", opts.device),
         precision: opts.precision.name().to_string(),
@@ -222,11 +275,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
         predict_images_per_s: n / predict_s,
         peak_rss_mb: peak_rss_mb(),
         regions_ms: time_regions(&kept, meta.rules().pixel_threshold),
-    };
-    println!("| backbone | device | precision | batch | fit images | features s | coreset s | calibration s | fit s | fit peak RSS MB | predict ms/img (decode/features/search/maps) | img/s |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} ({:.1}/{:.1}/{:.1}/{:.1}) | {:.1} |",
+    })
+}
+
+/// One table row per geometry, then each one's region-analysis times.
+fn print_table(reports: &[BenchReport]) {
+    println!("| geometry | patches/image | backbone | device | precision | batch | fit images | features s | coreset s | calibration s | fit s | fit peak RSS MB | predict ms/img (decode/features/search/maps) | img/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} ({:.1}/{:.1}/{:.1}/{:.1}) | {:.1} |",
+        r.geometry,
+        r.patches_per_image,
         r.backbone,
         r.device,
         r.precision,
@@ -244,18 +304,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         r.predict_maps_ms,
         r.predict_images_per_s
     );
-    let regions: Vec<String> = r
-        .regions_ms
-        .iter()
-        .map(|(side, ms)| format!("{side}x{side}: {ms:.2} ms"))
-        .collect();
-    println!(
-        "region analysis per image (ROI mask, threshold, connected regions): {}",
-        regions.join(", ")
-    );
-    if let Some(path) = &a.json {
-        write_atomic(path, serde_json::to_string_pretty(&r)?.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        let regions: Vec<String> = r
+            .regions_ms
+            .iter()
+            .map(|(w, h, ms)| format!("{w}x{h}: {ms:.2} ms"))
+            .collect();
+        println!(
+            "region analysis per image (ROI mask, threshold, connected regions): {}",
+            regions.join(", ")
+        );
     }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 use super::args::RuntimeArgs;
 use super::progress::Bars;
 use crate::data;
+use crate::decide::inspected;
 use crate::engine::{PatchCore, Progress};
 use crate::metrics;
 use crate::report::{check_writable, write_atomic, write_npy};
@@ -24,7 +25,8 @@ pub struct EvalArgs {
     /// Write the metrics and per-image scores as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write each anomaly map (crop resolution, float32 .npy) under this folder.
+    /// Write each anomaly map (the model input's resolution: the whole image by default, the crop
+    /// with --crop; float32 .npy, rows x columns) under this folder.
     #[arg(long)]
     pub dump_maps: Option<PathBuf>,
     #[command(flatten)]
@@ -112,13 +114,15 @@ pub fn run(a: EvalArgs) -> Result<Report> {
     let scores: Vec<f32> = inspections.iter().map(|i| i.score).collect();
     let image_auroc = metrics::auroc(&scores, &labels)?;
     let (f1_max, f1_threshold) = metrics::f1_max(&scores, &labels)?;
-    let size = model.meta().crop.output_size() as usize;
+    // Pixel metrics at the model input's resolution, masks mapped onto it as the images are.
+    let (width, height) = model.meta().crop.input_dims();
+    let (width, height) = (width as usize, height as usize);
     let masks: Vec<Vec<u8>> = dataset
         .test
         .iter()
         .map(|s| match &s.mask {
             Some(m) => data::load_mask(m, model.meta().crop).map_err(anyhow::Error::from),
-            None => Ok(vec![0u8; size * size]),
+            None => Ok(vec![0u8; width * height]),
         })
         .collect::<Result<_>>()?;
     let has_defect_pixels = masks.iter().any(|m| m.iter().any(|&v| v > 0));
@@ -128,14 +132,19 @@ pub fn run(a: EvalArgs) -> Result<Report> {
             .map(|i| i.map.values.as_slice())
             .collect();
         let mask_refs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
-        let inspect: Option<Vec<Vec<bool>>> = model.roi().map(|roi| {
-            inspections
-                .iter()
-                .map(|i| roi.crop_mask(&i.geometry, size as u32))
+        // The ROI's pixels of each image, and none of its padding.
+        let inspect: Vec<Option<Vec<bool>>> = inspections
+            .iter()
+            .map(|i| inspected(model.roi(), &i.geometry))
+            .collect();
+        let inspect: Option<Vec<Vec<bool>>> = inspect.iter().any(Option::is_some).then(|| {
+            inspect
+                .into_iter()
+                .map(|m| m.unwrap_or_else(|| vec![true; width * height]))
                 .collect()
         });
         let (pixel_auroc, pro) =
-            metrics::pixel_metrics(&maps, &mask_refs, inspect.as_deref(), size, size)?;
+            metrics::pixel_metrics(&maps, &mask_refs, inspect.as_deref(), width, height)?;
         (Some(pixel_auroc), Some(pro))
     } else {
         (None, None)
@@ -156,7 +165,7 @@ pub fn run(a: EvalArgs) -> Result<Report> {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
-            write_npy(&out, &[size, size], &i.map.values)
+            write_npy(&out, &[height, width], &i.map.values)
                 .with_context(|| format!("writing {}", out.display()))?;
         }
     }

@@ -22,13 +22,24 @@ pub struct MethodArgs {
     /// Index (into --stages) of the stage whose grid the patches live on.
     #[arg(long)]
     pub grid_stage: Option<usize>,
-    /// Resize the whole image to a square instead of shorter-side resize + centre crop (elongated parts).
+    /// The paper's geometry (MVTec AD protocol, parity): shorter side resized to --resize, then
+    /// the centre --input x --input kept. The rest of an elongated part is never seen.
+    #[arg(long, conflicts_with_all = ["squash", "resolution", "scale"])]
+    pub crop: bool,
+    /// Squash the whole image into an --input x --input square (aspect not kept).
+    #[arg(long, alias = "no-crop", conflicts_with_all = ["resolution", "scale"])]
+    pub squash: bool,
+    /// Working resolution of the default whole-image geometry: the input's longer side in
+    /// pixels (default: the training images' native size up to 4 MP; `fit` prints its choice).
+    #[arg(long, conflicts_with = "scale")]
+    pub resolution: Option<u32>,
+    /// Working resolution as a fraction of the training images' native size (e.g. 0.5).
     #[arg(long)]
-    pub no_crop: bool,
-    /// Shorter side after resizing (centre-crop mode).
+    pub scale: Option<f64>,
+    /// Shorter side after resizing (--crop).
     #[arg(long)]
     pub resize: Option<u32>,
-    /// Model input size: the crop, or the square in --no-crop mode.
+    /// Model input size: the crop (--crop) or the square (--squash).
     #[arg(long)]
     pub input: Option<u32>,
     /// Input normalisation: imagenet (mean/std) or tf ((x - 127) / 128); default: the registry's.
@@ -73,7 +84,9 @@ impl MethodArgs {
             || self.pixel_std.is_some()
     }
 
-    pub fn method(&self, rt: &RuntimeArgs) -> Result<Method> {
+    /// The method, its geometry resolved for the training images `train` (the whole-image
+    /// default reads their sizes); the second value says how the working resolution was chosen.
+    pub fn method(&self, rt: &RuntimeArgs, train: &[PathBuf]) -> Result<(Method, String)> {
         let spec = match &self.backbone {
             Some(name) => backbone::find(name)?,
             None => backbone::default_backbone(&rt.models_dir()),
@@ -87,28 +100,8 @@ impl MethodArgs {
         if let Some(g) = self.grid_stage {
             m.grid_stage = g;
         }
-        let (default_resize, default_input) = match m.crop {
-            CropMode::Center { resize, crop } => (resize, crop),
-            CropMode::Full { size } => (size * 8 / 7, size),
-        };
-        let input = self.input.unwrap_or(default_input);
-        m.crop = if self.no_crop {
-            CropMode::Full { size: input }
-        } else {
-            // Keep the paper's 256/224 ratio when only the input size is given.
-            let resize = self.resize.unwrap_or(if self.input.is_some() {
-                input * 8 / 7
-            } else {
-                default_resize
-            });
-            if resize < input {
-                bail!("--resize {resize} is smaller than the input size {input}");
-            }
-            CropMode::Center {
-                resize,
-                crop: input,
-            }
-        };
+        let why;
+        (m.crop, why) = self.geometry(m.crop, train)?;
         if let Some(norm) = self.normalization {
             (m.mean, m.std) = norm.mean_std();
         }
@@ -136,7 +129,62 @@ impl MethodArgs {
             m.blur_sigma = s;
         }
         m.validate().map_err(flag_error)?;
-        Ok(m)
+        Ok((m, why))
+    }
+
+    /// The geometry the flags ask for; `paper` is the backbone's crop (the paper's 256 / 224).
+    fn geometry(&self, paper: CropMode, train: &[PathBuf]) -> Result<(CropMode, String)> {
+        let (default_resize, default_input) = match paper {
+            CropMode::Center { resize, crop } => (resize, crop),
+            other => {
+                let (w, _) = other.input_dims();
+                (w * 8 / 7, w)
+            }
+        };
+        let input = self.input.unwrap_or(default_input);
+        if self.squash {
+            return Ok((CropMode::Full { size: input }, "--squash".into()));
+        }
+        if self.crop {
+            // Keep the paper's 256/224 ratio when only the input size is given.
+            let resize = self.resize.unwrap_or(if self.input.is_some() {
+                input * 8 / 7
+            } else {
+                default_resize
+            });
+            if resize < input {
+                bail!("--resize {resize} is smaller than the input size {input}");
+            }
+            let crop = CropMode::Center {
+                resize,
+                crop: input,
+            };
+            return Ok((crop, "--crop".into()));
+        }
+        if self.input.is_some() || self.resize.is_some() {
+            bail!("--input and --resize size the --crop or --squash input; the whole-image default takes --resolution or --scale");
+        }
+        let sizes = train
+            .iter()
+            .map(|p| data::image_size(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let native = data::working::native_long_side(&sizes);
+        let working = match (self.resolution, self.scale) {
+            (Some(long), _) => data::working::Working {
+                long,
+                reason: format!("--resolution {long} (native median longer side {native} px)"),
+            },
+            (None, Some(s)) if s.is_finite() && s > 0.0 => data::working::Working {
+                long: ((native as f64 * s).round() as u32).max(data::WHOLE_ALIGN),
+                reason: format!("--scale {s} of the native median longer side {native} px"),
+            },
+            (None, Some(s)) => bail!("--scale {s} must be a positive number"),
+            (None, None) => data::working::choose(&sizes, data::working::WORKING_PIXELS),
+        };
+        if working.long == 0 {
+            bail!("--resolution must be at least 1");
+        }
+        Ok((CropMode::whole_for(&sizes, working.long), working.reason))
     }
 }
 
@@ -183,6 +231,10 @@ pub struct BankArgs {
     /// Training images scored leave-one-out for the threshold (evenly spread); 0 = all.
     #[arg(long, default_value_t = 64)]
     pub calibration_images: usize,
+    /// Patches entering the coreset at most; past it each image gives an equal random share
+    /// (memory and selection time stay bounded at high resolution); 0 = all.
+    #[arg(long, default_value_t = 400_000)]
+    pub max_patches: usize,
 }
 
 impl Default for BankArgs {
@@ -224,6 +276,7 @@ impl BankArgs {
             seed: self.seed,
             bank_dtype: self.bank_dtype,
             calibration_images: self.calibration_images,
+            max_patches: self.max_patches,
             category: source.category,
             train_dir: source.train_dir,
             test_dir: source.test_dir,
@@ -236,11 +289,11 @@ pub fn run(a: FitArgs) -> Result<()> {
     // Before minutes of fitting: an unwritable --out fails now.
     crate::report::check_writable(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let t_all = Instant::now();
-    let method = a.method.method(&a.runtime)?;
     let dataset = data::open(&a.data, a.category.as_deref())?;
     if dataset.train.is_empty() {
         bail!("{}: no training images found", a.data.display());
     }
+    let (method, why) = a.method.method(&a.runtime, &dataset.train)?;
     // Absolute, so the app finds the images whatever folder it is started from.
     let absolute =
         |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -270,6 +323,10 @@ pub fn run(a: FitArgs) -> Result<()> {
         opts.method.stages.join("+"),
         opts.device
     );
+    eprintln!(
+        "fit: geometry {}; working resolution from {why}",
+        opts.method.crop.describe()
+    );
     let (model, mut file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
     // The model's copy of the bank is not needed to save the file's.
     drop(model);
@@ -279,13 +336,17 @@ pub fn run(a: FitArgs) -> Result<()> {
         .with_context(|| format!("saving {}", a.out.display()))?;
     let save_s = t.elapsed().as_secs_f64();
     let c = &file.meta.calibration;
+    let [gh, gw] = file.meta.grid;
+    let images = file.meta.n_train_images.max(1) as u64;
     println!(
-        "bank: {} ({} of {} patches, {} x {}), threshold {:.4} (calibration {:.4}..{:.4})",
+        "bank: {} ({} of {} patches; {} x {} = {} patches per image, {} per image into the coreset), threshold {:.4} (calibration {:.4}..{:.4})",
         a.out.display(),
         file.meta.coreset_size,
         file.meta.n_patches,
-        file.meta.coreset_size,
-        file.meta.embed_dim,
+        gw,
+        gh,
+        gw * gh,
+        file.meta.n_patches / images,
         c.threshold,
         c.min,
         c.max
@@ -345,6 +406,7 @@ fn flag_error(e: FieldError) -> anyhow::Error {
         "std" => "--pixel-std".to_string(),
         "crop.resize" => "--resize".to_string(),
         "crop.crop" | "crop.size" => "--input".to_string(),
+        "crop.width" | "crop.height" => "--resolution".to_string(),
         field => format!("--{}", field.replace('_', "-")),
     };
     anyhow::anyhow!("{flag} {}", e.problem)

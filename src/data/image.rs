@@ -21,6 +21,27 @@ pub fn load_luma8(path: &Path) -> Result<GrayImage, DataError> {
     Ok(decode(path)?.into_luma8())
 }
 
+/// An image's `(width, height)` from its header alone (no pixel is decoded): what `fit` reads
+/// of every training image to choose the working resolution.
+pub fn image_size(path: &Path) -> Result<(u32, u32), DataError> {
+    let bad = |reason: String| DataError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = ImageReader::open(path)
+        .map_err(|source| DataError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|e| bad(format!("unreadable header: {e}")))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| bad(format!("unreadable header: {e}")))?;
+    decode_limits().check(w, h).map_err(bad)?;
+    Ok((w, h))
+}
+
 /// What an image may be before it is decoded. Process-wide, like a ulimit: every decode (engine
 /// batches, the app's thumbnails, masks) obeys the same policy, which the CLI's `--max-pixels`
 /// and `--max-aspect` set once at start.

@@ -1,5 +1,6 @@
 //! The model-input pipeline of the reference implementation (torchvision on PIL images):
-//! `Resize` + `CenterCrop` (or a plain square resize), then `ToTensor` + `Normalize`.
+//! `Resize` + `CenterCrop` (or a plain square resize, or the whole image with its aspect kept),
+//! then `ToTensor` + `Normalize`.
 use image::{ImageBuffer, Pixel, RgbImage};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -14,27 +15,75 @@ pub enum CropMode {
     /// torchvision `Resize(resize)` (shorter side to `resize`) then `CenterCrop(crop)`: the paper's
     /// preprocessing. Parts near the border of elongated images are cut off.
     Center { resize: u32, crop: u32 },
-    /// Resize the whole image to `size` x `size`, ignoring the aspect ratio (elongated parts).
+    /// Resize the whole image to `size` x `size`, ignoring the aspect ratio (`--squash`).
     Full { size: u32 },
+    /// The whole image, aspect ratio kept, resized to fit a `width` x `height` input that `fit`
+    /// chose from its training images (`Whole::choose`). An image whose aspect is within one
+    /// `WHOLE_ALIGN` cell of the input's fills it; another is centred with black padding.
+    Whole { width: u32, height: u32 },
 }
 
+/// Whole-image inputs are multiples of this (the patch grid's stride): any rounding is under one
+/// feature cell.
+pub const WHOLE_ALIGN: u32 = 8;
+
 impl CropMode {
-    /// Side of the square model input this mode produces.
-    pub fn output_size(&self) -> u32 {
+    /// Model input `(width, height)` this mode produces.
+    pub fn input_dims(&self) -> (u32, u32) {
         match *self {
-            CropMode::Center { crop, .. } => crop.max(1),
-            CropMode::Full { size } => size.max(1),
+            CropMode::Center { crop, .. } => (crop.max(1), crop.max(1)),
+            CropMode::Full { size } => (size.max(1), size.max(1)),
+            CropMode::Whole { width, height } => (width.max(1), height.max(1)),
+        }
+    }
+
+    /// The geometry's name, as `fit` prints it and the bank's metadata shows it.
+    pub fn describe(&self) -> String {
+        let (w, h) = self.input_dims();
+        match *self {
+            CropMode::Center { resize, crop } => {
+                format!("crop (shorter side to {resize}, centre {crop} x {crop})")
+            }
+            CropMode::Full { size } => format!("squash ({size} x {size}, aspect not kept)"),
+            CropMode::Whole { .. } => format!("whole ({w} x {h}, aspect kept)"),
+        }
+    }
+
+    /// The whole-image input for images of `sizes` (width, height) at working resolution
+    /// `long` (the longer side): each image resized so its longer side is `long`, the input
+    /// just large enough for all of them, rounded to `WHOLE_ALIGN`. One size (a line camera)
+    /// gives that size's aspect and no padding; mixed orientations give a square.
+    pub fn whole_for(sizes: &[(u32, u32)], long: u32) -> CropMode {
+        let long = long.max(WHOLE_ALIGN) as f64;
+        let align = |v: f64| {
+            let a = WHOLE_ALIGN as f64;
+            ((v / a).round() * a).max(a)
+        };
+        let (mut width, mut height) = (0.0f64, 0.0f64);
+        for &(w, h) in sizes {
+            let s = long / w.max(h).max(1) as f64;
+            width = width.max(align(w.max(1) as f64 * s));
+            height = height.max(align(h.max(1) as f64 * s));
+        }
+        if sizes.is_empty() {
+            (width, height) = (align(long), align(long));
+        }
+        CropMode::Whole {
+            width: width as u32,
+            height: height as u32,
         }
     }
 }
 
-/// Where the resized image goes and which square of it is kept.
+/// Where the resized image goes and which `out_w` x `out_h` window of it is kept (a window
+/// reaching past the resized image is padded with black).
 struct Plan {
     width: u32,
     height: u32,
     left: i64,
     top: i64,
-    size: u32,
+    out_w: u32,
+    out_h: u32,
 }
 
 impl Plan {
@@ -47,7 +96,8 @@ impl Plan {
             scale_y: self.height as f64 / h.max(1) as f64,
             off_x: self.left as f64,
             off_y: self.top as f64,
-            crop: self.size,
+            width: self.out_w,
+            height: self.out_h,
         }
     }
 }
@@ -70,7 +120,8 @@ fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
                 height,
                 left: center_crop_offset(width, crop),
                 top: center_crop_offset(height, crop),
-                size: crop,
+                out_w: crop,
+                out_h: crop,
             }
         }
         CropMode::Full { size } => {
@@ -80,7 +131,35 @@ fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
                 height: size,
                 left: 0,
                 top: 0,
-                size,
+                out_w: size,
+                out_h: size,
+            }
+        }
+        CropMode::Whole { .. } => {
+            let (out_w, out_h) = mode.input_dims();
+            let s = (out_w as f64 / w.max(1) as f64).min(out_h as f64 / h.max(1) as f64);
+            let fit = |n: u32, out: u32| ((n.max(1) as f64 * s).round() as u32).clamp(1, out);
+            let (rw, rh) = (fit(w, out_w), fit(h, out_h));
+            if out_w - rw < WHOLE_ALIGN && out_h - rh < WHOLE_ALIGN {
+                // Within one feature cell of the input's aspect: fill it, stretched by less
+                // than a cell, rather than pad a sliver.
+                Plan {
+                    width: out_w,
+                    height: out_h,
+                    left: 0,
+                    top: 0,
+                    out_w,
+                    out_h,
+                }
+            } else {
+                Plan {
+                    width: rw,
+                    height: rh,
+                    left: -(((out_w - rw) / 2) as i64),
+                    top: -(((out_h - rh) / 2) as i64),
+                    out_w,
+                    out_h,
+                }
             }
         }
     }
@@ -101,20 +180,20 @@ fn center_crop_offset(n: u32, crop: u32) -> i64 {
     }
 }
 
-/// Copies the `size` x `size` square at (`left`, `top`), zero outside the image.
-fn crop_square<P: Pixel<Subpixel = u8>>(
+/// Copies the `out_w` x `out_h` window at (`left`, `top`), zero outside the image.
+fn crop_window<P: Pixel<Subpixel = u8>>(
     img: &ImageBuffer<P, Vec<u8>>,
     left: i64,
     top: i64,
-    size: u32,
+    (out_w, out_h): (u32, u32),
 ) -> ImageBuffer<P, Vec<u8>> {
     let c = P::CHANNEL_COUNT as usize;
     let (w, h) = (img.width() as i64, img.height() as i64);
-    let n = size as usize;
-    let mut out = vec![0u8; n * n * c];
+    let n = out_w as usize;
+    let mut out = vec![0u8; n * out_h as usize * c];
     let src = img.as_raw();
     let x0 = left.max(0);
-    let x1 = (left + size as i64).min(w);
+    let x1 = (left + out_w as i64).min(w);
     if x1 > x0 {
         for (y, row) in out.chunks_mut(n * c).enumerate() {
             let sy = top + y as i64;
@@ -127,10 +206,10 @@ fn crop_square<P: Pixel<Subpixel = u8>>(
             row[d..d + len].copy_from_slice(&src[s..s + len]);
         }
     }
-    ImageBuffer::from_raw(size, size, out).expect("crop buffer has size*size pixels")
+    ImageBuffer::from_raw(out_w, out_h, out).expect("the window buffer has out_w*out_h pixels")
 }
 
-/// Turns a decoded image into the square model input and says where it sits in the original.
+/// Turns a decoded image into the model input and says where it sits in the original.
 /// Bit-exact with torchvision `Resize` + `CenterCrop` on a PIL RGB image.
 pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
     let p = plan(img.width(), img.height(), mode);
@@ -138,25 +217,24 @@ pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
     (resize_and_crop(img, &p), geometry)
 }
 
-/// The plan's square: only the part of the resize that the square keeps is computed.
+/// The plan's window: only the part of the resize that the window keeps is computed.
 fn resize_and_crop<P: Pixel<Subpixel = u8>>(
     img: &ImageBuffer<P, Vec<u8>>,
     p: &Plan,
 ) -> ImageBuffer<P, Vec<u8>> {
     let clamp = |v: i64, n: u32| v.clamp(0, n as i64) as u32;
-    let end = |start: i64| start + p.size as i64;
     let window = Window {
         x0: clamp(p.left, p.width),
         y0: clamp(p.top, p.height),
-        x1: clamp(end(p.left), p.width),
-        y1: clamp(end(p.top), p.height),
+        x1: clamp(p.left + p.out_w as i64, p.width),
+        y1: clamp(p.top + p.out_h as i64, p.height),
     };
     let part = resize_window(img, p.width, p.height, window);
-    crop_square(
+    crop_window(
         &part,
         p.left - window.x0 as i64,
         p.top - window.y0 as i64,
-        p.size,
+        (p.out_w, p.out_h),
     )
 }
 
@@ -169,8 +247,8 @@ pub fn crop_geometry(w: u32, h: u32, mode: CropMode) -> Geometry {
 /// Loads a ground-truth mask and maps it onto the model input exactly as `preprocess` maps its
 /// image (Pillow bilinear on the 8-bit mask, as the reference dataset does), then binarises with
 /// `value >= 128`. MVTec masks are 0/255; magnetic-tile masks have grey anti-aliased borders,
-/// which this counts as defect when they are at least half intensity. Returns `crop * crop`
-/// values in {0, 1}, row-major. The mask is resized from its own size, which must equal the
+/// which this counts as defect when they are at least half intensity. Returns one value in
+/// {0, 1} per model-input pixel, row-major. The mask is resized from its own size, which must equal the
 /// image's for the two to line up (it does in MVTec AD and magnetic tile).
 pub fn load_mask(path: &Path, mode: CropMode) -> Result<Vec<u8>, DataError> {
     let mask = load_luma8(path)?;

@@ -119,7 +119,8 @@ mod tests {
             scale_y: 1.0,
             off_x: 0.0,
             off_y: 0.0,
-            crop: size,
+            width: size,
+            height: size,
         }
     }
 
@@ -174,7 +175,8 @@ mod tests {
             scale_y: 0.5,
             off_x: 0.0,
             off_y: 0.0,
-            crop: 224,
+            width: 224,
+            height: 224,
         };
         let m = map_with(224, &[(10, 10), (11, 10)], 1.0);
         let r = find_regions(&m, (224, 224), 0.5, None, &g, 0, None);

@@ -97,10 +97,10 @@ impl Roi {
         Ok(())
     }
 
-    /// Whether each pixel of the `size` x `size` model input (the anomaly map) is inspected: the
-    /// map pixel's centre mapped to the original image through `g`, then to the mask stretched
-    /// over the image, nearest neighbour.
-    pub fn crop_mask(&self, g: &Geometry, size: u32) -> Vec<bool> {
+    /// Whether each pixel of the model input (the anomaly map, `g.width` x `g.height`) is
+    /// inspected: the map pixel's centre mapped to the original image through `g`, then to the
+    /// mask stretched over the image, nearest neighbour. Padding is never inspected.
+    pub fn crop_mask(&self, g: &Geometry) -> Vec<bool> {
         let axis = |n: u32, scale: f64, off: f64, orig: u32, side: u32| -> Vec<usize> {
             (0..n)
                 .map(|i| {
@@ -110,31 +110,48 @@ impl Roi {
                 })
                 .collect()
         };
-        let xs = axis(size, g.scale_x, g.off_x, g.orig_width, self.width);
-        let ys = axis(size, g.scale_y, g.off_y, g.orig_height, self.height);
+        let xs = axis(g.width, g.scale_x, g.off_x, g.orig_width, self.width);
+        let ys = axis(g.height, g.scale_y, g.off_y, g.orig_height, self.height);
         let w = self.width as usize;
         ys.iter()
             .flat_map(|&y| xs.iter().map(move |&x| self.mask[y * w + x] == 1))
+            .zip(g.content_mask())
+            .map(|(roi, content)| roi && content)
             .collect()
     }
 }
 
-/// A `rows` x `cols` patch grid laid over a `size` x `size` crop mask: a cell is inspected when
-/// at least half of its pixels are.
-pub fn grid_mask(crop: &[bool], size: u32, rows: u32, cols: u32) -> Vec<bool> {
-    let s = size as usize;
-    let edge = |i: u32, n: u32| (i as usize * s) / n.max(1) as usize;
+/// The model-input pixels that take part in scores, regions and pixel metrics: the ROI's, and
+/// only pixels of the image (not padding). None: all of them.
+pub fn inspected(roi: Option<&Roi>, g: &Geometry) -> Option<Vec<bool>> {
+    match roi {
+        Some(r) => Some(r.crop_mask(g)),
+        None => (!g.is_filled()).then(|| g.content_mask()),
+    }
+}
+
+/// A `rows` x `cols` patch grid laid over a `width` x `height` input mask: a cell is inspected
+/// when at least half of its pixels are.
+pub fn grid_mask(crop: &[bool], (width, height): (u32, u32), rows: u32, cols: u32) -> Vec<bool> {
+    let (w, h) = (width as usize, height as usize);
+    let edge = |i: u32, n: u32, s: usize| (i as usize * s) / n.max(1) as usize;
     let mut out = Vec::with_capacity((rows * cols) as usize);
     for r in 0..rows {
-        let (y0, y1) = (edge(r, rows), edge(r + 1, rows).max(edge(r, rows) + 1));
+        let (y0, y1) = (
+            edge(r, rows, h),
+            edge(r + 1, rows, h).max(edge(r, rows, h) + 1),
+        );
         for c in 0..cols {
-            let (x0, x1) = (edge(c, cols), edge(c + 1, cols).max(edge(c, cols) + 1));
+            let (x0, x1) = (
+                edge(c, cols, w),
+                edge(c + 1, cols, w).max(edge(c, cols, w) + 1),
+            );
             let mut on = 0;
             let mut all = 0;
-            for y in y0..y1.min(s) {
-                for x in x0..x1.min(s) {
+            for y in y0..y1.min(h) {
+                for x in x0..x1.min(w) {
                     all += 1;
-                    on += usize::from(crop.get(y * s + x) == Some(&true));
+                    on += usize::from(crop.get(y * w + x) == Some(&true));
                 }
             }
             out.push(2 * on >= all && all > 0);
@@ -158,18 +175,46 @@ mod tests {
             scale_y: 8.0 / 200.0,
             off_x: 0.0,
             off_y: 0.0,
-            crop: 8,
+            width: 8,
+            height: 8,
         };
-        let m = roi.crop_mask(&g, 8);
+        let m = roi.crop_mask(&g);
         for y in 0..8 {
             let row: Vec<bool> = m[y * 8..y * 8 + 8].to_vec();
             assert_eq!(row, [true, true, true, true, false, false, false, false]);
         }
-        let grid = grid_mask(&m, 8, 2, 2);
+        let grid = grid_mask(&m, (8, 8), 2, 2);
         assert_eq!(grid, [true, false, true, false]);
         assert!(roi.check_aspect(Path::new("m.png"), 400, 200).is_ok());
         let e = roi.check_aspect(Path::new("m.png"), 300, 300).unwrap_err();
         assert!(e.to_string().contains("m.png"), "{e}");
+    }
+
+    #[test]
+    fn padding_is_never_inspected() {
+        // A 100 x 400 image centred in a 16 x 16 input: 4 columns of image, 6 of padding each side.
+        let g = Geometry {
+            orig_width: 100,
+            orig_height: 400,
+            scale_x: 0.04,
+            scale_y: 0.04,
+            off_x: -6.0,
+            off_y: 0.0,
+            width: 16,
+            height: 16,
+        };
+        let m = inspected(None, &g).expect("padded input has a mask");
+        let row: Vec<bool> = m[..16].to_vec();
+        let want: Vec<bool> = (0..16).map(|x| (6..10).contains(&x)).collect();
+        assert_eq!(row, want);
+        let all = Roi::new(1, 4, &[1; 4]).unwrap();
+        assert_eq!(all.crop_mask(&g), m);
+        let filled = Geometry {
+            off_x: 0.0,
+            scale_x: 0.16,
+            ..g
+        };
+        assert!(inspected(None, &filled).is_none());
     }
 
     #[test]

@@ -77,14 +77,19 @@ pub fn gaussian_blur(maps: &Tensor, sigma: f64) -> Result<Tensor, EngineError> {
     Ok(x.f_view([b, h, w])?)
 }
 
-/// `(B, h, w)` patch scores to `(B, size, size)` anomaly maps.
-pub fn anomaly_maps(patch_scores: &Tensor, size: i64, sigma: f64) -> Result<Tensor, EngineError> {
+/// `(B, h, w)` patch scores to `(B, height, width)` anomaly maps.
+pub fn anomaly_maps(
+    patch_scores: &Tensor,
+    (width, height): (u32, u32),
+    sigma: f64,
+) -> Result<Tensor, EngineError> {
     let (b, h, w) = patch_scores.size3()?;
+    let (width, height) = (width as i64, height as i64);
     let up = patch_scores
         .f_to_kind(Kind::Float)?
         .f_view([b, 1, h, w])?
-        .f_upsample_bilinear2d([size, size], false, None, None)?
-        .f_view([b, size, size])?;
+        .f_upsample_bilinear2d([height, width], false, None, None)?
+        .f_view([b, height, width])?;
     gaussian_blur(&up, sigma)
 }
 

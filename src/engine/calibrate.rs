@@ -8,7 +8,7 @@ use super::knn::Searcher;
 use super::pipeline::Progress;
 use super::{EngineError, Method};
 use crate::bank::{BankMeta, Calibration, CalibrationPatches};
-use crate::decide::{grid_mask, Roi, Rules};
+use crate::decide::{grid_mask, inspected, Roi, Rules};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Patches kept per calibration image: 32 x 1,024 floats, 128 KB per image. A rescore is exact
@@ -155,22 +155,22 @@ pub fn recalibrate(
             "this bank holds no calibration maps (fitted before version 2): refit it to use an ROI or recalibrate".into(),
         ));
     }
-    let size = meta.crop.output_size();
+    let dims = meta.crop.input_dims();
     let crop_masks: Vec<Option<Vec<bool>>> = meta
         .calibration_geometry
         .iter()
-        .map(|g| roi.map(|r| r.crop_mask(g, size)))
+        .map(|g| inspected(roi, g))
         .collect();
     let mut scores = Vec::with_capacity(n);
     for (grid, mask) in maps.chunks_exact(cells).zip(&crop_masks) {
-        let inspect = mask.as_ref().map(|m| grid_mask(m, size, gh, gw));
+        let inspect = mask.as_ref().map(|m| grid_mask(m, dims, gh, gw));
         scores.push(top_inspected(grid, inspect.as_deref()));
     }
     let mut pixel_threshold = 0.0f32;
-    let px = (size * size) as usize;
+    let px = (dims.0 * dims.1) as usize;
     for (b, block) in maps.chunks(MAP_BLOCK * cells).enumerate() {
         let t = Tensor::f_from_slice(block)?.f_view([-1, gh as i64, gw as i64])?;
-        let up = super::host::to_host_f32(&anomaly_maps(&t, size as i64, meta.blur_sigma.into())?)?;
+        let up = super::host::to_host_f32(&anomaly_maps(&t, dims, meta.blur_sigma.into())?)?;
         for (j, map) in up.chunks_exact(px).enumerate() {
             let mask = crop_masks[b * MAP_BLOCK + j].as_deref();
             pixel_threshold = pixel_threshold.max(top_inspected(map, mask));

@@ -30,6 +30,9 @@ pub struct FitOptions {
     pub bank_dtype: BankDtype,
     /// Training images scored leave-one-out for calibration (evenly spread); 0 = all.
     pub calibration_images: usize,
+    /// Patches entering the coreset at most (0: all): past it each image gives an equal random
+    /// share, so memory and selection time stay bounded as patches per image grow.
+    pub max_patches: usize,
     pub category: String,
     pub train_dir: PathBuf,
     pub test_dir: Option<PathBuf>,
@@ -41,6 +44,28 @@ pub struct FitTimes {
     pub features_s: f64,
     pub coreset_s: f64,
     pub calibration_s: f64,
+}
+
+/// Patches each of `n_images` images of `per_image` patches gives the coreset under a budget of
+/// `max_patches` (0: no budget): all of them, or an equal share, at least one.
+pub fn sampled_per_image(per_image: usize, n_images: usize, max_patches: usize) -> usize {
+    if max_patches == 0 {
+        return per_image;
+    }
+    (max_patches / n_images.max(1)).clamp(1, per_image.max(1))
+}
+
+/// The `sample` patches of image `image` that enter the coreset: a seeded random subset, in
+/// grid order, so the same fit picks the same patches.
+fn sample_patches(per_image: usize, sample: usize, seed: u64, image: usize) -> Vec<i64> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (image as u64).rotate_left(32));
+    let mut idx: Vec<i64> = rand::seq::index::sample(&mut rng, per_image, sample)
+        .into_iter()
+        .map(|i| i as i64)
+        .collect();
+    idx.sort_unstable();
+    idx
 }
 
 /// Evenly spread subset of `0..n` of size `m` (all when `m` is 0 or >= n).
@@ -81,25 +106,56 @@ impl PatchCore {
         // Full rows go to disk; only their projections stay in memory for the coreset.
         let mut store = FeatureStore::new(dim as usize).map_err(io)?;
         let mut reduced = coreset::Projected::new(opts.device);
+        let calib = spread(train.len(), opts.calibration_images);
+        // Calibration scores whole images: when the coreset sees a sample of each image's
+        // patches, the calibration images' full rows go to a store of their own.
+        let mut calib_store: Option<FeatureStore> = None;
         let mut grid = (0, 0);
+        let mut sample = 0;
         let mut failure = None;
         // Where each training image's crop sat, for laying an ROI over its calibration map.
         let mut geometry = Vec::with_capacity(train.len());
-        for_each_decoded(train, opts.batch_size, opts.method.crop, |_, decoded, _| {
-            let step = || -> Result<(), EngineError> {
-                let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-                geometry.extend(decoded.iter().map(|d| d.geometry));
-                let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
-                let (emb, g) = extractor.embed(&crops)?;
-                grid = g;
-                let rows = emb.f_view([-1, dim])?;
-                reduced.push(&rows.f_matmul(&projection)?)?;
-                store.append(&rows).map_err(io)?;
-                progress.advance(crops.len() as u64);
-                Ok(())
-            };
-            step().map_err(|e| failure = Some(e)).is_ok()
-        });
+        for_each_decoded(
+            train,
+            opts.batch_size,
+            opts.method.crop,
+            |offset, decoded, _| {
+                let step = || -> Result<(), EngineError> {
+                    let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+                    geometry.extend(decoded.iter().map(|d| d.geometry));
+                    let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
+                    let (emb, g) = extractor.embed(&crops)?;
+                    let per_image = (g.0 * g.1) as usize;
+                    if sample == 0 {
+                        grid = g;
+                        sample = sampled_per_image(per_image, train.len(), opts.max_patches);
+                        if sample < per_image {
+                            calib_store = Some(FeatureStore::new(dim as usize).map_err(io)?);
+                        }
+                    }
+                    for (j, image) in emb.f_unbind(0)?.iter().enumerate() {
+                        let i = offset + j;
+                        let rows = match sample < per_image {
+                            false => image.shallow_clone(),
+                            true => {
+                                if let (Some(cs), true) = (&mut calib_store, calib.contains(&i)) {
+                                    cs.append(image).map_err(io)?;
+                                }
+                                let idx = sample_patches(per_image, sample, opts.seed, i);
+                                let idx =
+                                    Tensor::f_from_slice(&idx)?.f_to_device(image.device())?;
+                                image.f_index_select(0, &idx)?
+                            }
+                        };
+                        reduced.push(&rows.f_matmul(&projection)?)?;
+                        store.append(&rows).map_err(io)?;
+                    }
+                    progress.advance(crops.len() as u64);
+                    Ok(())
+                };
+                step().map_err(|e| failure = Some(e)).is_ok()
+            },
+        );
         if let Some(e) = failure {
             return Err(e);
         }
@@ -132,12 +188,11 @@ impl PatchCore {
         let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype)?;
         let bank_source = Tensor::f_from_slice(&picks)?
             .f_to_device(opts.device)?
-            .f_divide_scalar_mode(per_image, "floor")?;
+            .f_divide_scalar_mode(sample as i64, "floor")?;
         times.coreset_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         let searcher = searcher_for(&bank_rows, opts.precision)?;
-        let calib = spread(train.len(), opts.calibration_images);
         let keep = CALIBRATION_KEEP.min(per_image);
         let loo = leave_one_out(
             &searcher,
@@ -147,11 +202,16 @@ impl PatchCore {
             keep,
             &calib,
             opts.batch_size,
-            &mut |i| {
-                let start = i * per_image as usize;
-                store
-                    .read_range(start, per_image as usize, opts.device)
-                    .map_err(io)
+            &mut |i| match &mut calib_store {
+                // The calibration images' rows were stored in `calib`'s order.
+                Some(cs) => {
+                    let at = calib.iter().position(|&c| c == i).unwrap_or(0);
+                    cs.read_range(at * per_image as usize, per_image as usize, opts.device)
+                        .map_err(io)
+                }
+                None => store
+                    .read_range(i * per_image as usize, per_image as usize, opts.device)
+                    .map_err(io),
             },
             progress,
         )?;

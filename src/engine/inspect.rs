@@ -10,7 +10,7 @@ use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
 use crate::backbone::{self, Backbone};
 use crate::bank::{BankDtype, BankError, BankFile, BankMeta};
-use crate::decide::{find_regions, grid_mask, Roi};
+use crate::decide::{find_regions, grid_mask, inspected, Roi};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -131,24 +131,23 @@ impl PatchCore {
         let t1 = Instant::now();
         let nb = self.searcher.search(&flat, method.k, None)?;
         let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
-        let size = method.input_size() as i64;
-        // Map pixels and patch cells the ROI inspects, per image (each has its own geometry).
+        let dims = method.input_dims();
+        // Map pixels and patch cells inspected (the ROI's, not padding), per image: each has
+        // its own geometry.
         let crop_masks: Vec<Option<Vec<bool>>> = batch
             .iter()
-            .map(|d| {
-                self.roi
-                    .as_ref()
-                    .map(|r| r.crop_mask(&d.geometry, size as u32))
-            })
+            .map(|d| inspected(self.roi.as_ref(), &d.geometry))
             .collect();
         // Patch scores are distances (>= 0): zeroing an ignored cell keeps it from the top.
-        let scored = match &self.roi {
-            None => patch.shallow_clone(),
-            Some(_) => {
+        let scored = match crop_masks.iter().all(Option::is_none) {
+            true => patch.shallow_clone(),
+            false => {
                 let cells: Vec<f32> = crop_masks
                     .iter()
-                    .flatten()
-                    .flat_map(|m| grid_mask(m, size as u32, h as u32, w as u32))
+                    .flat_map(|m| match m {
+                        Some(m) => grid_mask(m, dims, h as u32, w as u32),
+                        None => vec![true; (h * w) as usize],
+                    })
                     .map(f32::from)
                     .collect();
                 let keep = Tensor::f_from_slice(&cells)?
@@ -166,7 +165,7 @@ impl PatchCore {
             )?)?;
         }
         let t2 = Instant::now();
-        let maps = anomaly_maps(&patch.f_view([b, h, w])?, size, method.blur_sigma)?;
+        let maps = anomaly_maps(&patch.f_view([b, h, w])?, dims, method.blur_sigma)?;
         let mut maps = to_host_f32(&maps)?;
         let image = to_host_f32(&image)?;
         let top_score = to_host_f32(&scored.f_gather(1, &top.f_unsqueeze(1)?, false)?)?;
@@ -179,7 +178,7 @@ impl PatchCore {
             search_ms: per(t1, t2),
             map_ms: per(t2, t3),
         };
-        let px = (size * size) as usize;
+        let px = (dims.0 * dims.1) as usize;
         let rules = self.meta.rules();
         Ok(batch
             .iter()
@@ -198,7 +197,7 @@ impl PatchCore {
                 }
                 let regions = find_regions(
                     map,
-                    (size as u32, size as u32),
+                    dims,
                     rules.pixel_threshold,
                     mask.as_deref(),
                     &dec.geometry,
@@ -210,8 +209,8 @@ impl PatchCore {
                     score: image[i],
                     normalized: self.meta.normalize(image[i]),
                     map: AnomalyMap {
-                        width: size as u32,
-                        height: size as u32,
+                        width: dims.0,
+                        height: dims.1,
                         values: map.to_vec(),
                     },
                     regions,

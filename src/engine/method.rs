@@ -65,8 +65,9 @@ impl Method {
         }
     }
 
-    pub fn input_size(&self) -> u32 {
-        self.crop.output_size()
+    /// Model input `(width, height)`.
+    pub fn input_dims(&self) -> (u32, u32) {
+        self.crop.input_dims()
     }
 
     /// The same value checks a bank's metadata gets on loading (see `ScoringSettings::check`).

@@ -172,11 +172,12 @@ fn score(
     progress.finish();
     let metric = |e: metrics::MetricsError| EngineError::Config(format!("selection: {e}"));
     let labels: Vec<bool> = masks.iter().map(|m| m.iter().any(|&v| v > 0)).collect();
-    let side = opts.method.input_size() as usize;
+    let (w, h) = opts.method.input_dims();
     let map_refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
     let mask_refs: Vec<&[u8]> = masks.iter().map(Vec::as_slice).collect();
     let (pixel_auroc, pro) =
-        metrics::pixel_metrics(&map_refs, &mask_refs, None, side, side).map_err(metric)?;
+        metrics::pixel_metrics(&map_refs, &mask_refs, None, w as usize, h as usize)
+            .map_err(metric)?;
     Ok([
         metrics::auroc(&scores, &labels).map_err(metric)?,
         pixel_auroc,

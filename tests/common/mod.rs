@@ -200,6 +200,7 @@ pub fn small_fit_options(backbone: &str, root: &Path) -> patchcore::engine::FitO
         seed: 0,
         bank_dtype: patchcore::bank::BankDtype::F32,
         calibration_images: 0,
+        max_patches: 0,
         category: "parts".into(),
         train_dir: root.join("train/good"),
         test_dir: Some(root.to_path_buf()),

@@ -22,7 +22,8 @@ pub(super) fn inspection(path: &Path, score: f32) -> Inspection {
             scale_y: 1.0,
             off_x: 0.0,
             off_y: 0.0,
-            crop: 10,
+            width: 10,
+            height: 10,
         },
         top_patch: TopPatch {
             row: 0,

@@ -1,0 +1,183 @@
+//! The whole part at the camera's resolution: tiled features stitch into the untiled grid, and
+//! the whole-image geometry sees the far ends of an elongated part that the paper's crop cuts off.
+mod common;
+
+use common::{real_weights, small_fit_options};
+use image::{imageops, RgbImage};
+use patchcore::backbone::{self, Backbone};
+use patchcore::data::{self, synthetic::SyntheticSpec, CropMode};
+use patchcore::engine::extractor::Tiling;
+use patchcore::engine::{Extractor, Method, NoProgress, PatchCore, Precision};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Largest difference between two patch grids, relative to the largest feature magnitude.
+fn relative_gap(a: &Tensor, b: &Tensor) -> f64 {
+    let gap = (a - b).abs().max().double_value(&[]);
+    gap / b.abs().max().double_value(&[])
+}
+
+#[test]
+fn tiles_stitch_into_the_untiled_feature_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SyntheticSpec {
+        size: 1024,
+        n_train: 1,
+        n_test_good: 0,
+        n_test_defect_per_type: 0,
+        ..Default::default()
+    };
+    let ds = data::generate(tmp.path(), "parts", &spec).unwrap();
+    let img = data::load_rgb8(&ds.train[0]).unwrap();
+    // A non-square input, so rows and columns of tiles both get tested.
+    let img = imageops::crop_imm(&img, 0, 192, 1024, 640).to_image();
+    let bb = backbone::find("efficientnet_lite2").unwrap();
+    let mut method = Method::defaults_for(bb);
+    method.crop = CropMode::whole_for(&[(1024, 640)], 1024);
+    let (input, _) = data::preprocess(&img, method.crop);
+    let extractor = |tiling: Option<Tiling>| {
+        let b = Backbone::load(bb.name, &real_weights(bb.weights_file), Device::Cpu).unwrap();
+        let e = Extractor::new(b, method.clone(), Precision::F32).unwrap();
+        match tiling {
+            Some(t) => e.with_tiling(t, 0),
+            None => e,
+        }
+    };
+    let (whole, grid) = extractor(None).embed(&[&input]).unwrap();
+    assert_eq!(grid, (80, 128));
+    let mut gaps = Vec::new();
+    for margin in [128, 256] {
+        let tiled = extractor(Some(Tiling { side: 256, margin }));
+        let (t, g) = tiled.embed(&[&input]).unwrap();
+        assert_eq!(g, grid);
+        assert_eq!(t.size(), whole.size());
+        gaps.push(relative_gap(
+            &t.to_kind(Kind::Double),
+            &whole.to_kind(Kind::Double),
+        ));
+    }
+    eprintln!("tiled vs whole, largest relative gap at margins 128 / 256 px: {gaps:?}");
+    // Margins measured on this input: 64 px 8.2 %, 128 px 1.6 %, 192 px 0.26 %, 256 px 5.5e-8.
+    assert!(
+        gaps[0] > 1e-3,
+        "a short margin must show its seam: {gaps:?}"
+    );
+    assert!(
+        gaps[1] < 1e-6,
+        "the receptive-field margin stitches exactly: {gaps:?}"
+    );
+}
+
+/// Three good parts side by side make one long part; a defect goes in the chosen third.
+fn strip(parts: [&Path; 3], out: &Path) -> PathBuf {
+    let imgs: Vec<RgbImage> = parts.iter().map(|p| data::load_rgb8(p).unwrap()).collect();
+    let (w, h) = imgs[0].dimensions();
+    let mut s = RgbImage::new(3 * w, h);
+    for (i, img) in imgs.iter().enumerate() {
+        imageops::replace(&mut s, img, (i as u32 * w) as i64, 0);
+    }
+    s.save(out).unwrap();
+    out.to_path_buf()
+}
+
+#[test]
+fn the_whole_geometry_finds_a_defect_at_the_far_end_that_the_crop_never_sees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SyntheticSpec {
+        size: 192,
+        n_train: 24,
+        n_test_good: 6,
+        n_test_defect_per_type: 2,
+        ..Default::default()
+    };
+    let ds = data::generate(&tmp.path().join("src"), "parts", &spec).unwrap();
+    let dir = tmp.path().join("long");
+    std::fs::create_dir_all(&dir).unwrap();
+    let train: Vec<PathBuf> = ds
+        .train
+        .chunks_exact(3)
+        .enumerate()
+        .map(|(i, c)| strip([&c[0], &c[1], &c[2]], &dir.join(format!("train{i}.png"))))
+        .collect();
+    let good: Vec<&Path> = ds
+        .test
+        .iter()
+        .filter(|s| !s.is_anomalous())
+        .map(|s| s.path.as_path())
+        .collect();
+    let bad: Vec<&Path> = ds
+        .test
+        .iter()
+        .filter(|s| s.is_anomalous())
+        .map(|s| s.path.as_path())
+        .collect();
+    let test_good: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            strip(
+                [good[i], good[i + 1], good[i + 2]],
+                &dir.join(format!("good{i}.png")),
+            )
+        })
+        .collect();
+    // Defective parts at the right-hand end of the strip, good parts elsewhere.
+    let test_bad: Vec<PathBuf> = bad
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            strip(
+                [good[i % 6], good[(i + 1) % 6], b],
+                &dir.join(format!("bad{i}.png")),
+            )
+        })
+        .collect();
+    let fit = |crop: CropMode| {
+        let mut opts = small_fit_options("efficientnet_lite2", &tmp.path().join("src/parts"));
+        opts.method.crop = crop;
+        PatchCore::fit(&train, &opts, &NoProgress).unwrap().0
+    };
+    let scores = |model: &PatchCore, paths: &[PathBuf]| -> Vec<f32> {
+        let mut out = Vec::new();
+        model.inspect_paths(paths, 4, |_, r| {
+            let i = r.unwrap();
+            let (w, h) = model.meta().crop.input_dims();
+            assert_eq!((i.map.width, i.map.height), (w, h));
+            // The top patch's box lies in the original image.
+            let [x, y, bw, bh] = i.top_patch.box_original;
+            assert!(
+                x + bw <= 576 && y + bh <= 192,
+                "{:?}",
+                i.top_patch.box_original
+            );
+            out.push(i.score);
+            true
+        });
+        out
+    };
+    let auroc = |model: &PatchCore| {
+        let g = scores(model, &test_good);
+        let b = scores(model, &test_bad);
+        let all: Vec<f32> = g.iter().chain(&b).copied().collect();
+        let labels: Vec<bool> = g
+            .iter()
+            .map(|_| false)
+            .chain(b.iter().map(|_| true))
+            .collect();
+        patchcore::metrics::auroc(&all, &labels).unwrap()
+    };
+    let whole = fit(CropMode::whole_for(&[(384, 128)], 384));
+    assert_eq!(whole.meta().crop.input_dims(), (384, 128));
+    let crop = fit(CropMode::Center {
+        resize: 128,
+        crop: 112,
+    });
+    let (whole, crop) = (auroc(&whole), auroc(&crop));
+    eprintln!("image AUROC of defects at the far end: whole {whole:.3}, centre crop {crop:.3}");
+    assert!(
+        whole >= 0.95,
+        "the whole image must find the far-end defects: {whole}"
+    );
+    assert!(
+        crop < whole - 0.2,
+        "the centre crop cannot see the far end: {crop}"
+    );
+}
