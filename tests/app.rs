@@ -864,6 +864,52 @@ fn thousands_of_images_keep_few_textures() {
 /// End to end with libtorch on the CPU: fit a small bank on synthetic parts, then let the
 /// workstation's real worker (TorchBackend) score the test parts. Skipped when the backbone
 /// weights are not installed (`bash scripts/setup.sh`).
+/// The detail view zooms with `+`/`-`, fits with `0` or the Fit button, shows the zoom, and
+/// starts over on the next image (zoom is UI state, not the worker's).
+#[test]
+fn detail_view_zooms_with_keys_and_starts_over_on_the_next_image() {
+    let f = fixture();
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(NoDialogs),
+    };
+    let mut h = harness(options(&f), services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    h.get_by_label_contains("bad_d.png: REJECT").click();
+    wait_for(&mut h, "the image in the detail view", |h| {
+        has_label_containing(h, "whole image")
+    });
+    h.key_press(egui::Key::Plus);
+    settle(&mut h);
+    assert!(has_label_containing(&h, "zoom ×1.5"));
+    h.key_press(egui::Key::Plus);
+    settle(&mut h);
+    assert!(has_label_containing(&h, "zoom ×2.2"));
+    h.key_press(egui::Key::Minus);
+    settle(&mut h);
+    assert!(has_label_containing(&h, "zoom ×1.5"));
+    h.key_press(egui::Key::Num0);
+    settle(&mut h);
+    assert!(has_label_containing(&h, "whole image"));
+    h.key_press(egui::Key::Plus);
+    settle(&mut h);
+    h.get_by_label("Fit").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "whole image"));
+
+    h.key_press(egui::Key::Plus);
+    settle(&mut h);
+    assert!(has_label_containing(&h, "zoom ×1.5"));
+    h.key_press(egui::Key::ArrowRight);
+    wait_for(&mut h, "the next image, whole", |h| {
+        h.state()
+            .selected_path()
+            .is_some_and(|p| p.ends_with("bad_c.png"))
+            && has_label_containing(h, "whole image")
+    });
+}
+
 #[test]
 fn real_worker_scores_a_fitted_bank() {
     use patchcore::data::synthetic::{generate, SyntheticSpec};
