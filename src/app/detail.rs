@@ -265,8 +265,8 @@ pub(crate) fn show(
     ctx.data_mut(|d| d.insert_temp(view_id, view));
 }
 
-/// The texture to draw at `screen`: the full rendition, or the native-resolution one when the
-/// zoom magnifies the full rendition and the image is larger than it (shown once decoded).
+/// The texture to draw at `screen`: `tex`, or the native-resolution rendition when the zoom
+/// magnifies the full rendition and the image is larger than it (shown once decoded).
 fn sharpest(
     textures: &mut TextureCache,
     ctx: &egui::Context,
@@ -275,8 +275,11 @@ fn sharpest(
     screen: Rect,
     image_size: Vec2,
 ) -> egui::TextureHandle {
-    let magnified = screen.width() * ctx.pixels_per_point() > tex.size_vec2().x * 1.1;
-    let larger = image_size.max_elem() > tex.size_vec2().max_elem() + 0.5;
+    // Measured against the full rendition, not `tex`: a thumbnail standing in while the full
+    // image loads must not start a native decode.
+    let full_side = image_size.max_elem().min(Size::Full.max_side() as f32);
+    let magnified = screen.size().max_elem() * ctx.pixels_per_point() > full_side * 1.1;
+    let larger = image_size.max_elem() > full_side + 0.5;
     let gpu_allows = ctx.input(|i| i.max_texture_side) as u32 >= Size::Native.max_side();
     if magnified && larger && gpu_allows {
         if let ImageState::Ready(t) = textures.image(path, Size::Native) {
