@@ -2,7 +2,7 @@
 //! benchmark on: `long` bars at 1-4 megapixels and aspect 1:1 to 1:4, or the demo's `flange`.
 use crate::data::synthetic::{self, SyntheticSpec};
 use crate::data::synthetic_long::{self, LongSpec};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,9 +35,9 @@ pub struct SynthArgs {
     /// Test images per defect folder [long: 6, flange: 5].
     #[arg(long)]
     pub n_test_defect: Option<usize>,
-    /// Side of the square flange images, pixels (flange only).
-    #[arg(long, default_value_t = SyntheticSpec::default().size)]
-    pub size: u32,
+    /// Side of the square flange images, pixels [256] (flange only: long bars are 1000 px high).
+    #[arg(long)]
+    pub size: Option<u32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -46,6 +46,9 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let start = Instant::now();
     let dataset = match a.kind {
         Kind::Long => {
+            if a.size.is_some() {
+                bail!("--size applies to --kind flange only (long bars are 1000 px high, 1 to 4 times as long)");
+            }
             let d = LongSpec::default();
             let spec = LongSpec {
                 n_train: a.n_train.unwrap_or(d.n_train),
@@ -58,7 +61,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         Kind::Flange => {
             let d = SyntheticSpec::default();
             let spec = SyntheticSpec {
-                size: a.size,
+                size: a.size.unwrap_or(d.size),
                 n_train: a.n_train.unwrap_or(d.n_train),
                 n_test_good: a.n_test_good.unwrap_or(d.n_test_good),
                 n_test_defect_per_type: a.n_test_defect.unwrap_or(d.n_test_defect_per_type),
