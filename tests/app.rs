@@ -209,6 +209,18 @@ fn choose_category(h: &mut Harness<'static, Workstation>, category: &str) {
     settle(h);
 }
 
+/// The workstation on the fixture's category, all scored, with no file dialogs on the system.
+fn scored_without_dialogs(f: &Fixture) -> Harness<'static, Workstation> {
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(NoDialogs),
+    };
+    let mut h = harness(options(f), services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    h
+}
+
 fn wait_scored(h: &mut Harness<'static, Workstation>) {
     wait_for(h, "all images scored", |h| {
         has_label(h, "Images: 5") && !has_label_containing(h, "Pending:")
@@ -755,13 +767,7 @@ fn catalog_skips_weights_and_lists_damaged_banks() {
 fn without_file_dialogs_paths_are_typed_in() {
     let f = fixture();
     let out = f.root.join("typed-rejects.csv");
-    let services = Services {
-        backend: synthetic().factory(),
-        dialogs: Box::new(NoDialogs),
-    };
-    let mut h = harness(options(&f), services);
-    choose_category(&mut h, "widget");
-    wait_scored(&mut h);
+    let mut h = scored_without_dialogs(&f);
     h.get_by_label("Export rejects...").click();
     wait_for(&mut h, "the path field", |h| {
         has_label(h, "Save the rejects as CSV to:")
@@ -860,6 +866,43 @@ fn thousands_of_images_keep_few_textures() {
 }
 
 // ------------------------------------------------------------------------------ real worker
+
+/// The detail view zooms with `+`/`-`, fits with `0` or the Fit button, shows the zoom, and
+/// starts over on the next image (zoom is UI state, not the worker's).
+#[test]
+fn detail_view_zooms_with_keys_and_starts_over_on_the_next_image() {
+    let f = fixture();
+    let mut h = scored_without_dialogs(&f);
+    h.get_by_label_contains("bad_d.png: REJECT").click();
+    wait_for(&mut h, "the image in the detail view", |h| {
+        has_label_containing(h, "whole image")
+    });
+    use egui::Key;
+    for (key, shown) in [
+        (Key::Plus, "zoom ×1.5"),
+        (Key::Plus, "zoom ×2.2"),
+        (Key::Minus, "zoom ×1.5"),
+        (Key::Num0, "whole image"),
+        (Key::Plus, "zoom ×1.5"),
+    ] {
+        h.key_press(key);
+        settle(&mut h);
+        assert!(has_label_containing(&h, shown), "after {key:?}: {shown}");
+    }
+    h.get_by_label("Fit").click();
+    settle(&mut h);
+    assert!(has_label_containing(&h, "whole image"));
+
+    h.key_press(Key::Plus);
+    settle(&mut h);
+    h.key_press(Key::ArrowRight);
+    wait_for(&mut h, "the next image, whole", |h| {
+        h.state()
+            .selected_path()
+            .is_some_and(|p| p.ends_with("bad_c.png"))
+            && has_label_containing(h, "whole image")
+    });
+}
 
 /// End to end with libtorch on the CPU: fit a small bank on synthetic parts, then let the
 /// workstation's real worker (TorchBackend) score the test parts. Skipped when the backbone

@@ -8,10 +8,10 @@ use patchcore::data::{
     self, load_luma8, load_mask, load_rgb8, preprocess, resize_bilinear_pil,
     resize_bilinear_pil_gray, to_chw_f32, CropMode, DataError, SyntheticSpec,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{read_npy, shared_data, venv_python_or_skip};
+use common::{all_files, read_npy, shared_data, venv_python_or_skip};
 
 fn run_python(py: &Path, script: &str, arg: &Path) {
     let out = Command::new(py)
@@ -525,26 +525,6 @@ fn plain_folders_and_layout_errors() {
     let ds = data::open(&cat, None).unwrap();
     assert_eq!(ds.test.len(), 1);
     assert!(ds.test[0].is_anomalous());
-}
-
-fn all_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Mean absolute difference between the pixels inside a mask and the mean of a ring around it.

@@ -9,20 +9,24 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use egui::ColorImage;
 use std::path::PathBuf;
 
-/// Which rendition of an image: small for the gallery, large for the detail view.
+/// Which rendition of an image: small for the gallery, large for the detail view, and the
+/// image's own pixels for zooming into it (asked for only while zoomed in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Size {
     Thumb,
     Full,
+    Native,
 }
 
 impl Size {
-    /// Longest side in pixels. Thumbnails leave room for HiDPI screens; full images stay
-    /// within every GPU's texture limit.
+    /// Longest side in pixels (the aspect ratio is always kept). Thumbnails leave room for
+    /// HiDPI screens; full images stay within every GPU's texture limit; native ones are used
+    /// only where the GPU reports at least this side.
     pub fn max_side(self) -> u32 {
         match self {
             Size::Thumb => 256,
             Size::Full => 2048,
+            Size::Native => 8192,
         }
     }
 }
@@ -106,4 +110,38 @@ fn decode(job: &DecodeJob) -> Result<ColorImage, String> {
     };
     let size = [img.width() as usize, img.height() as usize];
     Ok(ColorImage::from_rgb(size, img.as_raw()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egui::{Pos2, Rect, Vec2};
+
+    /// A 1:4 image: its thumbnail keeps 1:4 with the longer side at the thumbnail size, and a
+    /// square gallery tile shows it letterboxed (full width, a quarter of the height, centred).
+    #[test]
+    fn long_image_thumbnail_keeps_its_aspect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.png");
+        image::RgbImage::from_fn(4000, 1000, |x, _| image::Rgb([(x % 256) as u8, 90, 30]))
+            .save(&path)
+            .unwrap();
+        let thumb = decode(&DecodeJob {
+            path: path.clone(),
+            size: Size::Thumb,
+        })
+        .unwrap();
+        assert_eq!(thumb.size, [256, 64]);
+        let tile = Rect::from_min_size(Pos2::new(3.0, 3.0), Vec2::splat(144.0));
+        let shown = super::super::paint::fit(tile, Vec2::new(256.0, 64.0));
+        assert!((shown.width() - 144.0).abs() < 1e-3 && (shown.height() - 36.0).abs() < 1e-3);
+        assert!((shown.center() - tile.center()).length() < 1e-3);
+        // The detail view's full rendition keeps the aspect too.
+        let full = decode(&DecodeJob {
+            path,
+            size: Size::Full,
+        })
+        .unwrap();
+        assert_eq!(full.size, [2048, 512]);
+    }
 }

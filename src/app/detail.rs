@@ -1,12 +1,14 @@
 //! The detail view: the selected image large with its heatmap on the category's fixed scale,
 //! the top patch outlined, and a zoomed crop of that patch beside it. Arrow keys (handled by
-//! the workstation) step through the filtered gallery order.
+//! the workstation) step through the filtered gallery order; the wheel, a drag and `+`/`-`/`0`
+//! zoom and pan the image ([`super::zoom`]).
 use super::actions::Action;
 use super::decode::Size;
 use super::paint::{self, ERROR, REJECT};
 use super::state::{Decision, Inspector, ItemStatus};
 use super::textures::{ImageState, TextureCache};
 use super::workstation::Prefs;
+use super::zoom::{ZoomView, KEY_STEP};
 use egui::{Color32, CornerRadius, Pos2, Rect, RichText, Sense, Slider, Ui, Vec2};
 
 const SIDE: f32 = 270.0;
@@ -135,6 +137,9 @@ pub(crate) fn show(
     let overlay = prefs.overlay_in_detail;
     let opacity = prefs.opacity;
     let ctx = ui.ctx().clone();
+    let view_id = ui.make_persistent_id(egui::IdSalt::new("detail_zoom"));
+    let mut view = ctx.data_mut(|d| d.get_temp_mut_or_default::<ZoomView>(view_id).clone());
+    view.show_image(&item.path);
     // Full image if decoded, else the thumbnail meanwhile (instant feedback while stepping).
     let full = match textures.image(&item.path, Size::Full) {
         ImageState::Ready(t) => Ok(Some(t.clone())),
@@ -164,7 +169,16 @@ pub(crate) fn show(
                     tex.size_vec2(),
                 ),
             };
-            let screen = paint::fit(main.shrink(4.0), image_size);
+            let area = main.shrink(4.0);
+            let screen = if image_size.min_elem() >= 1.0 {
+                let response = ui.interact(main, view_id, Sense::click_and_drag());
+                let keys = !ctx.egui_wants_keyboard_input();
+                view.handle_input(ui, &response, area, image_size, keys);
+                view.image_rect(area, image_size)
+            } else {
+                paint::fit(area, image_size)
+            };
+            let tex = sharpest(textures, &ctx, &item.path, tex, screen, image_size);
             painter.image(tex.id(), screen, unit_uv(), Color32::WHITE);
             if let (Some(ins), Some(scale)) = (&inspection, &scale) {
                 if overlay {
@@ -180,6 +194,9 @@ pub(crate) fn show(
                     Color32::WHITE,
                     2.5,
                 );
+            }
+            if image_size.min_elem() >= 1.0 {
+                zoom_bar(ui, main, &mut view, area, image_size);
             }
             // The zoomed patch: about 3x the patch, square, inside the image.
             if let Some(ins) = &inspection {
@@ -245,6 +262,68 @@ pub(crate) fn show(
             painter.galley(main.min + Vec2::splat(20.0), galley, ERROR);
         }
     }
+    ctx.data_mut(|d| d.insert_temp(view_id, view));
+}
+
+/// The texture to draw at `screen`: `tex`, or the native-resolution rendition when the zoom
+/// magnifies the full rendition and the image is larger than it (shown once decoded).
+fn sharpest(
+    textures: &mut TextureCache,
+    ctx: &egui::Context,
+    path: &std::path::Path,
+    tex: egui::TextureHandle,
+    screen: Rect,
+    image_size: Vec2,
+) -> egui::TextureHandle {
+    // Measured against the full rendition, not `tex`: a thumbnail standing in while the full
+    // image loads must not start a native decode.
+    let full_side = image_size.max_elem().min(Size::Full.max_side() as f32);
+    let magnified = screen.size().max_elem() * ctx.pixels_per_point() > full_side * 1.1;
+    let larger = image_size.max_elem() > full_side + 0.5;
+    let gpu_allows = ctx.input(|i| i.max_texture_side) as u32 >= Size::Native.max_side();
+    if magnified && larger && gpu_allows {
+        if let ImageState::Ready(t) = textures.image(path, Size::Native) {
+            return t.clone();
+        }
+    }
+    tex
+}
+
+/// The zoom indicator and buttons over the image's top-left corner.
+fn zoom_bar(ui: &mut Ui, main: Rect, view: &mut ZoomView, area: Rect, image: Vec2) {
+    let bar = Rect::from_min_size(
+        main.min + Vec2::splat(8.0),
+        Vec2::new(main.width() - 16.0, 24.0),
+    );
+    let mut bar_ui = ui.new_child(egui::UiBuilder::new().max_rect(bar));
+    bar_ui.horizontal(|ui| {
+        let zoom_out = ui.small_button("−").on_hover_text("Zoom out (- key)");
+        let zoom_in = ui.small_button("+").on_hover_text("Zoom in (+ key)");
+        let fit = ui.small_button("Fit").on_hover_text("Whole image (0 key)");
+        if zoom_out.clicked() {
+            view.zoom_at(area, image, area.center(), 1.0 / KEY_STEP);
+        }
+        if zoom_in.clicked() {
+            view.zoom_at(area, image, area.center(), KEY_STEP);
+        }
+        if fit.clicked() {
+            view.reset();
+        }
+        let pixels = view.scale(area, image) * ui.ctx().pixels_per_point() * 100.0;
+        let text = if view.zoom() <= 1.0 {
+            format!("whole image · {pixels:.0} % of its pixels")
+        } else {
+            format!("zoom ×{:.1} · {pixels:.0} % of its pixels", view.zoom())
+        };
+        ui.label(
+            RichText::new(text)
+                .color(Color32::WHITE)
+                .background_color(Color32::from_black_alpha(160)),
+        )
+        .on_hover_text(
+            "Wheel: zoom around the pointer · drag: pan · + / - / 0: zoom in, out, whole image",
+        );
+    });
 }
 
 fn unit_uv() -> Rect {

@@ -37,6 +37,7 @@ mod toolbar;
 pub mod torch_backend;
 pub mod worker;
 pub mod workstation;
+mod zoom;
 
 pub use dialogs::{DialogOutcome, Dialogs, NativeDialogs, NoDialogs, ScriptedDialogs};
 pub use protocol::{Backend, BackendFactory, JobId, Reply, Request};

@@ -1,5 +1,5 @@
 //! Command-line interface: `fit`, `eval`, `predict`, `roi`, `rules`, `update`, `history`,
-//! `revert`, `gui`, `demo`, `backbones`, `bench`.
+//! `revert`, `gui`, `demo`, `synth`, `backbones`, `bench`.
 //! Errors become `anyhow` only here, at the binary's edge.
 mod args;
 mod backbones;
@@ -13,6 +13,7 @@ mod predict;
 mod progress;
 mod revert;
 mod roi;
+mod synth;
 mod update;
 
 use crate::data::{set_decode_limits, DecodeLimits};
@@ -70,6 +71,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The main job on an embedded demo: synthetic parts, fit, evaluate, open the operator app.
     Demo(demo::DemoArgs),
+    /// Write a synthetic category with exact masks: long bars at 1-4 megapixels, or flanges.
+    Synth(synth::SynthArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Revert(a) => revert::run(a),
         Command::Backbones(a) => backbones::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Synth(a) => synth::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Gui(a) => gui::run(a),
         Command::Roi(a) => roi::run_roi(a),

@@ -9,6 +9,7 @@ pub mod image;
 pub mod preprocess;
 pub mod resize;
 pub mod synthetic;
+pub mod synthetic_long;
 pub mod working;
 
 pub use dataset::{is_image_path, list_images, open, Dataset, TestSample};

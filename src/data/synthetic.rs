@@ -45,12 +45,20 @@ impl Default for SyntheticSpec {
     }
 }
 
-/// One image to render: where it goes, its random stream, and its defect type if any.
-struct Job {
-    image: PathBuf,
-    mask: Option<PathBuf>,
-    stream: u64,
-    defect: Option<usize>,
+/// One image to render: where it goes, its random stream, and its defect folder's index if any.
+pub(super) struct Job {
+    pub image: PathBuf,
+    pub mask: Option<PathBuf>,
+    pub stream: u64,
+    pub defect: Option<usize>,
+}
+
+/// A rendered image: RGB bytes and its 0/255 mask (all zero for good images).
+pub(super) struct Raster {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    pub mask: Vec<u8>,
 }
 
 /// Writes `<out>/<name>/{train/good, test/<type>, ground_truth/<type>}` and opens it.
@@ -58,27 +66,53 @@ struct Job {
 /// untouched when its bytes are already right. Refuses a non-empty folder it did not create, and
 /// removes images of an earlier run that this spec no longer produces.
 pub fn generate(out: &Path, name: &str, spec: &SyntheticSpec) -> Result<Dataset, DataError> {
-    let root = out.join(name);
-    let invalid = |reason: String| DataError::Dataset {
-        path: root.clone(),
-        reason,
-    };
-    if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
-        return Err(invalid(format!("\"{name}\" is not a usable category name")));
-    }
+    let root = category_root(out, name)?;
     if !(32..=4096).contains(&spec.size) {
-        return Err(invalid(format!(
-            "image size {} px is outside 32..=4096",
-            spec.size
-        )));
+        return Err(DataError::Dataset {
+            path: root,
+            reason: format!("image size {} px is outside 32..=4096", spec.size),
+        });
     }
-    if spec.n_train == 0 {
-        return Err(invalid("at least one training image is needed".into()));
-    }
-    claim(&root, spec)?;
+    let jobs = plan(
+        &root,
+        spec.n_train,
+        spec.n_test_good,
+        &DEFECT_TYPES,
+        spec.n_test_defect_per_type,
+    )?;
+    write_category(&root, spec, &jobs, |job| {
+        Ok(render(spec, job.stream, job.defect))
+    })
+}
 
+/// `<out>/<name>`, once `name` is known to be one folder name.
+pub(super) fn category_root(out: &Path, name: &str) -> Result<PathBuf, DataError> {
+    if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+        return Err(DataError::Dataset {
+            path: out.join(name),
+            reason: format!("\"{name}\" is not a usable category name"),
+        });
+    }
+    Ok(out.join(name))
+}
+
+/// The images of a category: training parts, good test parts, then `n_defect` parts per defect
+/// folder, each with its own random stream so any image renders alone and in any order.
+pub(super) fn plan(
+    root: &Path,
+    n_train: usize,
+    n_test_good: usize,
+    defect_folders: &[&str],
+    n_defect: usize,
+) -> Result<Vec<Job>, DataError> {
+    if n_train == 0 {
+        return Err(DataError::Dataset {
+            path: root.to_path_buf(),
+            reason: "at least one training image is needed".into(),
+        });
+    }
     let mut jobs = Vec::new();
-    for i in 0..spec.n_train {
+    for i in 0..n_train {
         jobs.push(Job {
             image: root.join(format!("train/{GOOD}/{i:03}.png")),
             mask: None,
@@ -86,7 +120,7 @@ pub fn generate(out: &Path, name: &str, spec: &SyntheticSpec) -> Result<Dataset,
             defect: None,
         });
     }
-    for i in 0..spec.n_test_good {
+    for i in 0..n_test_good {
         jobs.push(Job {
             image: root.join(format!("test/{GOOD}/{i:03}.png")),
             mask: None,
@@ -94,19 +128,31 @@ pub fn generate(out: &Path, name: &str, spec: &SyntheticSpec) -> Result<Dataset,
             defect: None,
         });
     }
-    for (t, kind) in DEFECT_TYPES.iter().enumerate() {
-        for i in 0..spec.n_test_defect_per_type {
+    for (t, folder) in defect_folders.iter().enumerate() {
+        for i in 0..n_defect {
             jobs.push(Job {
-                image: root.join(format!("test/{kind}/{i:03}.png")),
-                mask: Some(root.join(format!("ground_truth/{kind}/{i:03}_mask.png"))),
+                image: root.join(format!("test/{folder}/{i:03}.png")),
+                mask: Some(root.join(format!("ground_truth/{folder}/{i:03}_mask.png"))),
                 stream: ((2 + t as u64) << 32) | i as u64,
                 defect: Some(t),
             });
         }
     }
-    for job in &jobs {
+    Ok(jobs)
+}
+
+/// Claims `root` (recording `spec` in the marker), renders every job in parallel, writes each
+/// image and mask atomically, removes what an earlier spec left behind, and opens the result.
+pub(super) fn write_category<S: Serialize>(
+    root: &Path,
+    spec: &S,
+    jobs: &[Job],
+    render: impl Fn(&Job) -> Result<Raster, DataError> + Sync,
+) -> Result<Dataset, DataError> {
+    claim(root, spec)?;
+    for job in jobs {
         for file in std::iter::once(&job.image).chain(&job.mask) {
-            let dir = file.parent().unwrap_or(&root);
+            let dir = file.parent().unwrap_or(root);
             std::fs::create_dir_all(dir).map_err(|source| DataError::Write {
                 path: dir.to_path_buf(),
                 source,
@@ -114,19 +160,20 @@ pub fn generate(out: &Path, name: &str, spec: &SyntheticSpec) -> Result<Dataset,
         }
     }
     jobs.par_iter().try_for_each(|job| {
-        let (rgb, mask) = render(spec, job.stream, job.defect);
-        write_png(&job.image, &rgb, spec.size, ExtendedColorType::Rgb8)?;
+        let raster = render(job)?;
+        let size = (raster.width, raster.height);
+        write_png(&job.image, &raster.rgb, size, ExtendedColorType::Rgb8)?;
         match &job.mask {
-            Some(path) => write_png(path, &mask, spec.size, ExtendedColorType::L8),
+            Some(path) => write_png(path, &raster.mask, size, ExtendedColorType::L8),
             None => Ok(()),
         }
     })?;
-    remove_stale(&root, &jobs)?;
-    open(&root, None)
+    remove_stale(root, jobs)?;
+    open(root, None)
 }
 
 /// Makes sure `root` is ours to write: new, empty, or carrying our marker. Writes the marker.
-fn claim(root: &Path, spec: &SyntheticSpec) -> Result<(), DataError> {
+fn claim<S: Serialize>(root: &Path, spec: &S) -> Result<(), DataError> {
     let marker = root.join(MARKER);
     if root.is_dir() && !marker.is_file() {
         let mut entries = std::fs::read_dir(root).map_err(|source| DataError::Read {
@@ -151,17 +198,19 @@ fn claim(root: &Path, spec: &SyntheticSpec) -> Result<(), DataError> {
     write_atomic(&marker, &json)
 }
 
-/// Deletes images in the generator's folders that the current spec did not produce, and the
-/// folders that end up empty, so a smaller re-run does not leave old samples behind.
+/// Deletes images in the generator's folders (`train/good`, every `test/*` and
+/// `ground_truth/*`: the folder carries our marker) that the current spec did not produce, and the
+/// folders that end up empty, so a smaller or different re-run does not leave old samples behind.
 fn remove_stale(root: &Path, jobs: &[Job]) -> Result<(), DataError> {
     let keep: std::collections::HashSet<&Path> = jobs
         .iter()
         .flat_map(|j| std::iter::once(j.image.as_path()).chain(j.mask.as_deref()))
         .collect();
-    let mut dirs = vec![root.join("train").join(GOOD), root.join("test").join(GOOD)];
-    for kind in DEFECT_TYPES {
-        dirs.push(root.join("test").join(kind));
-        dirs.push(root.join("ground_truth").join(kind));
+    let mut dirs = vec![root.join("train").join(GOOD)];
+    for split in ["test", "ground_truth"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(split)) {
+            dirs.extend(entries.flatten().map(|e| e.path()));
+        }
     }
     for dir in dirs.iter().filter(|d| d.is_dir()) {
         for file in super::list_images(dir)? {
@@ -181,12 +230,12 @@ fn remove_stale(root: &Path, jobs: &[Job]) -> Result<(), DataError> {
 fn write_png(
     path: &Path,
     pixels: &[u8],
-    size: u32,
+    (width, height): (u32, u32),
     color: ExtendedColorType,
 ) -> Result<(), DataError> {
     let mut bytes = Vec::new();
     PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, FilterType::Adaptive)
-        .write_image(pixels, size, size, color)
+        .write_image(pixels, width, height, color)
         .map_err(|e| DataError::Write {
             path: path.to_path_buf(),
             source: std::io::Error::other(e),
@@ -209,13 +258,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
 // Rendering
 
 /// Periodic 2-D value noise in [-1, 1] on a 16 x 16 lattice, smoothly interpolated.
-struct Noise2(Vec<f32>);
+pub(super) struct Noise2(Vec<f32>);
 
 const NOISE2: usize = 16;
 const NOISE1: usize = 4096;
 
 impl Noise2 {
-    fn new(rng: &mut ChaCha8Rng) -> Self {
+    pub(super) fn new(rng: &mut ChaCha8Rng) -> Self {
         Self(
             (0..NOISE2 * NOISE2)
                 .map(|_| rng.random_range(-1.0..1.0))
@@ -223,7 +272,7 @@ impl Noise2 {
         )
     }
 
-    fn at(&self, x: f32, y: f32) -> f32 {
+    pub(super) fn at(&self, x: f32, y: f32) -> f32 {
         let (xf, yf) = (x.floor(), y.floor());
         let (tx, ty) = (smooth(x - xf), smooth(y - yf));
         // Two's-complement masking wraps negative cells too (the size is a power of two).
@@ -240,14 +289,14 @@ impl Noise2 {
 }
 
 /// Periodic 1-D value noise in [-1, 1] (machining rings as a function of radius).
-struct Noise1(Vec<f32>);
+pub(super) struct Noise1(Vec<f32>);
 
 impl Noise1 {
-    fn new(rng: &mut ChaCha8Rng) -> Self {
+    pub(super) fn new(rng: &mut ChaCha8Rng) -> Self {
         Self((0..NOISE1).map(|_| rng.random_range(-1.0..1.0)).collect())
     }
 
-    fn at(&self, x: f32) -> f32 {
+    pub(super) fn at(&self, x: f32) -> f32 {
         let xf = x.floor();
         let wrap = |i: i64| (i & (NOISE1 as i64 - 1)) as usize;
         lerp(
@@ -258,21 +307,21 @@ impl Noise1 {
     }
 }
 
-fn smooth(t: f32) -> f32 {
+pub(super) fn smooth(t: f32) -> f32 {
     t * t * (3.0 - 2.0 * t)
 }
 
-fn lerp(a: f32, b: f32, t: f32) -> f32 {
+pub(super) fn lerp(a: f32, b: f32, t: f32) -> f32 {
     a + (b - a) * t
 }
 
 /// Fraction of a pixel covered by a shape, from the signed distance (pixels, positive inside)
 /// of the pixel centre to its edge: 0.5 exactly on the edge, so `cov >= 0.5` is "centre inside".
-fn cov(sd: f32) -> f32 {
+pub(super) fn cov(sd: f32) -> f32 {
     (sd + 0.5).clamp(0.0, 1.0)
 }
 
-fn rotate([x, y]: [f32; 2], cos: f32, sin: f32) -> [f32; 2] {
+pub(super) fn rotate([x, y]: [f32; 2], cos: f32, sin: f32) -> [f32; 2] {
     [cos * x - sin * y, sin * x + cos * y]
 }
 
@@ -369,14 +418,14 @@ impl Part {
 
 /// A closed blob: radius `r0 * (1 + sum a sin(k phi + p))` around a centre.
 #[derive(Clone, Copy)]
-struct Blob {
+pub(super) struct Blob {
     c: [f32; 2],
     r0: f32,
     waves: [(f32, f32, f32); 3],
 }
 
 impl Blob {
-    fn new(rng: &mut ChaCha8Rng, c: [f32; 2], r0: f32, roughness: f32) -> Self {
+    pub(super) fn new(rng: &mut ChaCha8Rng, c: [f32; 2], r0: f32, roughness: f32) -> Self {
         let waves = [3.0, 5.0, 9.0].map(|k| {
             (
                 roughness * rng.random_range(0.4..1.0) * 3.0 / k,
@@ -389,7 +438,7 @@ impl Blob {
 
     /// Signed distance (approximately, in pixels), positive inside; exact enough within a few
     /// pixels of the edge, merely negative far outside.
-    fn sd(&self, x: f32, y: f32) -> f32 {
+    pub(super) fn sd(&self, x: f32, y: f32) -> f32 {
         let (dx, dy) = (x - self.c[0], y - self.c[1]);
         let reach = self.r0 * (1.0 + self.waves.iter().map(|w| w.0.abs()).sum::<f32>()) + 4.0;
         if dx.abs() > reach || dy.abs() > reach {
@@ -405,6 +454,72 @@ impl Blob {
     }
 }
 
+/// An elliptical depression: one rim lit, the other in shadow.
+pub(super) struct Dent {
+    c: [f32; 2],
+    cos: f32,
+    sin: f32,
+    a: f32,
+    b: f32,
+}
+
+impl Dent {
+    /// Centre `c`, major axis at `angle` (radians), semi-axes `a` and `b` (pixels).
+    pub(super) fn new(c: [f32; 2], angle: f32, a: f32, b: f32) -> Self {
+        let (sin, cos) = angle.sin_cos();
+        Self { c, cos, sin, a, b }
+    }
+
+    /// Ellipse-space coordinates of an image point (1 on the rim).
+    fn q(&self, x: f32, y: f32) -> [f32; 2] {
+        let [du, dv] = rotate([x - self.c[0], y - self.c[1]], self.cos, -self.sin);
+        [du / self.a, dv / self.b]
+    }
+
+    /// Signed distance to the rim, approximately in pixels, positive inside.
+    pub(super) fn sd(&self, x: f32, y: f32) -> f32 {
+        let q = self.q(x, y);
+        (1.0 - q[0].hypot(q[1])) * self.a.min(self.b)
+    }
+
+    /// Brightness factor at (x, y) when lit from `light` (image-space unit vector).
+    pub(super) fn shade(&self, x: f32, y: f32, light: [f32; 2]) -> f32 {
+        let g = rotate(self.q(x, y), self.cos, self.sin);
+        0.85 - 0.55 * (g[0] * light[0] + g[1] * light[1])
+    }
+}
+
+/// A translucent deposit (rust or oil) with a darker rim.
+pub(super) struct Stain {
+    pub blob: Blob,
+    color: [f32; 3],
+    opacity: f32,
+}
+
+impl Stain {
+    /// A rust or oil stain of radius about `r0` around `c`.
+    pub(super) fn new(rng: &mut ChaCha8Rng, c: [f32; 2], r0: f32, roughness: f32) -> Self {
+        let rust = rng.random_bool(0.5);
+        Self {
+            blob: Blob::new(rng, c, r0, roughness),
+            color: if rust {
+                [120.0, 70.0, 36.0]
+            } else {
+                [46.0, 43.0, 40.0]
+            },
+            opacity: rng.random_range(0.55..0.75),
+        }
+    }
+
+    /// `color` (face brightness `b`) under the stain at signed distance `sd` from its edge;
+    /// `texture` in [-1, 1] makes the deposit uneven.
+    pub(super) fn paint(&self, color: [f32; 3], sd: f32, b: f32, texture: f32) -> [f32; 3] {
+        let rim = (1.0 - sd / (0.35 * self.blob.r0)).clamp(0.0, 1.0);
+        let op = (self.opacity * (0.75 + 0.25 * rim) * (1.0 + 0.2 * texture)).min(1.0) * cov(sd);
+        [0, 1, 2].map(|i| lerp(color[i], self.color[i] * (0.6 + 0.4 * b), op))
+    }
+}
+
 enum Defect {
     /// A polyline groove `half_w` wide that darkens (`factor` < 1) or catches the light;
     /// `bbox` (x0, y0, x1, y1) bounds the pixels it can touch.
@@ -414,22 +529,12 @@ enum Defect {
         half_w: f32,
         factor: f32,
     },
-    /// An elliptical depression: one rim lit, the other in shadow.
-    Dent {
-        c: [f32; 2],
-        cos: f32,
-        sin: f32,
-        a: f32,
-        b: f32,
-    },
-    /// A translucent deposit (rust or oil) with a darker rim.
-    Stain {
-        blob: Blob,
-        color: [f32; 3],
-        opacity: f32,
-    },
+    Dent(Dent),
+    Stain(Stain),
     /// A chunk broken out of the rim: the tray shows through.
-    Missing { blob: Blob },
+    Missing {
+        blob: Blob,
+    },
 }
 
 impl Defect {
@@ -440,13 +545,7 @@ impl Defect {
                 let a = s * rng.random_range(9.0..15.0);
                 let b = a * rng.random_range(0.6..1.0);
                 let angle: f32 = rng.random_range(0.0..PI);
-                Defect::Dent {
-                    c: part.face_point(rng, a),
-                    cos: angle.cos(),
-                    sin: angle.sin(),
-                    a,
-                    b,
-                }
+                Defect::Dent(Dent::new(part.face_point(rng, a), angle, a, b))
             }
             "missing" => {
                 let phi = rng.random_range(0.0..TAU);
@@ -509,16 +608,7 @@ impl Defect {
             _ => {
                 let r0 = s * rng.random_range(9.0..15.0);
                 let c = part.face_point(rng, 0.0);
-                let rust = rng.random_bool(0.5);
-                Defect::Stain {
-                    blob: Blob::new(rng, c, r0, 0.3),
-                    color: if rust {
-                        [120.0, 70.0, 36.0]
-                    } else {
-                        [46.0, 43.0, 40.0]
-                    },
-                    opacity: rng.random_range(0.55..0.75),
-                }
+                Defect::Stain(Stain::new(rng, c, r0, 0.3))
             }
         }
     }
@@ -545,24 +635,35 @@ fn hash(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Renders one image: RGB bytes and its 0/255 mask (all zero for good images).
-fn render(spec: &SyntheticSpec, stream: u64, defect: Option<usize>) -> (Vec<u8>, Vec<u8>) {
+/// Renders one flange image and its mask.
+fn render(spec: &SyntheticSpec, stream: u64, defect: Option<usize>) -> Raster {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     rng.set_stream(stream);
     let part = Part::new(&mut rng, spec.size);
     let defect = defect.map(|k| Defect::new(&mut rng, &part, k));
-    let n = spec.size as usize;
-    let mut rgb = vec![0u8; n * n * 3];
-    let mut mask = vec![0u8; n * n];
-    rgb.par_chunks_mut(n * 3)
-        .zip(mask.par_chunks_mut(n))
+    rasterize(spec.size, spec.size, part.noise_seed, |x, y| {
+        shade(&part, defect.as_ref(), x, y)
+    })
+}
+
+/// Fills a `width` x `height` image row by row in parallel from `shade` (colour, in-mask),
+/// adding sensor noise seeded by `noise_seed`.
+pub(super) fn rasterize(
+    width: u32,
+    height: u32,
+    noise_seed: u64,
+    shade: impl Fn(usize, usize) -> ([f32; 3], bool) + Sync,
+) -> Raster {
+    let (w, h) = (width as usize, height as usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    let mut mask = vec![0u8; w * h];
+    rgb.par_chunks_mut(w * 3)
+        .zip(mask.par_chunks_mut(w))
         .enumerate()
         .for_each(|(y, (rgb_row, mask_row))| {
-            for x in 0..n {
-                let (color, in_mask) = shade(&part, defect.as_ref(), x, y);
-                let h = hash(
-                    part.noise_seed ^ ((y * n + x) as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
-                );
+            for x in 0..w {
+                let (color, in_mask) = shade(x, y);
+                let h = hash(noise_seed ^ ((y * w + x) as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
                 for (c, v) in color.iter().enumerate() {
                     // Sensor noise: triangular, sigma about 1.6 grey levels.
                     let bits = (h >> (c * 20)) & 0xFFFFF;
@@ -573,7 +674,12 @@ fn render(spec: &SyntheticSpec, stream: u64, defect: Option<usize>) -> (Vec<u8>,
                 mask_row[x] = if in_mask { 255 } else { 0 };
             }
         });
-    (rgb, mask)
+    Raster {
+        width,
+        height,
+        rgb,
+        mask,
+    }
 }
 
 /// Colour of pixel (x, y) and whether it belongs to the defect mask.
@@ -677,36 +783,20 @@ fn shade(part: &Part, defect: Option<&Defect>, x: usize, y: usize) -> ([f32; 3],
                 in_mask = material && d <= *half_w;
             }
         }
-        Some(Defect::Dent {
-            c,
-            cos,
-            sin,
-            a,
-            b: bb,
-        }) => {
-            let [du, dv] = rotate([px - c[0], py - c[1]], *cos, -*sin);
-            let q = [du / a, dv / bb];
-            let m = q[0].hypot(q[1]);
-            let k = cov((1.0 - m) * a.min(*bb));
-            if k > 0.0 {
-                let g = rotate(q, *cos, *sin);
-                let shade = 0.85 - 0.55 * (g[0] * part.light[0] + g[1] * part.light[1]);
-                color = color.map(|v| v * lerp(1.0, shade, k));
-                in_mask = material && m <= 1.0;
-            }
-        }
-        Some(Defect::Stain {
-            blob,
-            color: stain,
-            opacity,
-        }) => {
-            let sd = blob.sd(px, py);
+        Some(Defect::Dent(dent)) => {
+            let sd = dent.sd(px, py);
             let k = cov(sd);
             if k > 0.0 {
-                let rim = (1.0 - sd / (0.35 * blob.r0)).clamp(0.0, 1.0);
-                let texture = 1.0 + 0.2 * part.face.at(px / (0.02 * s), py / (0.02 * s));
-                let op = (opacity * (0.75 + 0.25 * rim) * texture).min(1.0) * k;
-                color = [0, 1, 2].map(|i| lerp(color[i], stain[i] * (0.6 + 0.4 * b), op));
+                let shade = dent.shade(px, py, part.light);
+                color = color.map(|v| v * lerp(1.0, shade, k));
+                in_mask = material && sd >= 0.0;
+            }
+        }
+        Some(Defect::Stain(stain)) => {
+            let sd = stain.blob.sd(px, py);
+            if sd > -0.5 {
+                let texture = part.face.at(px / (0.02 * s), py / (0.02 * s));
+                color = stain.paint(color, sd, b, texture);
                 in_mask = material && sd >= 0.0;
             }
         }

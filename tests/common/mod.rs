@@ -206,3 +206,24 @@ pub fn small_fit_options(backbone: &str, root: &Path) -> patchcore::engine::FitO
         test_dir: Some(root.to_path_buf()),
     }
 }
+
+/// Every file below `root` with its bytes, sorted by path relative to `root`.
+pub fn all_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
