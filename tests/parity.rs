@@ -134,6 +134,8 @@ fn end_to_end_cli_matches_official_scores_maps_and_top_patches() {
         "wide_resnet50_2",
         "--weights",
         w,
+        // The paper's geometry, as the reference ran it.
+        "--crop",
         "--coreset-ratio",
         "1",
         "--squared",
