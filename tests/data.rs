@@ -301,6 +301,8 @@ fn masks_follow_the_image_and_binarise_at_128() {
         CropMode::Whole {
             width: 48,
             height: 24,
+            long: 48,
+            native: 64,
         },
     ] {
         let m = load_mask(&path, mode).unwrap();

@@ -100,9 +100,16 @@ impl ScoringSettings<'_> {
                 in_range("crop.crop", crop.into(), 1, MAX_SIDE)?;
             }
             CropMode::Full { size } => in_range("crop.size", size.into(), 1, MAX_SIDE)?,
-            CropMode::Whole { width, height } => {
+            CropMode::Whole {
+                width,
+                height,
+                long,
+                native,
+            } => {
                 in_range("crop.width", width.into(), 1, MAX_SIDE)?;
                 in_range("crop.height", height.into(), 1, MAX_SIDE)?;
+                in_range("crop.long", long.into(), 1, MAX_SIDE)?;
+                in_range("crop.native", native.into(), 1, i64::from(u32::MAX))?;
             }
         }
         in_range("patch_size", self.patch_size, 1, MAX_PATCH_SIZE)?;

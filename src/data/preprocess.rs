@@ -17,10 +17,17 @@ pub enum CropMode {
     Center { resize: u32, crop: u32 },
     /// Resize the whole image to `size` x `size`, ignoring the aspect ratio (`--squash`).
     Full { size: u32 },
-    /// The whole image, aspect ratio kept, resized to fit a `width` x `height` input that `fit`
-    /// chose from its training images (`Whole::choose`). An image whose aspect is within one
-    /// `WHOLE_ALIGN` cell of the input's fills it; another is centred with black padding.
-    Whole { width: u32, height: u32 },
+    /// The whole image, aspect ratio kept, every image scaled by the same `long / native` (the
+    /// working resolution over the training images' native longer side, so a part keeps its
+    /// size in pixels whatever its length), centred in a `width` x `height` input that `fit`
+    /// made just large enough for its training images (`whole_for`), black padding around. An
+    /// image within one `WHOLE_ALIGN` cell of the input fills it; a larger one is shrunk to fit.
+    Whole {
+        width: u32,
+        height: u32,
+        long: u32,
+        native: u32,
+    },
 }
 
 /// Whole-image inputs are multiples of this (the patch grid's stride): any rounding is under one
@@ -33,7 +40,7 @@ impl CropMode {
         match *self {
             CropMode::Center { crop, .. } => (crop.max(1), crop.max(1)),
             CropMode::Full { size } => (size.max(1), size.max(1)),
-            CropMode::Whole { width, height } => (width.max(1), height.max(1)),
+            CropMode::Whole { width, height, .. } => (width.max(1), height.max(1)),
         }
     }
 
@@ -45,32 +52,39 @@ impl CropMode {
                 format!("crop (shorter side to {resize}, centre {crop} x {crop})")
             }
             CropMode::Full { size } => format!("squash ({size} x {size}, aspect not kept)"),
-            CropMode::Whole { .. } => format!("whole ({w} x {h}, aspect kept)"),
+            CropMode::Whole { long, native, .. } => format!(
+                "whole ({w} x {h} input, aspect kept, images scaled by {long}/{native} = {:.3})",
+                long as f64 / native.max(1) as f64
+            ),
         }
     }
 
-    /// The whole-image input for images of `sizes` (width, height) at working resolution
-    /// `long` (the longer side): each image resized so its longer side is `long`, the input
-    /// just large enough for all of them, rounded to `WHOLE_ALIGN`. One size (a line camera)
-    /// gives that size's aspect and no padding; mixed orientations give a square.
+    /// The whole-image input for training images of `sizes` (width, height) at working
+    /// resolution `long`: all scaled by `long` over their median longer side (`native`), the
+    /// input just large enough for every one of them, rounded to `WHOLE_ALIGN`. One size (a line
+    /// camera) gives that size's aspect and no padding; parts of several lengths share the
+    /// longest one's input; mixed orientations share a box around both.
     pub fn whole_for(sizes: &[(u32, u32)], long: u32) -> CropMode {
-        let long = long.max(WHOLE_ALIGN) as f64;
+        let long = long.max(WHOLE_ALIGN);
+        let native = super::working::native_long_side(sizes).max(1);
+        let s = long as f64 / native as f64;
         let align = |v: f64| {
             let a = WHOLE_ALIGN as f64;
             ((v / a).round() * a).max(a)
         };
         let (mut width, mut height) = (0.0f64, 0.0f64);
         for &(w, h) in sizes {
-            let s = long / w.max(h).max(1) as f64;
             width = width.max(align(w.max(1) as f64 * s));
             height = height.max(align(h.max(1) as f64 * s));
         }
         if sizes.is_empty() {
-            (width, height) = (align(long), align(long));
+            (width, height) = (align(long as f64), align(long as f64));
         }
         CropMode::Whole {
             width: width as u32,
             height: height as u32,
+            long,
+            native,
         }
     }
 }
@@ -135,9 +149,11 @@ fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
                 out_h: size,
             }
         }
-        CropMode::Whole { .. } => {
+        CropMode::Whole { long, native, .. } => {
             let (out_w, out_h) = mode.input_dims();
-            let s = (out_w as f64 / w.max(1) as f64).min(out_h as f64 / h.max(1) as f64);
+            let s = (long as f64 / native.max(1) as f64)
+                .min(out_w as f64 / w.max(1) as f64)
+                .min(out_h as f64 / h.max(1) as f64);
             let fit = |n: u32, out: u32| ((n.max(1) as f64 * s).round() as u32).clamp(1, out);
             let (rw, rh) = (fit(w, out_w), fit(h, out_h));
             if out_w - rw < WHOLE_ALIGN && out_h - rh < WHOLE_ALIGN {

@@ -57,24 +57,34 @@ mod tests {
         let (iw, ih) = CropMode::whole_for(&sensor, w.long).input_dims();
         assert!((iw as u64 * ih as u64) <= WORKING_PIXELS, "{iw} x {ih}");
         assert!(w.long > 2000 && w.reason.contains("scaled"), "{w:?}");
+        // The README's two examples: a 2448 x 2048 sensor is shrunk to 2232 x 1864 (4.16 MP),
+        // a 500 x 1263 part kept at its size (504 x 1264 after rounding to whole cells).
+        let camera = [(2448, 2048)];
+        let w = choose(&camera, WORKING_PIXELS);
+        assert_eq!(w.long, 2232);
+        assert_eq!(
+            CropMode::whole_for(&camera, w.long).input_dims(),
+            (2232, 1864)
+        );
+        assert_eq!(choose(&[(500, 1263)], WORKING_PIXELS).long, 1263);
         assert_eq!(native_long_side(&[(300, 200), (100, 500), (90, 90)]), 300);
     }
 
     #[test]
     fn the_input_keeps_the_aspect_and_mixed_orientations_share_a_square() {
         assert_eq!(
-            CropMode::whole_for(&[(500, 1263)], 1263),
-            CropMode::Whole {
-                width: 504,
-                height: 1264
-            }
+            CropMode::whole_for(&[(500, 1263)], 1263).input_dims(),
+            (504, 1264)
         );
         assert_eq!(
-            CropMode::whole_for(&[(200, 350), (350, 200)], 352),
-            CropMode::Whole {
-                width: 352,
-                height: 352
-            }
+            CropMode::whole_for(&[(200, 350), (350, 200)], 350).input_dims(),
+            (352, 352)
         );
+        // Bars of one height and four lengths keep one scale: the input fits the longest.
+        let bars = [(1000, 1000), (2000, 1000), (3000, 1000), (4000, 1000)];
+        let half = CropMode::whole_for(&bars, 1500);
+        assert_eq!(half.input_dims(), (2000, 504));
+        assert!(half.describe().contains("1500/3000"), "{}", half.describe());
+        assert_eq!(choose(&bars, WORKING_PIXELS).long, 3000);
     }
 }

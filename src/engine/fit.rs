@@ -10,6 +10,7 @@ use super::pipeline::{for_each_decoded, Progress};
 use super::{EngineError, Method, PatchCore, Precision};
 use crate::backbone::Backbone;
 use crate::bank::{BankDtype, BankFile, BankMeta, Calibration, Growth, FORMAT_VERSION};
+use crate::decide::grid_mask;
 use image::RgbImage;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,14 +56,21 @@ pub fn sampled_per_image(per_image: usize, n_images: usize, max_patches: usize) 
     (max_patches / n_images.max(1)).clamp(1, per_image.max(1))
 }
 
-/// The `sample` patches of image `image` that enter the coreset: a seeded random subset, in
-/// grid order, so the same fit picks the same patches.
-fn sample_patches(per_image: usize, sample: usize, seed: u64, image: usize) -> Vec<i64> {
+/// The grid cells of image `image` that enter the coreset: those showing the image (`cells`,
+/// padding left out), or a seeded random `sample` of them in grid order, so the same fit picks
+/// the same patches.
+fn sample_patches(cells: &[bool], sample: usize, seed: u64, image: usize) -> Vec<i64> {
     use rand::SeedableRng;
+    let content: Vec<i64> = (0..cells.len() as i64)
+        .filter(|&c| cells[c as usize])
+        .collect();
+    if content.len() <= sample {
+        return content;
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (image as u64).rotate_left(32));
-    let mut idx: Vec<i64> = rand::seq::index::sample(&mut rng, per_image, sample)
+    let mut idx: Vec<i64> = rand::seq::index::sample(&mut rng, content.len(), sample)
         .into_iter()
-        .map(|i| i as i64)
+        .map(|i| content[i])
         .collect();
     idx.sort_unstable();
     idx
@@ -108,10 +116,12 @@ impl PatchCore {
         let mut reduced = coreset::Projected::new(opts.device);
         let calib = spread(train.len(), opts.calibration_images);
         // Calibration scores whole images: when the coreset sees a sample of each image's
-        // patches, the calibration images' full rows go to a store of their own.
+        // patches, or no padding, the calibration images' full rows go to a store of their own.
         let mut calib_store: Option<FeatureStore> = None;
         let mut grid = (0, 0);
         let mut sample = 0;
+        // The training image of each stored row.
+        let mut row_source: Vec<i64> = Vec::new();
         let mut failure = None;
         // Where each training image's crop sat, for laying an ROI over its calibration map.
         let mut geometry = Vec::with_capacity(train.len());
@@ -126,27 +136,37 @@ impl PatchCore {
                     let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
                     let (emb, g) = extractor.embed(&crops)?;
                     let per_image = (g.0 * g.1) as usize;
+                    let dims = opts.method.input_dims();
                     if sample == 0 {
                         grid = g;
                         sample = sampled_per_image(per_image, train.len(), opts.max_patches);
-                        if sample < per_image {
+                        let pads = matches!(opts.method.crop, crate::data::CropMode::Whole { .. });
+                        if sample < per_image || pads {
                             calib_store = Some(FeatureStore::new(dim as usize).map_err(io)?);
                         }
                     }
                     for (j, image) in emb.f_unbind(0)?.iter().enumerate() {
                         let i = offset + j;
-                        let rows = match sample < per_image {
-                            false => image.shallow_clone(),
-                            true => {
-                                if let (Some(cs), true) = (&mut calib_store, calib.contains(&i)) {
+                        let rows = match &mut calib_store {
+                            None => image.shallow_clone(),
+                            Some(cs) => {
+                                if calib.contains(&i) {
                                     cs.append(image).map_err(io)?;
                                 }
-                                let idx = sample_patches(per_image, sample, opts.seed, i);
+                                let geo = &decoded[j].geometry;
+                                let cells = match geo.is_filled() {
+                                    true => vec![true; per_image],
+                                    false => {
+                                        grid_mask(&geo.content_mask(), dims, g.0 as u32, g.1 as u32)
+                                    }
+                                };
+                                let idx = sample_patches(&cells, sample, opts.seed, i);
                                 let idx =
                                     Tensor::f_from_slice(&idx)?.f_to_device(image.device())?;
                                 image.f_index_select(0, &idx)?
                             }
                         };
+                        row_source.extend(std::iter::repeat_n(i as i64, rows.size()[0] as usize));
                         reduced.push(&rows.f_matmul(&projection)?)?;
                         store.append(&rows).map_err(io)?;
                     }
@@ -186,9 +206,10 @@ impl PatchCore {
         progress.finish();
         let bank_rows = store.gather(&picks, opts.device).map_err(io)?;
         let bank_rows = in_storage_precision(bank_rows, opts.bank_dtype)?;
-        let bank_source = Tensor::f_from_slice(&picks)?
+        let bank_source = Tensor::f_from_slice(&picks)?.f_to_device(opts.device)?;
+        let bank_source = Tensor::f_from_slice(&row_source)?
             .f_to_device(opts.device)?
-            .f_divide_scalar_mode(sample as i64, "floor")?;
+            .f_index_select(0, &bank_source)?;
         times.coreset_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
@@ -265,9 +286,11 @@ impl PatchCore {
             version: 1,
             history: Vec::new(),
         };
-        let (_, rules) = recalibrate(&meta, &loo.maps, None)?;
+        // Scored again from the maps, so padding (not part of any image) takes no part.
+        let (calibration, rules) = recalibrate(&meta, &loo.maps, None)?;
         let meta = BankMeta {
             rules: Some(rules),
+            calibration,
             ..meta
         };
         let file = BankFile {
