@@ -12,7 +12,8 @@
 use super::calibrate::score_images;
 use super::coreset;
 use super::host::to_host_f32;
-use super::inspect::{extractor_for, in_storage_precision, patch_scores, searcher_for};
+use super::inspect::{extractor_for, in_precision, in_storage_precision, patch_scores};
+use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::decode_all;
 use super::{EngineError, Precision};
 use crate::bank::{AddedImage, BankFile, BankMeta, Calibration, HistoryEntry};
@@ -159,7 +160,7 @@ pub fn update(
         .f_view([-1, dim])?
         .f_to_device(opts.device)?;
     let stored = in_storage_precision(rows.shallow_clone(), meta.bank_dtype)?;
-    let old = searcher_for(&stored, opts.precision)?.search(&feats, method.k, None)?;
+    let old = dense_searcher(&stored, opts.precision)?.search(&feats, method.k, None)?;
     let before: Vec<f32> = to_host_f32(
         &patch_scores(&old.sq_dist, &method)?
             .f_view([add.len() as i64, per_image])?
@@ -220,7 +221,7 @@ pub fn update(
         let patch = patch_scores(&old.sq_dist, &method)?;
         score_images(&feats, &old.sq_dist, &patch, per_image, keep, &mut kept)?
     } else {
-        let searcher = searcher_for(
+        let searcher = dense_searcher(
             &in_storage_precision(added.shallow_clone(), meta.bank_dtype)?,
             opts.precision,
         )?;
@@ -323,6 +324,12 @@ pub fn update(
         bounded_calibration: bounded,
         times,
     })
+}
+
+/// A searcher for the update's queries: new images of drifted parts lie far from the bank, and
+/// the fit's calibration patches far from the rows the drift added (README, "Teaching the bank").
+fn dense_searcher(rows: &Tensor, precision: Precision) -> Result<Searcher, TchError> {
+    in_precision(Searcher::dense(rows, DEFAULT_CHUNK_BYTES)?, precision)
 }
 
 /// The `k` smallest of two sets of squared distances per query, nearest first.
