@@ -42,6 +42,8 @@ pub(crate) struct Selection {
     pub(super) scroll_to_selected: bool,
     /// The selection the reject table last scrolled to (it follows each change once).
     pub(super) rejects_scrolled_for: Option<usize>,
+    /// Rows ticked in the reject table, for the teach buttons.
+    pub(super) checked: std::collections::BTreeSet<usize>,
 }
 
 /// The outside services a workstation uses; tests swap in fakes (no libtorch, no dialogs).
@@ -65,6 +67,7 @@ pub struct Workstation {
     pub(super) folder_error: Option<String>,
     pub(super) notices: Vec<String>,
     pub(super) roi_editor: super::roi_editor::RoiEditor,
+    pub(super) teach: super::teach::Teach,
     /// Set on the first frame, for the threads' repaint callback.
     pub(super) ctx_slot: Arc<OnceLock<egui::Context>>,
     /// Ids of sliders drawn this frame: arrow keys belong to them while they have focus.
@@ -124,6 +127,7 @@ impl Workstation {
             folder_error: None,
             notices: Vec::new(),
             roi_editor: Default::default(),
+            teach: Default::default(),
             ctx_slot,
             slider_ids: Vec::new(),
             layout_seen: None,
@@ -164,6 +168,7 @@ impl Workstation {
         self.jobs.abandon(jobs);
         self.sel.selected = None;
         self.sel.detail = false;
+        self.sel.checked.clear();
         self.textures.clear();
     }
 
@@ -181,6 +186,13 @@ impl Workstation {
         if !self.catalog.loaded(&bank) {
             return; // the operator chose another bank meanwhile
         }
+        self.teach_reloaded(Ok(&meta));
+        // The same bank reloaded (a new version): the folder shown is rescored with it.
+        let shown = self
+            .insp
+            .source
+            .clone()
+            .filter(|_| self.insp.bank.as_ref().is_some_and(|b| b.path == bank));
         let info = BankInfo::new(bank, meta, device);
         if self.roi_editor.open {
             let r = info.meta.rules();
@@ -199,6 +211,7 @@ impl Workstation {
         // `test_dir` may name the dataset root (MVTec layout: train/, test/, ground_truth/);
         // the parts to inspect are then under test/.
         let folder = match info.meta.test_dir.clone().filter(|d| d.is_dir()) {
+            _ if shown.is_some() => shown.unwrap_or_default(),
             Some(d) if d.join("test").is_dir() => d.join("test"),
             Some(d) => d,
             None => info.meta.train_dir.clone(),
@@ -216,7 +229,7 @@ impl Workstation {
                                 crate::bank::Verdict::Good => crate::report::Decision::Accept,
                                 crate::bank::Verdict::Defect => crate::report::Decision::Reject,
                             };
-                            (e.path.clone(), d)
+                            (e.path.clone(), (d, e.score))
                         })
                         .collect()
                 })
@@ -372,12 +385,19 @@ impl Workstation {
             Reply::ChangeFailed { bank, roi, error } => {
                 // The bank is unchanged and still loaded: stop awaiting it, say why.
                 self.catalog.loaded(&bank);
+                self.teach_reloaded(Err(&error));
                 if roi {
                     self.roi_editor.status = Some(error);
                 } else {
                     self.notices.push(error);
                 }
             }
+            Reply::Taught {
+                bank,
+                entry,
+                warning,
+            } => self.on_taught(bank, &entry, warning),
+            Reply::TeachFailed { error, .. } => self.on_teach_failed(error),
             Reply::Progress { job, done, total } => self.jobs.set_progress(job, done, total),
             Reply::Scored {
                 job,

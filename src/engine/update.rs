@@ -332,6 +332,29 @@ fn dense_searcher(rows: &Tensor, precision: Precision) -> Result<Searcher, TchEr
     in_precision(Searcher::dense(rows, DEFAULT_CHUNK_BYTES)?, precision)
 }
 
+/// Grows the bank file at `bank` (loaded as `file`) with `add` and stores the result as its next
+/// version, the replaced one kept in `<bank>.versions/` (at most `limit_bytes` in all): what
+/// `patchcore update` and the app's "Mark as good" both run. `opts.version` is set here to the
+/// next free number. Returns the update and the seconds the save took.
+pub fn update_and_commit(
+    bank: &Path,
+    file: BankFile,
+    add: &[PathBuf],
+    mut opts: UpdateOptions,
+    limit_bytes: u64,
+) -> Result<(Updated, f64), EngineError> {
+    crate::report::check_writable(bank).map_err(|e| {
+        EngineError::Config(format!("{}: cannot write the bank: {e}", bank.display()))
+    })?;
+    let current = file.meta.version;
+    let versions = crate::bank::Versions::of(bank);
+    opts.version = versions.next_number(current)?;
+    let up = update(bank, file, add, &opts)?;
+    let t = Instant::now();
+    versions.commit(&up.file, current, limit_bytes)?;
+    Ok((up, t.elapsed().as_secs_f64()))
+}
+
 /// The `k` smallest of two sets of squared distances per query, nearest first.
 fn nearest_of(a: &Tensor, b: &Tensor, k: i64) -> Result<Tensor, TchError> {
     let both = Tensor::f_cat(&[a, b], 1)?;
