@@ -52,7 +52,7 @@ pub(crate) fn describe(entry: &HistoryEntry) -> String {
         })
         .collect();
     format!(
-        "Marked {} image(s) good: bank version {} → {}, +{} rows ({}), threshold {:.4} → {:.4}",
+        "Marked {} image(s) good: bank version {} -> {}, +{} rows ({}), threshold {:.4} -> {:.4}",
         entry.images.len(),
         entry.parent,
         entry.version,
@@ -290,7 +290,7 @@ impl Workstation {
         if let Some((Busy::Undoing(before), _)) = &self.teach.busy {
             self.teach.status = Some(match result {
                 Ok(meta) => Ok(format!(
-                    "Undone: bank version {} is back, threshold {before:.4} → {:.4}",
+                    "Undone: bank version {} is back, threshold {before:.4} -> {:.4}",
                     meta.version, meta.calibration.threshold
                 )),
                 Err(e) => Err(format!("Not undone: {e}")),
