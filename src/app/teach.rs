@@ -271,11 +271,21 @@ impl Workstation {
         warning: Option<String>,
     ) {
         self.teach.busy = None;
-        self.teach.status = Some(Ok(describe(entry)));
-        self.teach.undo = Some((entry.version, entry.parent));
         if let Some(w) = warning {
             self.notices.push(w);
         }
+        let name = bank
+            .file_name()
+            .unwrap_or(bank.as_os_str())
+            .to_string_lossy();
+        let shown = self.insp.bank.as_ref().is_some_and(|b| b.path == bank);
+        if !shown || self.catalog.loading.is_some() {
+            // The operator chose another category meanwhile: keep it, say what happened.
+            self.teach.status = Some(Ok(format!("{name}: {}", describe(entry))));
+            return;
+        }
+        self.teach.status = Some(Ok(describe(entry)));
+        self.teach.undo = Some((entry.version, entry.parent));
         // The worker reloads the bank next; the catalog awaits it.
         self.catalog.choose(&bank);
     }

@@ -169,6 +169,8 @@ impl Workstation {
         self.sel.selected = None;
         self.sel.detail = false;
         self.sel.checked.clear();
+        // A pending confirmation names items by index: they are gone.
+        self.teach.confirm = None;
         self.textures.clear();
     }
 
@@ -176,6 +178,8 @@ impl Workstation {
         if !self.catalog.choose(&bank) {
             return;
         }
+        // Undo belongs to the bank it was taught on.
+        self.teach.undo = None;
         self.cancel_jobs();
         self.jobs.listing = None;
         self.folder_error = None;
@@ -448,6 +452,11 @@ impl Workstation {
             }
             Reply::WorkerError { error } => {
                 self.catalog.worker_died(&error);
+                if self.teach.busy.is_some() {
+                    // A teach or undo in flight died with the worker: the bank file is
+                    // either the old or the new version (writes are atomic); reloading shows which.
+                    self.on_teach_failed(error.clone());
+                }
                 self.notices.push(format!("Worker: {error}"));
             }
         }
