@@ -295,8 +295,9 @@ impl Workstation {
         self.teach.status = Some(Err(format!("Not taught: {error}")));
     }
 
-    /// A bank (re)loaded: an undo in flight is done; a failed change ends it too.
-    pub(crate) fn teach_reloaded(&mut self, result: Result<&crate::bank::BankMeta, &str>) {
+    /// A bank (re)loaded: an undo in flight is done; a failed change ends it too. True when it
+    /// was the undo's answer.
+    pub(crate) fn teach_reloaded(&mut self, result: Result<&crate::bank::BankMeta, &str>) -> bool {
         if let Some((Busy::Undoing(before), _)) = &self.teach.busy {
             self.teach.status = Some(match result {
                 Ok(meta) => Ok(format!(
@@ -306,6 +307,8 @@ impl Workstation {
                 Err(e) => Err(format!("Not undone: {e}")),
             });
             self.teach.busy = None;
+            return true;
         }
+        false
     }
 }

@@ -214,11 +214,11 @@ impl Workstation {
         self.settings.update(|s| s.last_bank = Some(name));
         // `test_dir` may name the dataset root (MVTec layout: train/, test/, ground_truth/);
         // the parts to inspect are then under test/.
-        let folder = match info.meta.test_dir.clone().filter(|d| d.is_dir()) {
-            _ if shown.is_some() => shown.unwrap_or_default(),
-            Some(d) if d.join("test").is_dir() => d.join("test"),
-            Some(d) => d,
-            None => info.meta.train_dir.clone(),
+        let folder = match (shown, info.meta.test_dir.clone().filter(|d| d.is_dir())) {
+            (Some(shown), _) => shown,
+            (None, Some(d)) if d.join("test").is_dir() => d.join("test"),
+            (None, Some(d)) => d,
+            (None, None) => info.meta.train_dir.clone(),
         };
         self.cancel_jobs();
         self.insp.remember(Default::default());
@@ -389,8 +389,9 @@ impl Workstation {
             Reply::ChangeFailed { bank, roi, error } => {
                 // The bank is unchanged and still loaded: stop awaiting it, say why.
                 self.catalog.loaded(&bank);
-                self.teach_reloaded(Err(&error));
-                if roi {
+                if self.teach_reloaded(Err(&error)) {
+                    // Said on the teach line.
+                } else if roi {
                     self.roi_editor.status = Some(error);
                 } else {
                     self.notices.push(error);
