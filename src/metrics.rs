@@ -146,6 +146,33 @@ pub fn f1_max(scores: &[f32], labels: &[bool]) -> Result<(f64, f32), MetricsErro
     Ok((2.0 * tp as f64 / (tp + fp + n_pos) as f64, unkey(t)))
 }
 
+/// The F1-best "reject above" threshold from images an operator judged: `good` scores (the
+/// bank's calibration images, images marked good) against confirmed `defects`. The cut is
+/// `f1_max`'s (the highest threshold among ties, so the fewest good parts rejected), placed
+/// halfway to the next lower score, so that a score at the cut is rejected under the app's
+/// `score > threshold` rule and rounding does not flip a judged image. Returns the threshold and
+/// its F1; `None` without a defect or a good score, or with a score that is not finite.
+pub fn f1_best_threshold(good: &[f32], defects: &[f32]) -> Option<(f32, f64)> {
+    if good.is_empty() || defects.is_empty() {
+        return None;
+    }
+    let scores: Vec<f32> = defects.iter().chain(good).copied().collect();
+    let labels: Vec<bool> = (0..scores.len()).map(|i| i < defects.len()).collect();
+    let (f1, cut) = f1_max(&scores, &labels).ok()?;
+    let below = scores
+        .iter()
+        .copied()
+        .filter(|&s| s < cut)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let threshold = if below.is_finite() {
+        below + (cut - below) / 2.0
+    } else {
+        // Everything is flagged: just under the lowest score.
+        cut - cut.abs().max(1.0) * 1e-4
+    };
+    Some((threshold, f1))
+}
+
 /// Connected components (8-connectivity) of the nonzero pixels of one mask, labelled from 1;
 /// returns the label image and each component's size.
 fn components(mask: &[u8], width: usize, height: usize) -> (Vec<u32>, Vec<u32>) {
@@ -353,4 +380,30 @@ fn pro_auc_within(
         (prev_fpr, prev_pro) = (fpr, pro);
     }
     Ok(area / max_fpr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f1_best_threshold;
+
+    #[test]
+    fn f1_best_threshold_separates_judged_images() {
+        // Separable: halfway between the worst good part and the mildest defect.
+        let (t, f1) = f1_best_threshold(&[1.0, 1.2, 1.4], &[1.8, 2.5, 3.0]).expect("defects");
+        assert!((t - 1.6).abs() < 1e-6, "{t}");
+        assert_eq!(f1, 1.0);
+        // One defect scores among the good parts: F1 is better missing it (2 tp, 0 fp: 0.8)
+        // than flagging it with two good parts (3 tp, 2 fp: 0.75).
+        let (t, f1) = f1_best_threshold(&[1.0, 1.1, 1.3, 1.5], &[1.2, 2.0, 2.2]).expect("defects");
+        assert!((t - 1.75).abs() < 1e-6, "{t}");
+        assert!((f1 - 0.8).abs() < 1e-12, "{f1}");
+        // Under `score > t`, every defect above the cut is rejected and no good part is.
+        assert!([2.0f32, 2.2].iter().all(|&d| d > t) && [1.0f32, 1.5].iter().all(|&g| g <= t));
+        // Everything flagged (defects below every good part): just under the lowest score.
+        let (t, _) = f1_best_threshold(&[5.0], &[1.0, 2.0, 3.0]).expect("defects");
+        assert!(t < 1.0 && t > 0.99, "{t}");
+        assert_eq!(f1_best_threshold(&[1.0], &[]), None);
+        assert_eq!(f1_best_threshold(&[], &[1.0]), None);
+        assert_eq!(f1_best_threshold(&[1.0], &[f32::NAN]), None);
+    }
 }

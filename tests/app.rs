@@ -468,6 +468,83 @@ fn review_band_and_decisions_by_hand_are_recorded() {
     h.check_accessibility();
 }
 
+/// The teach buttons: "Mark as good" on an image far above the threshold asks first, naming it
+/// with its normalised score; a scorer that cannot teach says so instead of changing anything;
+/// "Confirm defect" on ticked reject rows goes to the verdicts file, and three confirmed defects
+/// bring up the F1-best threshold beside the calibrated one. (The update itself, through the
+/// real worker and backend, is in tests/app_worker.rs.)
+#[test]
+fn mark_as_good_asks_for_far_images_and_confirmed_defects_give_an_f1_threshold() {
+    let f = fixture();
+    let services = Services {
+        backend: synthetic().factory(),
+        dialogs: Box::new(NoDialogs),
+    };
+    let mut h = harness(options(&f), services);
+    choose_category(&mut h, "widget");
+    wait_scored(&mut h);
+    // Calibration 0.5..1.0: "far" is above 1.5, so both rejects (1.6, 2.4) are far.
+    h.get_by_label_contains("bad_c.png: REJECT").click();
+    settle(&mut h);
+    h.get_by_label("Mark as good").click();
+    // A new window is laid out invisibly on its first frame.
+    wait_for(&mut h, "the confirmation", |h| {
+        has_label_containing(h, "crack/bad_c.png: normalised score 2.20")
+    });
+    h.get_by_label("Cancel").click();
+    settle(&mut h);
+    assert!(!has_label_containing(&h, "normalised score 2.20"));
+    h.get_by_label("Mark as good").click();
+    wait_for(&mut h, "the confirmation", |h| {
+        has_label(h, "They are good: add them")
+    });
+    h.get_by_label("They are good: add them").click();
+    wait_for(&mut h, "the refusal", |h| {
+        has_label_containing(h, "Not taught: ")
+    });
+    assert!(has_label_containing(&h, "has no model to teach the bank"));
+    assert_eq!(
+        patchcore::bank::read_meta(&f.bank).expect("meta").version,
+        1
+    );
+
+    // Tick both rejects, confirm them as defects.
+    h.get_by_label("Tick crack/bad_c.png").click();
+    settle(&mut h);
+    // The ticked row's buttons beside the detail view's.
+    assert_eq!(h.query_all_by_label("Mark as good").count(), 2);
+    h.get_by_label("Tick crack/bad_d.png").click();
+    settle(&mut h);
+    h.get_by_label("Confirm 2 defects").click();
+    let sidecar = patchcore::bank::Verdicts::sidecar_path(&f.bank);
+    wait_for(&mut h, "the verdicts file", |_| {
+        patchcore::bank::Verdicts::load(&f.bank).is_ok_and(|v| v.entries().len() == 2)
+    });
+    let text = std::fs::read_to_string(&sidecar).expect("verdicts");
+    assert_eq!(text.matches("\"defect\"").count(), 2, "{text}");
+    assert!(
+        !has_label_containing(&h, "F1-best threshold"),
+        "two defects are not enough"
+    );
+    // A third: good_b (0.8) goes to review under a lower threshold, confirmed from the detail view.
+    h.get_by_label_contains("Back to gallery").click();
+    settle(&mut h);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Threshold")
+        .set_value_accesskit(0.7);
+    settle(&mut h);
+    h.get_by_label_contains("good_b.png: REVIEW").click();
+    settle(&mut h);
+    h.get_by_label("Confirm defect").click();
+    settle(&mut h);
+    // Good 0.5, 0.75, 1.0 (calibration) against defects 0.8, 1.6, 2.4: flagging from 0.8 up
+    // (F1 6/7) beats from 1.6 up (F1 4/5); the cut is halfway between 0.75 and 0.8.
+    assert!(has_label(&h, "F1-best threshold 0.7750"));
+    h.get_by_label("Use").click();
+    settle(&mut h);
+    assert_eq!(h.state().threshold(), 0.775);
+    h.check_accessibility();
+}
+
 /// Panics on the first image named `panic.png`, then behaves.
 struct Flaky {
     inner: StandInBackend,

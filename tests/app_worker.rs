@@ -1,6 +1,9 @@
 //! The scoring worker's batching, driven through its real thread with a recording backend:
 //! score requests that queued up while the worker was busy are scored as one stream of full
-//! batches, and a job cancelled mid-stream leaves without stopping the others.
+//! batches, and a job cancelled mid-stream leaves without stopping the others. And the app's
+//! teach round trip with the real backend: mark as good, then undo.
+mod common;
+
 use patchcore::app::worker::Worker;
 use patchcore::app::{Backend, BackendFactory, JobId, Reply, Request};
 use patchcore::bank::BankMeta;
@@ -249,4 +252,131 @@ fn a_cancelled_job_leaves_the_stream_and_the_others_go_on() {
     );
     assert_eq!(done_of(&replies, 1), vec![(true, None)]);
     assert_eq!(done_of(&replies, 2), vec![(false, None)]);
+}
+
+/// The next reply that `want` picks out, with every reply seen until then.
+fn reply_where(w: &mut Worker, what: &str, want: impl Fn(&Reply) -> bool) -> (Reply, Vec<Reply>) {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        while let Some(r) = w.try_recv() {
+            if want(&r) {
+                return (r, seen);
+            }
+            seen.push(r);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// "Mark as good" through the real worker and backend (libtorch on the CPU): the engine's update
+/// writes bank version 2, the image is remembered as good in the verdicts file, the bank comes
+/// back reloaded at version 2; "Undo" puts version 1 back bit for bit. A stale version (the bank
+/// changed on disk) and an over-threshold image without confirmation are refused, the bank
+/// untouched.
+#[test]
+fn mark_as_good_then_undo_through_the_worker() {
+    use patchcore::bank::{read_meta, Verdict, Verdicts};
+    use patchcore::engine::calibrate::BankChange;
+    use patchcore::engine::{NoProgress, PatchCore};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spec = patchcore::data::synthetic::SyntheticSpec {
+        n_train: 8,
+        n_test_good: 2,
+        n_test_defect_per_type: 1,
+        ..Default::default()
+    };
+    let ds = patchcore::data::synthetic::generate(tmp.path(), "parts", &spec).expect("data");
+    let opts = common::small_fit_options("efficientnet_lite0", &ds.root);
+    let weights_dir = opts.weights.parent().expect("models folder").to_path_buf();
+    let (_, file, _) = PatchCore::fit(&ds.train, &opts, &NoProgress).expect("fit");
+    let bank = tmp.path().join("parts.safetensors");
+    file.save(&bank).expect("save");
+    let original = std::fs::read(&bank).expect("bank bytes");
+    let defect = ds
+        .test
+        .iter()
+        .find(|s| s.is_anomalous())
+        .expect("a defect")
+        .path
+        .clone();
+
+    let factory = patchcore::app::TorchBackend::factory(weights_dir, "cpu".into(), 4, 0);
+    let mut w = Worker::spawn(factory, Arc::new(|| {}));
+    let teach = |version: u32, force: bool| Request::Teach {
+        bank: bank.clone(),
+        version,
+        paths: vec![defect.clone()],
+        force,
+    };
+    let answered = |r: &Reply| matches!(r, Reply::Taught { .. } | Reply::TeachFailed { .. });
+
+    // The app shows version 1 but the file says otherwise: refused, nothing written.
+    w.send(teach(7, true));
+    match reply_where(&mut w, "the refusal", answered).0 {
+        Reply::TeachFailed { error, .. } => {
+            assert!(error.contains("changed on disk"), "{error}")
+        }
+        other => panic!("stale version taught: {other:?}"),
+    }
+    // A synthetic defect scores far above the threshold: refused without the confirmation.
+    w.send(teach(1, false));
+    match reply_where(&mut w, "the refusal", answered).0 {
+        Reply::TeachFailed { error, .. } => assert!(error.contains("far above"), "{error}"),
+        other => panic!("far-off image taught without confirmation: {other:?}"),
+    }
+    assert_eq!(std::fs::read(&bank).expect("bank"), original);
+
+    w.send(teach(1, true));
+    let entry = match reply_where(&mut w, "the update", answered).0 {
+        Reply::Taught { entry, warning, .. } => {
+            assert_eq!(warning, None);
+            entry
+        }
+        other => panic!("not taught: {other:?}"),
+    };
+    assert_eq!((entry.parent, entry.version), (1, 2));
+    assert!(entry.rows_added > 0 && entry.forced);
+    assert_eq!(entry.images[0].path, defect);
+    let loaded = |r: &Reply| matches!(r, Reply::BankLoaded { .. } | Reply::BankFailed { .. });
+    match reply_where(&mut w, "the reload", loaded).0 {
+        Reply::BankLoaded { meta, .. } => {
+            assert_eq!(meta.version, 2);
+            assert_eq!(meta.calibration.threshold, entry.threshold_after);
+        }
+        other => panic!("bank not reloaded: {other:?}"),
+    }
+    assert_eq!(read_meta(&bank).expect("meta").version, 2);
+    let verdicts = Verdicts::load(&bank).expect("verdicts");
+    let v = verdicts.get(&defect).expect("verdict recorded");
+    assert_eq!(v.verdict, Verdict::Good);
+    assert_eq!(v.sha256, entry.images[0].sha256);
+
+    // Undo, first from a stale version (refused), then from the one on disk.
+    let changed = |r: &Reply| loaded(r) || matches!(r, Reply::ChangeFailed { .. });
+    w.send(Request::ChangeBank {
+        bank: bank.clone(),
+        change: BankChange::Revert { from: 1, to: 1 },
+    });
+    match reply_where(&mut w, "the refused undo", changed).0 {
+        Reply::ChangeFailed { error, .. } => assert!(error.contains("changed on disk"), "{error}"),
+        other => panic!("stale undo applied: {other:?}"),
+    }
+    w.send(Request::ChangeBank {
+        bank: bank.clone(),
+        change: BankChange::Revert { from: 2, to: 1 },
+    });
+    match reply_where(&mut w, "the undo", changed).0 {
+        Reply::BankLoaded { meta, .. } => assert_eq!(meta.version, 1),
+        other => panic!("not undone: {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&bank).expect("bank"),
+        original,
+        "undo restores the bytes"
+    );
 }

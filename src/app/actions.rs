@@ -28,6 +28,18 @@ pub enum Action {
     SaveRoi(Option<crate::decide::Roi>),
     /// Store the thresholds and minimum area set here in the bank, as a new version.
     SaveRules,
+    /// Teach the bank these (flagged) images as good parts.
+    MarkGood(Vec<usize>),
+    /// Record these (flagged) images as real defects.
+    ConfirmDefects(Vec<usize>),
+    /// The operator confirmed that the far-off images are good; or cancelled.
+    ForceConfirmed,
+    ForceCancelled,
+    /// Put back the bank version before the last teach.
+    UndoTeach,
+    DismissTeach,
+    /// Tick or untick a row of the reject table (a selection for the teach buttons).
+    ToggleChecked(usize),
     ResetThreshold,
     SetFilter(Filter),
     SetSort(SortKey),
@@ -104,6 +116,17 @@ impl Workstation {
                     // The worker answers with the reloaded bank, which the catalog must await.
                     self.catalog.choose(&bank);
                     self.jobs.change_bank(bank, rules);
+                }
+            }
+            Action::MarkGood(items) => self.mark_good(items, false),
+            Action::ConfirmDefects(items) => self.confirm_defects(items),
+            Action::ForceConfirmed => self.force_confirmed(),
+            Action::ForceCancelled => self.teach.confirm = None,
+            Action::UndoTeach => self.undo_teach(),
+            Action::DismissTeach => self.teach.status = None,
+            Action::ToggleChecked(i) => {
+                if !self.sel.checked.remove(&i) {
+                    self.sel.checked.insert(i);
                 }
             }
             Action::ResetThreshold => {

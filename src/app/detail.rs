@@ -19,6 +19,8 @@ pub(crate) struct Parts<'a> {
     pub(crate) textures: &'a mut TextureCache,
     pub(crate) prefs: &'a mut Prefs,
     pub(crate) slider_ids: &'a mut Vec<egui::Id>,
+    /// A teach or undo is running (the teach buttons wait).
+    pub(crate) teach_busy: bool,
 }
 
 /// Shows item `index` of the inspector.
@@ -33,6 +35,7 @@ pub(crate) fn show(
         textures,
         prefs,
         slider_ids,
+        teach_busy,
     } = parts;
     let Some(item) = insp.items.get(index).cloned() else {
         return;
@@ -109,6 +112,14 @@ pub(crate) fn show(
         }
     });
     super::review::show(ui, index, &item, &rules, actions);
+    if item
+        .inspection()
+        .is_some_and(|i| i.decide(&rules) != Decision::Accept)
+    {
+        ui.horizontal(|ui| {
+            super::teach::buttons(ui, &[index], teach_busy, actions);
+        });
+    }
     ui.horizontal(|ui| {
         ui.checkbox(&mut prefs.overlay_in_detail, "Show heatmap");
         let r = ui.add(

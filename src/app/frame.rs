@@ -57,14 +57,25 @@ impl Workstation {
             .default_size(right_size)
             .size_range(260.0..=800.0)
             .show(ui, |ui| {
-                rejects::show(ui, &mut self.insp, &mut self.sel, &mut actions);
+                let busy = self.teach.busy.is_some();
+                rejects::show(ui, &mut self.insp, &mut self.sel, busy, &mut actions);
             });
+        let teach = &self.teach;
+        if teach.busy.is_some() || teach.status.is_some() || teach.undo.is_some() {
+            egui::Panel::bottom("teach").show(ui, |ui| {
+                super::teach::status(ui, teach, &mut actions);
+            });
+        }
+        if let Some(c) = &self.teach.confirm {
+            super::teach::confirm_window(&ctx, c, &mut actions);
+        }
         egui::CentralPanel::default().show(ui, |ui| match self.sel.selected {
             Some(selected) if self.sel.detail => {
                 let parts = detail::Parts {
                     textures: &mut self.textures,
                     prefs: &mut self.prefs,
                     slider_ids: &mut self.slider_ids,
+                    teach_busy: self.teach.busy.is_some(),
                 };
                 detail::show(ui, &mut self.insp, selected, parts, &mut actions);
             }

@@ -22,10 +22,7 @@ pub(crate) enum Task {
     /// The status line of a finished export, or why it failed.
     Exported(Result<String, String>),
     /// The bank's remembered decisions by hand (its verdicts file), or why they could not be read.
-    Remembered(
-        PathBuf,
-        Result<std::collections::HashMap<PathBuf, crate::report::Decision>, String>,
-    ),
+    Remembered(PathBuf, Result<super::state::Judged, String>),
     /// A decision by hand written to the verdicts file, or why it was not.
     Recorded(Result<(), String>),
     /// The bank's current ROI, read for the editor.
@@ -148,6 +145,15 @@ impl Jobs {
         change: crate::engine::calibrate::BankChange,
     ) {
         self.worker.send(Request::ChangeBank { bank, change });
+    }
+
+    pub(crate) fn teach(&mut self, bank: PathBuf, version: u32, paths: Vec<PathBuf>, force: bool) {
+        self.worker.send(Request::Teach {
+            bank,
+            version,
+            paths,
+            force,
+        });
     }
 
     pub(crate) fn score(&mut self, job: JobId, bank: PathBuf, paths: Vec<PathBuf>) {

@@ -32,6 +32,7 @@ pub mod settings;
 pub mod settings_store;
 pub mod stand_in_backend;
 pub mod state;
+mod teach;
 mod textures;
 mod toolbar;
 pub mod torch_backend;

@@ -30,6 +30,15 @@ pub enum Request {
         bank: PathBuf,
         change: crate::engine::calibrate::BankChange,
     },
+    /// Teach `bank` (still at `version`, as loaded) that `paths` are good parts: the engine's
+    /// update as `patchcore update` runs it, `force` letting in images far above the threshold.
+    /// Answered by `Taught` and then `BankLoaded` with the new version, or `TeachFailed`.
+    Teach {
+        bank: PathBuf,
+        version: u32,
+        paths: Vec<PathBuf>,
+        force: bool,
+    },
     /// Stop a job at the next image boundary (the handle also flags it immediately).
     Cancel { job: JobId },
     /// Leave the loop; the thread ends after the current image.
@@ -85,6 +94,18 @@ pub enum Reply {
         roi: bool,
         error: String,
     },
+    /// A `Teach` was stored as a new bank version: its history entry (rows added per image,
+    /// threshold before and after). `warning`: the verdicts file could not be written.
+    Taught {
+        bank: PathBuf,
+        entry: Box<crate::bank::HistoryEntry>,
+        warning: Option<String>,
+    },
+    /// A `Teach` was refused or failed; the bank is unchanged.
+    TeachFailed {
+        bank: PathBuf,
+        error: String,
+    },
     /// The worker hit a failure outside any one image (panic, backend could not start).
     /// It has restarted itself; the message is shown in the GUI.
     WorkerError {
@@ -110,6 +131,24 @@ pub trait Backend {
 
     /// Where the model runs, for display ("cpu", "cuda:0", "synthetic").
     fn device_name(&self) -> String;
+
+    /// Grows `bank`, if still at `version`, with the good images `paths` and stores it as a new
+    /// version (`engine::update_and_commit`); returns the history entry. Scorers without a model
+    /// cannot.
+    fn update(
+        &mut self,
+        bank: &Path,
+        version: u32,
+        paths: &[PathBuf],
+        force: bool,
+    ) -> Result<crate::bank::HistoryEntry, String> {
+        let _ = (version, paths, force);
+        Err(format!(
+            "{}: {} has no model to teach the bank with",
+            bank.display(),
+            self.device_name()
+        ))
+    }
 }
 
 /// Builds a backend on the worker thread. Called again after a crash, so a poisoned device

@@ -11,6 +11,7 @@ pub(crate) fn show(
     ui: &mut Ui,
     insp: &mut Inspector,
     sel: &mut Selection,
+    teach_busy: bool,
     actions: &mut Vec<Action>,
 ) {
     let rows: Vec<usize> = insp.rejects().to_vec();
@@ -20,8 +21,19 @@ pub(crate) fn show(
                 .strong()
                 .color(REJECT),
         );
-        ui.weak("click a name to inspect");
+        ui.weak("click a name to inspect, tick rows to teach");
     });
+    // Rows ticked that are still listed (a rescore can drop some).
+    let ticked: Vec<usize> = rows
+        .iter()
+        .copied()
+        .filter(|r| sel.checked.contains(r))
+        .collect();
+    if !ticked.is_empty() {
+        ui.horizontal(|ui| {
+            super::teach::buttons(ui, &ticked, teach_busy, actions);
+        });
+    }
     ui.separator();
     if rows.is_empty() {
         ui.weak(if insp.bank.is_some() {
@@ -39,6 +51,7 @@ pub(crate) fn show(
         .striped(true)
         .resizable(true)
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+        .column(Column::exact(18.0))
         // Not resizable, so it keeps taking what the other columns leave (a resizable one
         // would keep its first-frame width and leave a gap at the right).
         .column(
@@ -61,6 +74,7 @@ pub(crate) fn show(
     }
     table
         .header(22.0, |mut header| {
+            header.col(|_| {});
             for (col, text) in [
                 (RejectColumn::Name, "Name"),
                 (RejectColumn::Score, "Score"),
@@ -94,6 +108,18 @@ pub(crate) fn show(
                     return;
                 };
                 row.set_selected(selected == Some(i));
+                row.col(|ui| {
+                    let mut on = sel.checked.contains(&i);
+                    let label = format!("Tick {}", item.name);
+                    let r = ui.add(egui::Checkbox::without_text(&mut on));
+                    r.widget_info(|| {
+                        egui::WidgetInfo::selected(egui::Role::CheckBox, true, on, &label)
+                    });
+                    let r = r.on_hover_text("Ticked rows: Mark as good / Confirm defect");
+                    if r.clicked() {
+                        actions.push(Action::ToggleChecked(i));
+                    }
+                });
                 row.col(|ui| {
                     if ui
                         .selectable_label(selected == Some(i), &item.name)

@@ -128,22 +128,32 @@ impl Workstation {
         let (bank, path) = (bank.path.clone(), item.path.clone());
         self.insp.set_hand(i, decision);
         self.jobs.spawn_task(move || {
-            let record = || -> Result<(), String> {
-                let sha256 = sha256_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let mut verdicts = Verdicts::load(&bank).map_err(|e| e.to_string())?;
-                verdicts.record(VerdictEntry {
-                    path: path.clone(),
-                    sha256,
-                    verdict,
-                    score,
-                    time: now_rfc3339(),
-                    operator: Operator::current(),
-                });
-                verdicts.save(&bank).map_err(|e| e.to_string())
-            };
             Task::Recorded(
-                record().map_err(|e| format!("The decision by hand was not recorded: {e}")),
+                record(&bank, vec![(path, score)], verdict)
+                    .map_err(|e| format!("The decision by hand was not recorded: {e}")),
             )
         });
     }
+}
+
+/// Writes the operator's `verdict` on each `(image, score)` into the verdicts file of `bank`,
+/// with the image's sha256, the time and who (off the GUI thread: it reads every image).
+pub(crate) fn record(
+    bank: &std::path::Path,
+    images: Vec<(std::path::PathBuf, f32)>,
+    verdict: Verdict,
+) -> Result<(), String> {
+    let mut verdicts = Verdicts::load(bank).map_err(|e| e.to_string())?;
+    for (path, score) in images {
+        let sha256 = sha256_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        verdicts.record(VerdictEntry {
+            path,
+            sha256,
+            verdict,
+            score,
+            time: now_rfc3339(),
+            operator: Operator::current(),
+        });
+    }
+    verdicts.save(bank).map_err(|e| e.to_string())
 }

@@ -28,6 +28,19 @@ pub(crate) fn show(
     {
         actions.push(Action::OpenRoiEditor);
     }
+    if let Some(best) = insp.f1_best() {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(format!("F1-best threshold {:.4}", best.threshold))
+                .on_hover_text(format!(
+                    "Best separates the {} confirmed defects from {} good scores (calibration \
+                     and images marked good), F1 {:.3}; scores as recorded with the verdicts",
+                    best.defects, best.good, best.f1
+                ));
+            if ui.small_button("Use").clicked() {
+                actions.push(Action::SetThreshold(best.threshold));
+            }
+        });
+    }
     let mut area = insp.rules().min_area;
     ui.horizontal(|ui| {
         ui.label("Minimum defect area")

@@ -158,6 +158,22 @@ impl BankInfo {
     }
 }
 
+/// Images an operator judged with this bank (its verdicts file): decision and score, by path.
+pub type Judged = HashMap<PathBuf, (Decision, f32)>;
+
+/// Confirmed defects needed before the F1-best threshold is shown: with fewer, one image moves it.
+pub const F1_MIN_DEFECTS: usize = 3;
+
+/// The threshold that best separates the judged images (see `metrics::f1_best_threshold`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct F1Best {
+    pub threshold: f32,
+    pub f1: f64,
+    pub defects: usize,
+    /// Good scores used: the bank's calibration images and the images judged good.
+    pub good: usize,
+}
+
 /// The decision inputs the cached lists depend on: both thresholds (bits) and the minimum area.
 type RulesKey = (u32, u32, u64);
 
@@ -180,7 +196,7 @@ pub struct Inspector {
     pub items: Vec<Item>,
     by_path: HashMap<PathBuf, usize>,
     /// The operator's earlier decisions by hand on this bank (its verdicts file), by path.
-    remembered: HashMap<PathBuf, Decision>,
+    remembered: Judged,
     /// For each live job, the item index of each of its paths.
     jobs: HashMap<JobId, Vec<usize>>,
     next_inbox_seq: u64,
@@ -287,7 +303,7 @@ impl Inspector {
                 None => {
                     let root = if inbox { None } else { self.source.as_deref() };
                     let mut item = Item::new(path.clone(), seq, root);
-                    item.hand = self.remembered.get(path).copied();
+                    item.hand = self.remembered.get(path).map(|h| h.0);
                     self.items.push(item);
                     self.by_path.insert(path.clone(), self.items.len() - 1);
                     self.items.len() - 1
@@ -412,9 +428,9 @@ impl Inspector {
 
     /// The bank's remembered decisions by hand, applied to the images listed now and later, so
     /// a restart or a bank reload does not send decided images back to review.
-    pub fn remember(&mut self, hands: HashMap<PathBuf, Decision>) {
+    pub fn remember(&mut self, hands: Judged) {
         for item in &mut self.items {
-            item.hand = hands.get(&item.path).copied();
+            item.hand = hands.get(&item.path).map(|h| h.0);
         }
         self.remembered = hands;
         self.touch();
@@ -424,8 +440,38 @@ impl Inspector {
     pub fn set_hand(&mut self, i: usize, decision: Decision) {
         if let Some(item) = self.items.get_mut(i) {
             item.hand = Some(decision);
+            if let Some(score) = item.score() {
+                self.remembered.insert(item.path.clone(), (decision, score));
+            }
             self.touch();
         }
+    }
+
+    /// The F1-best threshold from the confirmed defects against the good scores (calibration
+    /// and judged good), once there are `F1_MIN_DEFECTS` defects. Judged scores are those given
+    /// with the verdicts, so after an update they are the older bank's.
+    pub fn f1_best(&self) -> Option<F1Best> {
+        let bank = self.bank.as_ref()?;
+        let pick = |d: Decision| -> Vec<f32> {
+            self.remembered
+                .values()
+                .filter(|h| h.0 == d)
+                .map(|h| h.1)
+                .collect()
+        };
+        let defects = pick(Decision::Reject);
+        if defects.len() < F1_MIN_DEFECTS {
+            return None;
+        }
+        let mut good = bank.meta.calibration.scores.clone();
+        good.extend(pick(Decision::Accept));
+        let (threshold, f1) = crate::metrics::f1_best_threshold(&good, &defects)?;
+        Some(F1Best {
+            threshold,
+            f1,
+            defects: defects.len(),
+            good: good.len(),
+        })
     }
 
     pub fn filter(&self) -> Filter {

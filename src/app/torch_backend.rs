@@ -115,6 +115,38 @@ impl Backend for TorchBackend {
         Ok(())
     }
 
+    fn update(
+        &mut self,
+        bank: &Path,
+        version: u32,
+        paths: &[PathBuf],
+        force: bool,
+    ) -> Result<crate::bank::HistoryEntry, String> {
+        use crate::engine::{precision, update_and_commit, PrecisionChoice, UpdateOptions};
+        let file = crate::bank::BankFile::load(bank).map_err(|e| e.to_string())?;
+        if file.meta.version != version {
+            let e = crate::engine::calibrate::changed_on_disk(bank, version, file.meta.version);
+            return Err(e.to_string());
+        }
+        let spec = crate::backbone::find(&file.meta.backbone).map_err(|e| e.to_string())?;
+        let opts = UpdateOptions {
+            weights: spec.weights_in(&self.models_dir),
+            device: self.device,
+            precision: precision::resolve(PrecisionChoice::Auto, self.device, spec).0,
+            batch_size: self.batch_size,
+            force,
+            version,
+            time: crate::report::now_rfc3339(),
+            operator: crate::report::Operator::current(),
+        };
+        let limit = crate::bank::DEFAULT_VERSIONS_LIMIT_MB << 20;
+        let (up, _) =
+            update_and_commit(bank, file, paths, opts, limit).map_err(|e| e.to_string())?;
+        // The cached model is the old version (a coarse modification time could hide it).
+        self.cache.retain(|c| c.bank != bank);
+        Ok(up.entry)
+    }
+
     fn device_name(&self) -> String {
         match self.device {
             tch::Device::Cpu => "cpu".into(),

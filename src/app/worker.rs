@@ -263,6 +263,12 @@ impl Loop {
                 }
                 Request::LoadBank { bank } => Work::Load(bank),
                 Request::ChangeBank { bank, change } => Work::Change(bank, change),
+                Request::Teach {
+                    bank,
+                    version,
+                    paths,
+                    force,
+                } => Work::Teach(bank, version, paths, force),
                 // The shared set already carries the flag; a queued job is skipped when it
                 // comes up.
                 Request::Cancel { .. } => continue,
@@ -272,13 +278,16 @@ impl Loop {
                 Work::Change(bank, change) => {
                     let roi = matches!(change, BankChange::Roi(_));
                     match change.apply(&bank) {
-                        Ok(_) => self.load(bank),
+                        Ok(()) => self.load(bank),
                         Err(e) => self.out.send(Reply::ChangeFailed {
                             bank,
                             roi,
                             error: e.to_string(),
                         }),
                     }
+                }
+                Work::Teach(bank, version, paths, force) => {
+                    self.teach(bank, version, &paths, force)
                 }
                 Work::Score(bank, run) => self.score(&bank, run),
             }));
@@ -379,6 +388,26 @@ impl Loop {
         }
     }
 
+    /// Runs the update, records the images as good in the bank's verdicts file, reports what
+    /// changed and reloads the bank (its new version).
+    fn teach(&mut self, bank: PathBuf, version: u32, paths: &[PathBuf], force: bool) {
+        let entry = self
+            .backend()
+            .and_then(|b| b.update(&bank, version, paths, force));
+        match entry {
+            Ok(entry) => {
+                let warning = record_good(&bank, &entry).err();
+                self.out.send(Reply::Taught {
+                    bank: bank.clone(),
+                    entry: Box::new(entry),
+                    warning,
+                });
+                self.load(bank);
+            }
+            Err(error) => self.out.send(Reply::TeachFailed { bank, error }),
+        }
+    }
+
     fn close(&mut self, job: JobId, cancelled: bool, error: Option<String>) {
         self.open.retain(|j| *j != job);
         self.out.send(Reply::JobDone {
@@ -389,9 +418,30 @@ impl Loop {
     }
 }
 
+/// Remembers the images an update added as good parts in the bank's verdicts file, with the
+/// sha256 and score the update recorded.
+fn record_good(bank: &Path, entry: &crate::bank::HistoryEntry) -> Result<(), String> {
+    use crate::bank::{Verdict, VerdictEntry, Verdicts};
+    let mut verdicts = Verdicts::load(bank).map_err(|e| e.to_string())?;
+    for image in &entry.images {
+        verdicts.record(VerdictEntry {
+            path: image.path.clone(),
+            sha256: image.sha256.clone(),
+            verdict: Verdict::Good,
+            score: image.score,
+            time: entry.time.clone(),
+            operator: entry.operator.clone(),
+        });
+    }
+    verdicts
+        .save(bank)
+        .map_err(|e| format!("the bank was taught, but the verdicts were not recorded: {e}"))
+}
+
 enum Work {
     Load(PathBuf),
     Change(PathBuf, BankChange),
+    Teach(PathBuf, u32, Vec<PathBuf>, bool),
     Score(PathBuf, Vec<Segment>),
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct Selection {
     pub(super) scroll_to_selected: bool,
     /// The selection the reject table last scrolled to (it follows each change once).
     pub(super) rejects_scrolled_for: Option<usize>,
+    /// Rows ticked in the reject table, for the teach buttons.
+    pub(super) checked: std::collections::BTreeSet<usize>,
 }
 
 /// The outside services a workstation uses; tests swap in fakes (no libtorch, no dialogs).
@@ -65,6 +67,7 @@ pub struct Workstation {
     pub(super) folder_error: Option<String>,
     pub(super) notices: Vec<String>,
     pub(super) roi_editor: super::roi_editor::RoiEditor,
+    pub(super) teach: super::teach::Teach,
     /// Set on the first frame, for the threads' repaint callback.
     pub(super) ctx_slot: Arc<OnceLock<egui::Context>>,
     /// Ids of sliders drawn this frame: arrow keys belong to them while they have focus.
@@ -124,6 +127,7 @@ impl Workstation {
             folder_error: None,
             notices: Vec::new(),
             roi_editor: Default::default(),
+            teach: Default::default(),
             ctx_slot,
             slider_ids: Vec::new(),
             layout_seen: None,
@@ -164,6 +168,9 @@ impl Workstation {
         self.jobs.abandon(jobs);
         self.sel.selected = None;
         self.sel.detail = false;
+        self.sel.checked.clear();
+        // A pending confirmation names items by index: they are gone.
+        self.teach.confirm = None;
         self.textures.clear();
     }
 
@@ -171,6 +178,8 @@ impl Workstation {
         if !self.catalog.choose(&bank) {
             return;
         }
+        // Undo belongs to the bank it was taught on.
+        self.teach.undo = None;
         self.cancel_jobs();
         self.jobs.listing = None;
         self.folder_error = None;
@@ -181,6 +190,13 @@ impl Workstation {
         if !self.catalog.loaded(&bank) {
             return; // the operator chose another bank meanwhile
         }
+        self.teach_reloaded(Ok(&meta));
+        // The same bank reloaded (a new version): the folder shown is rescored with it.
+        let shown = self
+            .insp
+            .source
+            .clone()
+            .filter(|_| self.insp.bank.as_ref().is_some_and(|b| b.path == bank));
         let info = BankInfo::new(bank, meta, device);
         if self.roi_editor.open {
             let r = info.meta.rules();
@@ -198,10 +214,11 @@ impl Workstation {
         self.settings.update(|s| s.last_bank = Some(name));
         // `test_dir` may name the dataset root (MVTec layout: train/, test/, ground_truth/);
         // the parts to inspect are then under test/.
-        let folder = match info.meta.test_dir.clone().filter(|d| d.is_dir()) {
-            Some(d) if d.join("test").is_dir() => d.join("test"),
-            Some(d) => d,
-            None => info.meta.train_dir.clone(),
+        let folder = match (shown, info.meta.test_dir.clone().filter(|d| d.is_dir())) {
+            (Some(shown), _) => shown,
+            (None, Some(d)) if d.join("test").is_dir() => d.join("test"),
+            (None, Some(d)) => d,
+            (None, None) => info.meta.train_dir.clone(),
         };
         self.cancel_jobs();
         self.insp.remember(Default::default());
@@ -216,7 +233,7 @@ impl Workstation {
                                 crate::bank::Verdict::Good => crate::report::Decision::Accept,
                                 crate::bank::Verdict::Defect => crate::report::Decision::Reject,
                             };
-                            (e.path.clone(), d)
+                            (e.path.clone(), (d, e.score))
                         })
                         .collect()
                 })
@@ -372,12 +389,20 @@ impl Workstation {
             Reply::ChangeFailed { bank, roi, error } => {
                 // The bank is unchanged and still loaded: stop awaiting it, say why.
                 self.catalog.loaded(&bank);
-                if roi {
+                if self.teach_reloaded(Err(&error)) {
+                    // Said on the teach line.
+                } else if roi {
                     self.roi_editor.status = Some(error);
                 } else {
                     self.notices.push(error);
                 }
             }
+            Reply::Taught {
+                bank,
+                entry,
+                warning,
+            } => self.on_taught(bank, &entry, warning),
+            Reply::TeachFailed { error, .. } => self.on_teach_failed(error),
             Reply::Progress { job, done, total } => self.jobs.set_progress(job, done, total),
             Reply::Scored {
                 job,
@@ -428,6 +453,11 @@ impl Workstation {
             }
             Reply::WorkerError { error } => {
                 self.catalog.worker_died(&error);
+                if self.teach.busy.is_some() {
+                    // A teach or undo in flight died with the worker: the bank file is
+                    // either the old or the new version (writes are atomic); reloading shows which.
+                    self.on_teach_failed(error.clone());
+                }
                 self.notices.push(format!("Worker: {error}"));
             }
         }

@@ -4,7 +4,7 @@ use super::args::RuntimeArgs;
 use crate::bank::{BankFile, Versions, DEFAULT_VERSIONS_LIMIT_MB};
 use crate::engine::{self, UpdateOptions};
 use crate::report::{now_rfc3339, Operator};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,29 +35,21 @@ pub fn run(args: UpdateArgs) -> Result<()> {
     if paths.is_empty() {
         bail!("no images in {:?}", args.add);
     }
-    crate::report::check_writable(&args.bank)
-        .with_context(|| format!("{}: cannot write the bank", args.bank.display()))?;
     let file = BankFile::load(&args.bank)?;
     let current = file.meta.version;
-    let versions = Versions::of(&args.bank);
     let opts = UpdateOptions {
         weights: args.runtime.weights_for(&file.meta.backbone)?,
         device: args.runtime.device()?,
         precision: args.runtime.precision(&file.meta.backbone)?,
         batch_size: args.runtime.batch_size,
         force: args.force,
-        version: versions.next_number(current)?,
+        version: current,
         time: now_rfc3339(),
         operator: Operator::current(),
     };
-    let up = engine::update(&args.bank, file, &paths, &opts)?;
-    let t = Instant::now();
-    versions.commit(
-        &up.file,
-        current,
-        args.versions_limit_mb.saturating_mul(1 << 20),
-    )?;
-    let save_s = t.elapsed().as_secs_f64();
+    let limit = args.versions_limit_mb.saturating_mul(1 << 20);
+    let (up, save_s) = engine::update_and_commit(&args.bank, file, &paths, opts, limit)?;
+    let versions = Versions::of(&args.bank);
     let e = &up.entry;
     for img in &e.images {
         println!(

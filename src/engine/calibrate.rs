@@ -248,14 +248,34 @@ pub enum BankChange {
     Roi(Option<Roi>),
     /// Store these decision rules.
     Rules(Rules),
+    /// Put kept version `to` back (an undo), if the bank is still at version `from`.
+    Revert { from: u32, to: u32 },
 }
 
 impl BankChange {
-    /// Applies the change to the bank file at `path`, as a new version.
-    pub fn apply(self, path: &std::path::Path) -> Result<crate::bank::BankFile, EngineError> {
+    /// Applies the change to the bank file at `path` (an ROI or rules change as a new version).
+    pub fn apply(self, path: &std::path::Path) -> Result<(), EngineError> {
         match self {
-            BankChange::Roi(roi) => set_roi(path, roi),
-            BankChange::Rules(rules) => save_rules(path, rules),
+            BankChange::Roi(roi) => set_roi(path, roi).map(drop),
+            BankChange::Rules(rules) => save_rules(path, rules).map(drop),
+            BankChange::Revert { from, to } => {
+                let current = crate::bank::read_meta(path)?.version;
+                if current != from {
+                    return Err(changed_on_disk(path, from, current));
+                }
+                crate::bank::Versions::of(path).revert(current, to)?;
+                Ok(())
+            }
         }
     }
+}
+
+/// The error when the bank file is no longer the version the caller loaded (another app or
+/// `patchcore` changed it): acting on it would undo or teach a bank nobody has looked at.
+pub fn changed_on_disk(path: &std::path::Path, loaded: u32, now: u32) -> EngineError {
+    EngineError::Config(format!(
+        "{}: the bank changed on disk since it was loaded (version {loaded} loaded, version \
+         {now} on disk); nothing was changed: choose the category again to reload it",
+        path.display()
+    ))
 }

@@ -30,7 +30,11 @@ pub struct PatchCore {
 
 /// The bank's searcher, shortlisting in bf16 when the backbone runs in bf16.
 pub(super) fn searcher_for(rows: &Tensor, precision: Precision) -> Result<Searcher, TchError> {
-    let searcher = Searcher::new(rows, DEFAULT_CHUNK_BYTES)?;
+    in_precision(Searcher::new(rows, DEFAULT_CHUNK_BYTES)?, precision)
+}
+
+/// `searcher` with its bound GEMM in `precision`.
+pub(super) fn in_precision(searcher: Searcher, precision: Precision) -> Result<Searcher, TchError> {
     match precision {
         Precision::F32 => Ok(searcher),
         Precision::Bf16 => searcher.with_bf16_bounds(),

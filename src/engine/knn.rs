@@ -8,6 +8,11 @@
 //! GEMM form `|x|^2 + |m|^2 - 2 x.m` cancels badly; see the reference README), and a query is
 //! finished once the next row's lower bound exceeds its k-th exact distance; otherwise its
 //! shortlist grows. The answer is the brute-force answer at a fraction of the arithmetic.
+//!
+//! Queries far from every row (a drifted part's new images, which `update` searches) defeat the
+//! compressed bounds: `Searcher::dense` gives them full-width bounds from the start, one GEMM
+//! against the centred bank (in bf16 where AMX or tensor cores make it cheap), then the same
+//! exact shortlist check.
 use tch::{Kind, TchError, Tensor};
 
 /// Bytes the lower-bound matrix of one chunk may take (it dominates the search's memory).
@@ -42,18 +47,31 @@ pub struct Searcher {
     /// `(K, D)` bank rows in their stored precision (f16 banks stay half the size in memory).
     rows: Tensor,
     mean: Tensor,
-    /// `(D, d)` orthonormal principal directions of the centred rows.
-    basis: Tensor,
-    /// `(K, d + 1)` compressed centred rows: components, then residual length; f32, or bf16
-    /// for the bound GEMM of `with_bf16_bounds`.
-    short: Tensor,
-    /// `(K,)` squared lengths of `short` (= of the centred rows).
-    short_sq: Tensor,
+    /// How candidates are shortlisted first.
+    bounds: Bounds,
+    /// `(K,)` squared lengths of the centred rows.
+    centred_sq: Tensor,
     /// Largest centred row length, for the rounding allowance.
     max_norm: f64,
-    /// Rounding allowance of the compressed bounds, relative to `(|q| + max_norm)^2`.
+    /// Rounding allowance of the first bounds, relative to `(|q| + max_norm)^2`.
     bound_slack: f64,
+    /// Rounding allowance of the full-width bounds.
+    full_slack: f64,
     chunk_bytes: usize,
+}
+
+enum Bounds {
+    /// Compressed rows first, full-width bounds for the queries they leave pending.
+    Compressed {
+        /// `(D, d)` orthonormal principal directions of the centred rows.
+        basis: Tensor,
+        /// `(K, d + 1)` compressed centred rows: components, then residual length; f32, or
+        /// bf16 for the bound GEMM of `with_bf16_bounds`.
+        short: Tensor,
+    },
+    /// Full-width bounds for every query: `(K, D)` centred rows in the GEMM's kind (f32, or
+    /// bf16 after `with_bf16_bounds`), kept so no query chunk centres the bank again.
+    Dense { centred: Tensor },
 }
 
 /// `k` nearest bank rows per query, nearest first.
@@ -75,24 +93,77 @@ impl Searcher {
         } else {
             Tensor::f_cat(&parts, 0)?
         };
-        let short_sq = short.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?;
-        let max_norm = short_sq.f_max()?.f_double_value(&[])?.sqrt();
+        let centred_sq = short.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?;
+        Self::prepared(
+            rows,
+            mean,
+            Bounds::Compressed { basis, short },
+            centred_sq,
+            SLACK,
+            chunk_bytes,
+        )
+    }
+
+    /// A searcher for queries that lie far from every row, where compressed bounds do not prune
+    /// (on bottle's drifted images 60 % of the patches needed the full width anyway): full-width
+    /// bounds from the start, at the price of a centred copy of the bank.
+    pub fn dense(rows: &Tensor, chunk_bytes: usize) -> Result<Self, TchError> {
+        let mean = rows.f_mean_dim(0, true, Kind::Float)?;
+        let parts = centred_blocks(rows, &mean, chunk_bytes, |c| Ok(c.shallow_clone()))?;
+        let centred = if parts.is_empty() {
+            Tensor::f_zeros([0, rows.size2()?.1], (Kind::Float, rows.device()))?
+        } else {
+            Tensor::f_cat(&parts, 0)?
+        };
+        let centred_sq = centred
+            .f_square()?
+            .f_sum_dim_intlist(1, false, Kind::Float)?;
+        Self::prepared(
+            rows,
+            mean,
+            Bounds::Dense { centred },
+            centred_sq,
+            FULL_SLACK,
+            chunk_bytes,
+        )
+    }
+
+    fn prepared(
+        rows: &Tensor,
+        mean: Tensor,
+        bounds: Bounds,
+        centred_sq: Tensor,
+        bound_slack: f64,
+        chunk_bytes: usize,
+    ) -> Result<Self, TchError> {
+        let max_norm = if centred_sq.numel() == 0 {
+            0.0
+        } else {
+            centred_sq.f_max()?.f_double_value(&[])?.sqrt()
+        };
         Ok(Self {
             rows: rows.shallow_clone(),
             mean,
-            basis,
-            short,
-            short_sq,
+            bounds,
+            centred_sq,
             max_norm,
-            bound_slack: SLACK,
+            bound_slack,
+            full_slack: FULL_SLACK,
             chunk_bytes,
         })
     }
 
     /// Shortlisting GEMM in bf16 (AMX and tensor cores run it several times faster than f32),
-    /// with a rounding allowance widened to match: the answer is still the exact one.
+    /// with a rounding allowance widened to match: the answer is still the exact one. Dense
+    /// searchers get bf16 full-width bounds (`BF16_SLACK` holds at any width: it is relative).
     pub fn with_bf16_bounds(mut self) -> Result<Self, TchError> {
-        self.short = self.short.f_to_kind(Kind::BFloat16)?;
+        match &mut self.bounds {
+            Bounds::Compressed { short, .. } => *short = short.f_to_kind(Kind::BFloat16)?,
+            Bounds::Dense { centred } => {
+                *centred = centred.f_to_kind(Kind::BFloat16)?;
+                self.full_slack = BF16_SLACK;
+            }
+        }
         self.bound_slack = BF16_SLACK;
         Ok(self)
     }
@@ -109,9 +180,12 @@ impl Searcher {
         &self.rows
     }
 
-    /// Width of the compressed rows (principal components + 1).
+    /// Width of the compressed rows (principal components + 1); the full width when dense.
     pub fn compressed_width(&self) -> i64 {
-        self.short.size()[1]
+        match &self.bounds {
+            Bounds::Compressed { short, .. } => short.size()[1],
+            Bounds::Dense { centred } => centred.size()[1],
+        }
     }
 
     /// Nearest `k` rows for each `(M, D)` query. `exclude = (query_source (M,), row_source (K,))`
@@ -162,9 +236,20 @@ impl Searcher {
         own: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor), TchError> {
         let (m, bank) = (q.size()[0], self.len());
-        let qs = compress(&q.f_sub(&self.mean)?, &self.basis)?;
-        let q_sq = qs.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?;
-        let mut lower = self.compressed_bounds(&qs)?;
+        let qc = q.f_sub(&self.mean)?;
+        // `q_sq`: the squared length of the centred query (compression keeps it).
+        let (q_sq, mut lower, mut full_width) = match &self.bounds {
+            Bounds::Compressed { basis, short } => {
+                let qs = compress(&qc, basis)?;
+                let q_sq = qs.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?;
+                (q_sq, self.compressed_bounds(short, &qs)?, false)
+            }
+            Bounds::Dense { .. } => (
+                qc.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?,
+                self.full_bounds(&qc)?,
+                true,
+            ),
+        };
         if let Some(own) = own {
             lower = lower.f_masked_fill(own, f64::INFINITY)?;
         }
@@ -182,7 +267,6 @@ impl Searcher {
         let mut todo = Tensor::f_arange(m, (Kind::Int64, q.device()))?;
         let first_width = (4 * k).max(INITIAL_SHORTLIST);
         let mut width = first_width;
-        let mut full_width = false;
         loop {
             if !full_width && width < bank && width * FULL_WIDTH_SHARE > bank {
                 let mut full = self.full_bounds(&q.f_index_select(0, &todo)?.f_sub(&self.mean)?)?;
@@ -193,7 +277,7 @@ impl Searcher {
                 let _ = slack.f_index_copy_(
                     0,
                     &todo,
-                    &allowance(FULL_SLACK, &q_sq.f_index_select(0, &todo)?)?,
+                    &allowance(self.full_slack, &q_sq.f_index_select(0, &todo)?)?,
                 )?;
                 full_width = true;
                 width = first_width;
@@ -240,22 +324,16 @@ impl Searcher {
     }
 
     /// Squared distances between compressed rows, less the per-query `|qs|^2`, in one GEMM.
-    fn compressed_bounds(&self, qs: &Tensor) -> Result<Tensor, TchError> {
-        let sq = self.short_sq.f_unsqueeze(0)?;
-        if self.short.kind() == Kind::Float {
-            sq.f_addmm(&qs.f_mul_scalar(-2.0)?, &self.short.f_tr()?)
-        } else {
-            qs.f_to_kind(self.short.kind())?
-                .f_mul_scalar(-2.0)?
-                .f_mm(&self.short.f_tr()?)?
-                .f_to_kind(Kind::Float)?
-                .f_add(&sq)
-        }
+    fn compressed_bounds(&self, short: &Tensor, qs: &Tensor) -> Result<Tensor, TchError> {
+        bound_gemm(qs, short, &self.centred_sq)
     }
 
     /// `(n, K)` full-width bounds `|m|^2 - 2 q.m` for centred queries `qc`: the squared distances
-    /// less `|q|^2`, one GEMM per block of centred bank rows.
+    /// less `|q|^2`, one GEMM per block of centred bank rows (a dense searcher's kept copy).
     fn full_bounds(&self, qc: &Tensor) -> Result<Tensor, TchError> {
+        if let Bounds::Dense { centred } = &self.bounds {
+            return bound_gemm(qc, centred, &self.centred_sq);
+        }
         let q2 = qc.f_mul_scalar(-2.0)?;
         let parts = centred_blocks(&self.rows, &self.mean, self.chunk_bytes, |c| {
             q2.f_mm(&c.f_tr()?)
@@ -263,7 +341,7 @@ impl Searcher {
         if parts.is_empty() {
             Tensor::f_zeros([qc.size()[0], 0], (Kind::Float, qc.device()))
         } else {
-            Tensor::f_cat(&parts, 1)?.f_add(&self.short_sq.f_unsqueeze(0)?)
+            Tensor::f_cat(&parts, 1)?.f_add(&self.centred_sq.f_unsqueeze(0)?)
         }
     }
 
@@ -294,6 +372,21 @@ impl Searcher {
         } else {
             Tensor::f_cat(&parts, 0)
         }
+    }
+}
+
+/// `|m|^2 - 2 q.m` for every query row of `q` and bank row of `m`, in `m`'s kind (f32, or bf16
+/// with an f32 result), `m_sq` being the rows' squared lengths.
+fn bound_gemm(q: &Tensor, m: &Tensor, m_sq: &Tensor) -> Result<Tensor, TchError> {
+    let sq = m_sq.f_unsqueeze(0)?;
+    if m.kind() == Kind::Float {
+        sq.f_addmm(&q.f_mul_scalar(-2.0)?, &m.f_tr()?)
+    } else {
+        q.f_to_kind(m.kind())?
+            .f_mul_scalar(-2.0)?
+            .f_mm(&m.f_tr()?)?
+            .f_to_kind(Kind::Float)?
+            .f_add(&sq)
     }
 }
 
@@ -484,20 +577,64 @@ mod tests {
     fn bf16_bound_gemm_stays_within_its_allowance() {
         tch::manual_seed(7);
         let opts = (Kind::Float, Device::Cpu);
-        let bank = Tensor::randn([2000, 256], opts).abs() * 3.0; // post-ReLU-like, offset
-        let queries = Tensor::randn([200, 256], opts).abs() * 3.0;
-        let s = Searcher::new(&bank, 1 << 20).unwrap();
-        let qs = compress(&(&queries - &s.mean), &s.basis).unwrap();
-        let (q64, m64) = (qs.to_kind(Kind::Double), s.short.to_kind(Kind::Double));
-        // The f32 compressed rows' bound in f64, against the one the bf16 GEMM gives.
-        let want = s.short_sq.to_kind(Kind::Double).unsqueeze(0) - q64.mm(&m64.tr()) * 2.0;
-        let s = s.with_bf16_bounds().unwrap();
-        let got = s.compressed_bounds(&qs).unwrap().to_kind(Kind::Double);
-        let q_norm = q64.square().sum_dim_intlist(1, true, Kind::Double).sqrt();
-        let allowance = (q_norm + s.max_norm).square() * BF16_SLACK;
-        let worst = ((got - want).abs() / allowance).max().double_value(&[]);
-        eprintln!("bf16 bound error: at most {worst:.3} of its allowance");
-        assert!(worst < 1.0, "bf16 bound error at {worst} of its allowance");
+        // Post-ReLU-like, offset; the compressed width and the full width of a dense searcher.
+        for dim in [256, 1024] {
+            let bank = Tensor::randn([2000, dim], opts).abs() * 3.0;
+            let queries = Tensor::randn([200, dim], opts).abs() * 3.0;
+            let s = Searcher::new(&bank, 1 << 20).unwrap();
+            let Bounds::Compressed { basis, short } = &s.bounds else {
+                panic!("Searcher::new compresses")
+            };
+            let qs = compress(&(&queries - &s.mean), basis).unwrap();
+            for (q, m) in [
+                (qs, short.shallow_clone()),
+                (&queries - &s.mean, &bank - &s.mean),
+            ] {
+                let m_sq = m.square().sum_dim_intlist(1, false, Kind::Float);
+                let (q64, m64) = (q.to_kind(Kind::Double), m.to_kind(Kind::Double));
+                // The f32 rows' bound in f64, against the one the bf16 GEMM gives.
+                let want = m_sq.to_kind(Kind::Double).unsqueeze(0) - q64.mm(&m64.tr()) * 2.0;
+                let got = bound_gemm(&q, &m.to_kind(Kind::BFloat16), &m_sq)
+                    .unwrap()
+                    .to_kind(Kind::Double);
+                let q_norm = q64.square().sum_dim_intlist(1, true, Kind::Double).sqrt();
+                let allowance = (q_norm + s.max_norm).square() * BF16_SLACK;
+                let worst = ((got - want).abs() / allowance).max().double_value(&[]);
+                eprintln!(
+                    "bf16 bound error, width {}: at most {worst:.3} of its allowance",
+                    m.size()[1]
+                );
+                assert!(worst < 1.0, "bf16 bound error at {worst} of its allowance");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_search_equals_brute_force_on_far_queries() {
+        tch::manual_seed(8);
+        let opts = (Kind::Float, Device::Cpu);
+        // Queries shifted away from a post-ReLU-like bank, as a drifted part's patches are.
+        let bank = Tensor::randn([1200, 384], opts).abs() * 3.0;
+        let queries = Tensor::randn([90, 384], opts).abs() * 3.0 + 4.0;
+        let rsrc = Tensor::from_slice(&(0..1200).map(|i| i64::from(i >= 500)).collect::<Vec<_>>());
+        let qsrc = Tensor::zeros([90], (Kind::Int64, Device::Cpu));
+        let own = qsrc.unsqueeze(1).eq_tensor(&rsrc.unsqueeze(0));
+        for bf16 in [false, true] {
+            let mut s = Searcher::dense(&bank, 1 << 16).unwrap(); // small budget: many chunks
+            if bf16 {
+                s = s.with_bf16_bounds().unwrap();
+            }
+            for k in [1, 3] {
+                assert_same(
+                    &s.search(&queries, k, None).unwrap(),
+                    &brute(&bank, &queries, k, None),
+                );
+                assert_same(
+                    &s.search(&queries, k, Some((&qsrc, &rsrc))).unwrap(),
+                    &brute(&bank, &queries, k, Some(&own)),
+                );
+            }
+        }
     }
 
     #[test]

@@ -28,4 +28,4 @@ pub use inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 pub use method::Method;
 pub use pipeline::{decode_all, for_each_decoded, Decoded, NoProgress, Progress};
 pub use precision::{Precision, PrecisionChoice};
-pub use update::{update, UpdateOptions, UpdateTimes, Updated};
+pub use update::{update, update_and_commit, UpdateOptions, UpdateTimes, Updated};

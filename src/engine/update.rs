@@ -12,7 +12,8 @@
 use super::calibrate::score_images;
 use super::coreset;
 use super::host::to_host_f32;
-use super::inspect::{extractor_for, in_storage_precision, patch_scores, searcher_for};
+use super::inspect::{extractor_for, in_precision, in_storage_precision, patch_scores};
+use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::decode_all;
 use super::{EngineError, Precision};
 use crate::bank::{AddedImage, BankFile, BankMeta, Calibration, HistoryEntry};
@@ -159,7 +160,7 @@ pub fn update(
         .f_view([-1, dim])?
         .f_to_device(opts.device)?;
     let stored = in_storage_precision(rows.shallow_clone(), meta.bank_dtype)?;
-    let old = searcher_for(&stored, opts.precision)?.search(&feats, method.k, None)?;
+    let old = dense_searcher(&stored, opts.precision)?.search(&feats, method.k, None)?;
     let before: Vec<f32> = to_host_f32(
         &patch_scores(&old.sq_dist, &method)?
             .f_view([add.len() as i64, per_image])?
@@ -220,7 +221,7 @@ pub fn update(
         let patch = patch_scores(&old.sq_dist, &method)?;
         score_images(&feats, &old.sq_dist, &patch, per_image, keep, &mut kept)?
     } else {
-        let searcher = searcher_for(
+        let searcher = dense_searcher(
             &in_storage_precision(added.shallow_clone(), meta.bank_dtype)?,
             opts.precision,
         )?;
@@ -323,6 +324,35 @@ pub fn update(
         bounded_calibration: bounded,
         times,
     })
+}
+
+/// A searcher for the update's queries: new images of drifted parts lie far from the bank, and
+/// the fit's calibration patches far from the rows the drift added (README, "Teaching the bank").
+fn dense_searcher(rows: &Tensor, precision: Precision) -> Result<Searcher, TchError> {
+    in_precision(Searcher::dense(rows, DEFAULT_CHUNK_BYTES)?, precision)
+}
+
+/// Grows the bank file at `bank` (loaded as `file`) with `add` and stores the result as its next
+/// version, the replaced one kept in `<bank>.versions/` (at most `limit_bytes` in all): what
+/// `patchcore update` and the app's "Mark as good" both run. `opts.version` is set here to the
+/// next free number. Returns the update and the seconds the save took.
+pub fn update_and_commit(
+    bank: &Path,
+    file: BankFile,
+    add: &[PathBuf],
+    mut opts: UpdateOptions,
+    limit_bytes: u64,
+) -> Result<(Updated, f64), EngineError> {
+    crate::report::check_writable(bank).map_err(|e| {
+        EngineError::Config(format!("{}: cannot write the bank: {e}", bank.display()))
+    })?;
+    let current = file.meta.version;
+    let versions = crate::bank::Versions::of(bank);
+    opts.version = versions.next_number(current)?;
+    let up = update(bank, file, add, &opts)?;
+    let t = Instant::now();
+    versions.commit(&up.file, current, limit_bytes)?;
+    Ok((up, t.elapsed().as_secs_f64()))
 }
 
 /// The `k` smallest of two sets of squared distances per query, nearest first.
