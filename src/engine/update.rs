@@ -102,6 +102,18 @@ pub fn update(
             bank.display()
         )));
     }
+    if file
+        .meta
+        .calibration_geometry
+        .iter()
+        .any(|g| !g.is_filled())
+    {
+        // Padded calibration images: their kept patches were chosen with the padding in view.
+        return Err(EngineError::Config(format!(
+            "{}: this bank's training images have several sizes, padded to one input, and              `update` does not leave padding out yet: refit with the new images added",
+            bank.display()
+        )));
+    }
     let mut kept = file.calibration_patches.take().ok_or_else(refit)?;
     if add.is_empty() {
         return Err(EngineError::Config("no images to add".into()));
@@ -113,6 +125,14 @@ pub fn update(
     let mut crops: Vec<RgbImage> = Vec::with_capacity(add.len());
     for (path, decoded) in add.iter().zip(decode_all(add, file.meta.crop)) {
         match (crate::report::sha256_file(path), decoded) {
+            (Ok(_), Ok(d)) if !d.geometry.is_filled() => problems.push(format!(
+                "{}: {} x {} does not fill the bank's {} x {} input (it would be padded, and                  `update` does not leave padding out yet)",
+                path.display(),
+                d.geometry.orig_width,
+                d.geometry.orig_height,
+                d.geometry.width,
+                d.geometry.height
+            )),
             (Ok(h), Ok(d)) => {
                 hashes.push(h);
                 crops.push(d.crop);
