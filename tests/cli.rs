@@ -217,22 +217,34 @@ fn tiny_bench_reports_every_phase() {
         "efficientnet_lite0",
         "--device",
         "cpu",
+        "--geometries",
+        "crop,128",
         "--json",
         json.to_str().unwrap(),
     ]);
     assert!(out.contains("| efficientnet_lite0 |"), "{out}");
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    for key in [
-        "fit_features_s",
-        "fit_coreset_s",
-        "predict_features_ms",
-        "predict_search_ms",
-        "peak_rss_mb",
-    ] {
-        assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {r}");
+    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = all.as_array().expect("one report per geometry");
+    assert_eq!(rows.len(), 2, "{all}");
+    for r in rows {
+        for key in [
+            "fit_features_s",
+            "fit_coreset_s",
+            "predict_features_ms",
+            "predict_search_ms",
+            "peak_rss_mb",
+        ] {
+            assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {r}");
+        }
+        assert_eq!(r["fit_images"], 4);
+        assert_eq!(r["predict_images"], 2);
     }
-    assert_eq!(r["fit_images"], 4);
-    assert_eq!(r["predict_images"], 2);
+    // The paper's 224 crop (28 x 28 cells) beside the whole 128-px parts (16 x 16 cells).
+    let geometry = |i: usize| rows[i]["geometry"].as_str().unwrap_or_default();
+    assert!(geometry(0).starts_with("crop"), "{all}");
+    assert!(geometry(1).starts_with("whole (128 x 128"), "{all}");
+    assert_eq!(rows[0]["patches_per_image"], 784);
+    assert_eq!(rows[1]["patches_per_image"], 256);
 }
 
 #[test]

@@ -164,11 +164,37 @@ fn the_whole_geometry_finds_a_defect_at_the_far_end_that_the_crop_never_sees() {
             .collect();
         patchcore::metrics::auroc(&all, &labels).unwrap()
     };
-    let whole = fit(CropMode::whole_for(&[(384, 128)], 384));
-    assert_eq!(whole.meta().crop.input_dims(), (384, 128));
+    let whole = fit(CropMode::whole_for(&[(576, 192)], 576));
+    assert_eq!(whole.meta().crop.input_dims(), (576, 192));
     let crop = fit(CropMode::Center {
-        resize: 128,
-        crop: 112,
+        resize: 192,
+        crop: 168,
+    });
+    // A shorter part keeps the bank's scale, centred with padding that is never scored.
+    let short = dir.join("short.png");
+    let two = data::load_rgb8(&test_good[0]).unwrap();
+    imageops::crop_imm(&two, 0, 0, 384, 192)
+        .to_image()
+        .save(&short)
+        .unwrap();
+    whole.inspect_paths(&[short], 1, |_, r| {
+        let i = r.unwrap();
+        assert_eq!((i.geometry.scale_x, i.geometry.off_x), (1.0, -96.0));
+        let content = i.geometry.content_mask();
+        let padding: Vec<f32> = i
+            .map
+            .values
+            .iter()
+            .zip(&content)
+            .filter(|(_, &c)| !c)
+            .map(|(v, _)| *v)
+            .collect();
+        assert_eq!(padding.len(), 2 * 96 * 192);
+        assert!(padding.iter().all(|&v| v == 0.0), "padding is not scored");
+        assert!(i.score > 0.0);
+        let [x, _, bw, _] = i.top_patch.box_original;
+        assert!(x + bw <= 384, "{:?}", i.top_patch.box_original);
+        true
     });
     let (whole, crop) = (auroc(&whole), auroc(&crop));
     eprintln!("image AUROC of defects at the far end: whole {whole:.3}, centre crop {crop:.3}");

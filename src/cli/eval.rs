@@ -58,6 +58,10 @@ pub struct Timings {
 pub struct Report {
     pub bank: PathBuf,
     pub backbone: String,
+    /// How images became model input (the bank's geometry).
+    pub geometry: String,
+    /// `[width, height]` at which pixel AUROC and PRO are computed: the maps' resolution.
+    pub pixel_resolution: [u32; 2],
     pub n_images: usize,
     pub image_auroc: f64,
     pub pixel_auroc: Option<f64>,
@@ -192,6 +196,8 @@ pub fn run(a: EvalArgs) -> Result<Report> {
     let report = Report {
         bank: a.bank.clone(),
         backbone: model.meta().backbone.clone(),
+        geometry: model.meta().crop.describe(),
+        pixel_resolution: [width as u32, height as u32],
         n_images: inspections.len(),
         image_auroc,
         pixel_auroc,
@@ -217,6 +223,10 @@ pub fn run(a: EvalArgs) -> Result<Report> {
         v.map(|v| format!("{:.2}", v * 100.0))
             .unwrap_or_else(|| "n/a".into())
     };
+    println!(
+        "metrics: geometry {}; pixel AUROC and PRO at {} x {} (the maps' resolution, masks mapped onto it as the images are)",
+        report.geometry, report.pixel_resolution[0], report.pixel_resolution[1]
+    );
     println!(
         "eval: {} images, image AUROC {:.2}, pixel AUROC {}, PRO {}, F1-max {:.3} at {:.4} (calibrated threshold {:.4})",
         report.n_images,

@@ -76,6 +76,19 @@ fn sample_patches(cells: &[bool], sample: usize, seed: u64, image: usize) -> Vec
     idx
 }
 
+/// Patches the leave-one-out calibration scores at most by default: past it fewer images are
+/// calibrated (at least `MIN_CALIBRATION_IMAGES`). Each patch is a search against the whole
+/// bank, so at 1 MP (16,384 patches an image) 64 images would take most of the fit.
+const CALIBRATION_PATCHES: usize = 1 << 18;
+const MIN_CALIBRATION_IMAGES: usize = 8;
+
+/// Calibration images for `asked` (0: all) of `n` images with `per_image` patches each.
+fn calibration_count(asked: usize, n: usize, per_image: usize) -> usize {
+    let fits = (CALIBRATION_PATCHES / per_image.max(1)).max(MIN_CALIBRATION_IMAGES);
+    let asked = if asked == 0 { n } else { asked.min(n) };
+    asked.min(fits)
+}
+
 /// Evenly spread subset of `0..n` of size `m` (all when `m` is 0 or >= n).
 fn spread(n: usize, m: usize) -> Vec<usize> {
     if m == 0 || m >= n {
@@ -114,7 +127,7 @@ impl PatchCore {
         // Full rows go to disk; only their projections stay in memory for the coreset.
         let mut store = FeatureStore::new(dim as usize).map_err(io)?;
         let mut reduced = coreset::Projected::new(opts.device);
-        let calib = spread(train.len(), opts.calibration_images);
+        let mut calib = Vec::new();
         // Calibration scores whole images: when the coreset sees a sample of each image's
         // patches, or no padding, the calibration images' full rows go to a store of their own.
         let mut calib_store: Option<FeatureStore> = None;
@@ -139,6 +152,8 @@ impl PatchCore {
                     let dims = opts.method.input_dims();
                     if sample == 0 {
                         grid = g;
+                        let n = calibration_count(opts.calibration_images, train.len(), per_image);
+                        calib = spread(train.len(), n);
                         sample = sampled_per_image(per_image, train.len(), opts.max_patches);
                         let pads = matches!(opts.method.crop, crate::data::CropMode::Whole { .. });
                         if sample < per_image || pads {

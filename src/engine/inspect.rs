@@ -4,7 +4,7 @@ use super::anomaly_map::anomaly_maps;
 use super::extractor::Extractor;
 use super::host::to_host_f32;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
-use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
+use super::knn::{Neighbours, Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::{for_each_decoded, Decoded};
 use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
@@ -133,9 +133,9 @@ impl PatchCore {
         let d = emb.size3()?.2;
         let flat = emb.f_view([-1, d])?;
         let t1 = Instant::now();
-        let nb = self.searcher.search(&flat, method.k, None)?;
-        let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
         let dims = method.input_dims();
+        let nb = self.search_content(&flat, batch, dims, (h, w))?;
+        let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
         // Map pixels and patch cells inspected (the ROI's, not padding), per image: each has
         // its own geometry.
         let crop_masks: Vec<Option<Vec<bool>>> = batch
@@ -229,6 +229,46 @@ impl PatchCore {
                 }
             })
             .collect())
+    }
+
+    /// Nearest bank rows of each patch of `flat` (`batch`'s images on an `h` x `w` grid) that
+    /// shows its image; padding cells are not searched and get distance 0 to row 0 (a perfect
+    /// match): a short part centred in a long input costs only its own cells.
+    fn search_content(
+        &self,
+        flat: &Tensor,
+        batch: &[Decoded],
+        dims: (u32, u32),
+        (h, w): (i64, i64),
+    ) -> Result<Neighbours, TchError> {
+        let k = self.extractor.method().k;
+        if batch.iter().all(|d| d.geometry.is_filled()) {
+            return self.searcher.search(flat, k, None);
+        }
+        let cells: Vec<i64> = batch
+            .iter()
+            .flat_map(|d| match d.geometry.is_filled() {
+                true => vec![true; (h * w) as usize],
+                false => grid_mask(&d.geometry.content_mask(), dims, h as u32, w as u32),
+            })
+            .enumerate()
+            .filter(|(_, keep)| *keep)
+            .map(|(i, _)| i as i64)
+            .collect();
+        let n = flat.size()[0];
+        let k = k.min(self.searcher.len()).max(1);
+        let device = flat.device();
+        let mut sq_dist = Tensor::f_zeros([n, k], (Kind::Float, device))?;
+        let mut index = Tensor::f_zeros([n, k], (Kind::Int64, device))?;
+        if !cells.is_empty() {
+            let idx = Tensor::f_from_slice(&cells)?.f_to_device(device)?;
+            let found = self
+                .searcher
+                .search(&flat.f_index_select(0, &idx)?, k, None)?;
+            sq_dist = sq_dist.f_index_copy(0, &idx, &found.sq_dist)?;
+            index = index.f_index_copy(0, &idx, &found.index)?;
+        }
+        Ok(Neighbours { sq_dist, index })
     }
 
     /// Eq. 7: down-weights the score when the nearest bank row `m*` sits in a dense region of the
