@@ -323,10 +323,13 @@ pub fn run(a: FitArgs) -> Result<()> {
         opts.method.stages.join("+"),
         opts.device
     );
-    eprintln!(
-        "fit: geometry {}; working resolution from {why}",
-        opts.method.crop.describe()
-    );
+    match opts.method.crop {
+        CropMode::Whole { .. } => eprintln!(
+            "fit: geometry {}; working resolution from {why}",
+            opts.method.crop.describe()
+        ),
+        _ => eprintln!("fit: geometry {} ({why})", opts.method.crop.describe()),
+    }
     let (model, mut file, times) = PatchCore::fit(&dataset.train, &opts, &Bars::default())?;
     // The model's copy of the bank is not needed to save the file's.
     drop(model);
