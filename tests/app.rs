@@ -659,9 +659,8 @@ fn each_job_is_a_log_line_and_scoring_repaints_on_a_budget() {
     std::fs::create_dir_all(&inbox).expect("dir");
     let mut opts = options(&f);
     opts.inbox = Some(inbox.clone());
-    // Slow enough (1 s for the folder) that a loaded machine still draws several frames of it.
     let slow = StandInBackend {
-        delay: Duration::from_millis(200),
+        delay: Duration::from_millis(80),
         ..synthetic()
     };
     let services = Services {
