@@ -22,7 +22,7 @@ pub struct PredictArgs {
     /// when the run completes).
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Write each anomaly map as a float32 .npy (crop resolution) under this folder, at the
+    /// Write each anomaly map as a float32 .npy (the model input's resolution) under this folder, at the
     /// image's path relative to the folder it was listed from.
     #[arg(long)]
     pub heatmaps: Option<PathBuf>,
