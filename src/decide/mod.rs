@@ -6,5 +6,5 @@ mod roi;
 mod rules;
 
 pub use regions::{find_regions, Region, RegionSummary};
-pub use roi::{grid_mask, inspected, Roi, RoiError};
+pub use roi::{content_cells, grid_mask, inspected, Roi, RoiError};
 pub use rules::Rules;

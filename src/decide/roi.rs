@@ -130,6 +130,15 @@ pub fn inspected(roi: Option<&Roi>, g: &Geometry) -> Option<Vec<bool>> {
     }
 }
 
+/// The cells of a `rows` x `cols` patch grid over `g`'s input that show the image (padding
+/// cells false): what fit samples for the coreset and inference searches.
+pub fn content_cells(g: &Geometry, rows: u32, cols: u32) -> Vec<bool> {
+    match g.is_filled() {
+        true => vec![true; (rows * cols) as usize],
+        false => grid_mask(&g.content_mask(), (g.width, g.height), rows, cols),
+    }
+}
+
 /// A `rows` x `cols` patch grid laid over a `width` x `height` input mask: a cell is inspected
 /// when at least half of its pixels are.
 pub fn grid_mask(crop: &[bool], (width, height): (u32, u32), rows: u32, cols: u32) -> Vec<bool> {

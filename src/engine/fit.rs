@@ -10,7 +10,7 @@ use super::pipeline::{for_each_decoded, Progress};
 use super::{EngineError, Method, PatchCore, Precision};
 use crate::backbone::Backbone;
 use crate::bank::{BankDtype, BankFile, BankMeta, Calibration, Growth, FORMAT_VERSION};
-use crate::decide::grid_mask;
+use crate::decide::content_cells;
 use image::RgbImage;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -149,7 +149,6 @@ impl PatchCore {
                     let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
                     let (emb, g) = extractor.embed(&crops)?;
                     let per_image = (g.0 * g.1) as usize;
-                    let dims = opts.method.input_dims();
                     if sample == 0 {
                         grid = g;
                         let n = calibration_count(opts.calibration_images, train.len(), per_image);
@@ -169,12 +168,7 @@ impl PatchCore {
                                     cs.append(image).map_err(io)?;
                                 }
                                 let geo = &decoded[j].geometry;
-                                let cells = match geo.is_filled() {
-                                    true => vec![true; per_image],
-                                    false => {
-                                        grid_mask(&geo.content_mask(), dims, g.0 as u32, g.1 as u32)
-                                    }
-                                };
+                                let cells = content_cells(geo, g.0 as u32, g.1 as u32);
                                 let idx = sample_patches(&cells, sample, opts.seed, i);
                                 let idx =
                                     Tensor::f_from_slice(&idx)?.f_to_device(image.device())?;

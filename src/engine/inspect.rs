@@ -10,7 +10,7 @@ use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
 use crate::backbone::{self, Backbone};
 use crate::bank::{BankDtype, BankError, BankFile, BankMeta};
-use crate::decide::{find_regions, grid_mask, inspected, Roi};
+use crate::decide::{content_cells, find_regions, grid_mask, inspected, Roi};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -134,7 +134,7 @@ impl PatchCore {
         let flat = emb.f_view([-1, d])?;
         let t1 = Instant::now();
         let dims = method.input_dims();
-        let nb = self.search_content(&flat, batch, dims, (h, w))?;
+        let nb = self.search_content(&flat, batch, (h, w))?;
         let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
         // Map pixels and patch cells inspected (the ROI's, not padding), per image: each has
         // its own geometry.
@@ -238,7 +238,6 @@ impl PatchCore {
         &self,
         flat: &Tensor,
         batch: &[Decoded],
-        dims: (u32, u32),
         (h, w): (i64, i64),
     ) -> Result<Neighbours, TchError> {
         let k = self.extractor.method().k;
@@ -247,10 +246,7 @@ impl PatchCore {
         }
         let cells: Vec<i64> = batch
             .iter()
-            .flat_map(|d| match d.geometry.is_filled() {
-                true => vec![true; (h * w) as usize],
-                false => grid_mask(&d.geometry.content_mask(), dims, h as u32, w as u32),
-            })
+            .flat_map(|d| content_cells(&d.geometry, h as u32, w as u32))
             .enumerate()
             .filter(|(_, keep)| *keep)
             .map(|(i, _)| i as i64)
