@@ -6,7 +6,7 @@ mod common;
 use common::{read_npy, shared_data};
 use patchcore::backbone::Backbone;
 use patchcore::data::{self, CropMode};
-use patchcore::engine::embed::{embed, EmbedParams};
+use patchcore::engine::embed::{EmbedParams, Embedding};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -64,13 +64,20 @@ fn backbone_and_patch_embedding_match_official() {
     let (e2, e3) = (max_rel(&maps[0], &l2), max_rel(&maps[1], &l3));
     println!("layer2 max rel {e2:e}, layer3 max rel {e3:e}");
     assert!(e2 < 1e-4 && e3 < 1e-4);
-    let emb = embed(&maps, EmbedParams::default())
-        .unwrap()
-        .view([784, 1024]);
+    let emb = embed(&maps).view([784, 1024]);
     let want = tensor(&read_npy(&reference.join("embedding_train000.npy")));
     let e = max_rel(&emb, &want);
     println!("embedding max abs diff / scale {e:e}");
     assert!(e < 1e-4);
+}
+
+/// The paper's patch embedding of `maps` (3x3 neighbourhoods, 1024 dims).
+fn embed(maps: &[Tensor]) -> Tensor {
+    let channels: Vec<i64> = maps.iter().map(|m| m.size()[1]).collect();
+    Embedding::new(&channels, EmbedParams::default(), Device::Cpu)
+        .unwrap()
+        .apply(maps)
+        .unwrap()
 }
 
 /// A split.json listing the reference images, relative to `dir` through a `bottle` link, so map
@@ -274,11 +281,7 @@ fn coreset_selection_matches_official_with_pinned_randomness() {
             })
             .collect();
         let maps = tch::no_grad(|| backbone.forward(&Tensor::stack(&xs, 0), &stages)).unwrap();
-        rows.push(
-            embed(&maps, EmbedParams::default())
-                .unwrap()
-                .view([-1, 1024]),
-        );
+        rows.push(embed(&maps).view([-1, 1024]));
     }
     let features = Tensor::cat(&rows, 0);
     assert_eq!(features.size(), vec![31360, 1024]);

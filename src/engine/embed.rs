@@ -3,12 +3,11 @@
 //! upsampled onto the finest one, each stage's flattened neighbourhood is adaptive-average-pooled to
 //! `pretrain_dim`, and the stacked stages are pooled again to `embed_dim`.
 //!
-//! Pooling across taps and bilinear resampling are linear maps on different axes, so they commute:
-//! each stage is resampled at whichever side has fewer channels. When `pretrain_dim` is a multiple
-//! of the channel count every pooling window lies inside one channel's neighbourhood, and the
-//! unfold + pool collapses into a depthwise convolution with fixed averaging weights, which never
-//! materialises the `C * 9` taps (for WideResNet's layer3, 9216 of them per position).
-use tch::{Kind, TchError, Tensor};
+//! Unfolding and both poolings are fixed linear maps of each stage's `C * k * k` taps, so their
+//! product is one `(embed_dim, C, k, k)` weight per stage: the whole embedding is one dense
+//! convolution per stage (plus the resampling, which commutes with it), never materialising the
+//! taps (9,216 per position for WideResNet's layer3) nor the `2 * pretrain_dim` stacked vector.
+use tch::{Device, Kind, TchError, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EmbedParams {
@@ -30,71 +29,144 @@ impl Default for EmbedParams {
     }
 }
 
-/// Stage maps `(B, C_i, h_i, w_i)` to patch rows `(B, H*W, embed_dim)` (f32) on the grid of
-/// `maps[p.grid_stage]`. Rows are in row-major grid order.
-pub fn embed(maps: &[Tensor], p: EmbedParams) -> Result<Tensor, TchError> {
-    let grid = maps
-        .get(p.grid_stage)
-        .ok_or_else(|| TchError::Shape(format!("no stage map {} to grid on", p.grid_stage)))?;
-    let (b, _, h, w) = grid.size4()?;
-    let pooled = maps
-        .iter()
-        .map(|m| {
-            let m = m.f_to_kind(Kind::Float)?;
-            let (_, c, mh, mw) = m.size4()?;
-            let resample = |t: Tensor| {
-                if (mh, mw) == (h, w) {
-                    Ok(t)
-                } else {
-                    t.f_upsample_bilinear2d([h, w], false, None, None)
-                }
-            };
-            let taps = c * p.patch_size * p.patch_size;
-            let stage = if taps > p.pretrain_dim {
-                resample(pool_neighbourhoods(&m, p)?)?
-            } else {
-                pool_neighbourhoods(&resample(m)?, p)?
-            };
-            stage
-                .f_permute([0, 2, 3, 1])?
-                .f_reshape([b * h * w, 1, p.pretrain_dim])
-        })
-        .collect::<Result<Vec<_>, TchError>>()?;
-    Tensor::f_cat(&pooled, 2)?
-        .f_adaptive_avg_pool1d(p.embed_dim)?
-        .f_view([b, h * w, p.embed_dim])
+/// The embedding of stage maps with given channel counts, as one convolution per stage.
+pub struct Embedding {
+    params: EmbedParams,
+    stages: Vec<StageConv>,
 }
 
-/// `(B, C, h, w)` to `(B, pretrain_dim, h, w)`: every position's `C * k * k` neighbourhood taps
-/// (channel-major, then ky, kx, as torch.nn.Unfold orders them) adaptive-average-pooled.
-fn pool_neighbourhoods(m: &Tensor, p: EmbedParams) -> Result<Tensor, TchError> {
-    let (b, c, h, w) = m.size4()?;
-    let (k, d) = (p.patch_size, p.pretrain_dim);
-    let (taps, pad) = (c * k * k, k / 2);
-    if d % c == 0 {
-        // Output j = c * per + r averages taps [floor(r*k*k/per), ceil((r+1)*k*k/per)) of channel c.
-        let per = d / c;
-        let kk = k * k;
-        let mut weights = vec![0f32; (per * kk) as usize];
-        for r in 0..per {
-            let (s, e) = ((r * kk) / per, ((r + 1) * kk + per - 1) / per);
-            for t in s..e {
-                weights[(r * kk + t) as usize] = 1.0 / (e - s) as f32;
-            }
+/// One stage's share of the output: `weight` gives output channels `first..first + len`.
+struct StageConv {
+    /// `(len, C, k, k)` f32.
+    weight: Tensor,
+    first: i64,
+    /// Stages with no more taps than `pretrain_dim` are resampled before the convolution, as
+    /// banks fitted with them were (the two orders differ where a coarse grid is resampled).
+    resample_first: bool,
+}
+
+impl Embedding {
+    /// Weights for stages of `channels` on `device`, built once per extractor.
+    pub fn new(channels: &[i64], p: EmbedParams, device: Device) -> Result<Self, TchError> {
+        let (k, pd, ed) = (p.patch_size, p.pretrain_dim, p.embed_dim);
+        if k < 1 || pd < 1 || ed < 1 || channels.is_empty() || channels.iter().any(|&c| c < 1) {
+            return Err(TchError::Shape(format!(
+                "cannot embed stages of {channels:?} channels with {p:?}"
+            )));
         }
-        let weight = Tensor::f_from_slice(&weights)?
-            .f_view([per, 1, k, k])?
-            .f_repeat([c, 1, 1, 1])?
-            .f_to_device(m.device())?;
-        return m.f_conv2d(&weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], c);
+        // `(ed, stages * pd)`: the final pooling of the stacked stage vectors.
+        let stacked = pooling(channels.len() as i64 * pd, ed)?;
+        let stages = channels
+            .iter()
+            .enumerate()
+            .map(|(s, &c)| {
+                let taps = c * k * k;
+                let full = stacked
+                    .f_narrow(1, s as i64 * pd, pd)?
+                    .f_mm(&pooling(taps, pd)?)?;
+                // The output channels this stage reaches: a contiguous range of windows.
+                let used: Vec<bool> =
+                    Vec::try_from(full.f_abs()?.f_sum_dim_intlist(1, false, Kind::Double)?)?
+                        .into_iter()
+                        .map(|v: f64| v > 0.0)
+                        .collect();
+                let first = used.iter().position(|&u| u).unwrap_or(0) as i64;
+                let len = used.iter().rposition(|&u| u).map_or(0, |l| l as i64 + 1) - first;
+                Ok(StageConv {
+                    weight: full
+                        .f_narrow(0, first, len)?
+                        .f_reshape([len, c, k, k])?
+                        .f_to_kind(Kind::Float)?
+                        .f_to_device(device)?,
+                    first,
+                    resample_first: taps <= pd,
+                })
+            })
+            .collect::<Result<Vec<_>, TchError>>()?;
+        Ok(Self { params: p, stages })
     }
-    m.f_im2col([k, k], [1, 1], [pad, pad], [1, 1])?
-        .f_view([b, taps, h * w])?
-        .f_transpose(1, 2)?
-        .f_reshape([b * h * w, 1, taps])?
-        .f_adaptive_avg_pool1d(d)?
-        .f_view([b, h, w, d])?
-        .f_permute([0, 3, 1, 2])
+
+    /// Stage maps `(B, C_i, h_i, w_i)` to patch rows `(B, H*W, embed_dim)` (f32) on the grid of
+    /// the grid stage's map. Rows are in row-major grid order.
+    pub fn apply(&self, maps: &[Tensor]) -> Result<Tensor, TchError> {
+        let p = self.params;
+        let grid = maps
+            .get(p.grid_stage)
+            .ok_or_else(|| TchError::Shape(format!("no stage map {} to grid on", p.grid_stage)))?;
+        if maps.len() != self.stages.len() {
+            return Err(TchError::Shape(format!(
+                "{} stage maps for an embedding of {} stages",
+                maps.len(),
+                self.stages.len()
+            )));
+        }
+        let (b, _, h, w) = grid.size4()?;
+        let pad = p.patch_size / 2;
+        let parts = maps
+            .iter()
+            .zip(&self.stages)
+            .map(|(m, st)| {
+                let m = m.f_to_kind(Kind::Float)?;
+                let resample = |t: Tensor| {
+                    if t.size()[2..] == [h, w] {
+                        Ok(t)
+                    } else {
+                        t.f_upsample_bilinear2d([h, w], false, None, None)
+                    }
+                };
+                let conv = |t: &Tensor| {
+                    t.f_conv2d(&st.weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], 1)
+                };
+                if st.resample_first {
+                    conv(&resample(m)?)
+                } else {
+                    resample(conv(&m)?)
+                }
+            })
+            .collect::<Result<Vec<_>, TchError>>()?;
+        // Stages usually own consecutive output channels; a pooling window that straddles two
+        // stages (odd dimensions) sums their shares instead.
+        let out = if self.tiles_output() {
+            Tensor::f_cat(&parts, 1)?
+        } else {
+            let out = Tensor::f_zeros([b, p.embed_dim, h, w], (Kind::Float, grid.device()))?;
+            for (y, st) in parts.iter().zip(&self.stages) {
+                let _ = out.f_narrow(1, st.first, y.size()[1])?.f_add_(y)?;
+            }
+            out
+        };
+        // Rows contiguous per patch: the search and the bank read them as `(N, D)` views.
+        out.f_permute([0, 2, 3, 1])?
+            .f_contiguous()?
+            .f_view([b, h * w, p.embed_dim])
+    }
+}
+
+impl Embedding {
+    /// Whether the stages' output channels follow each other without overlap and fill the output.
+    fn tiles_output(&self) -> bool {
+        let mut next = 0;
+        for st in &self.stages {
+            if st.first != next {
+                return false;
+            }
+            next += st.weight.size()[0];
+        }
+        next == self.params.embed_dim
+    }
+}
+
+/// `(n, l)` matrix of `adaptive_avg_pool1d` from `l` to `n`: output `i` averages inputs
+/// `[floor(i * l / n), ceil((i + 1) * l / n))`.
+fn pooling(l: i64, n: i64) -> Result<Tensor, TchError> {
+    let mut m = vec![0f64; (n * l) as usize];
+    for i in 0..n {
+        let (s, e) = ((i * l) / n, ((i + 1) * l + n - 1) / n);
+        for j in s..e {
+            m[(i * l + j) as usize] = 1.0 / (e - s) as f64;
+        }
+    }
+    Tensor::f_from_slice(&m)?.f_view([n, l])
 }
 
 #[cfg(test)]
@@ -164,12 +236,44 @@ mod tests {
                 embed_dim,
                 grid_stage,
             };
-            let fast = embed(&maps, p).unwrap();
+            let channels: Vec<i64> = maps.iter().map(|m| m.size()[1]).collect();
+            let fast = Embedding::new(&channels, p, Device::Cpu)
+                .unwrap()
+                .apply(&maps)
+                .unwrap();
             let slow = reference(&maps, p);
             let (_, _, h, w) = maps[grid_stage].size4().unwrap();
             assert_eq!(fast.size(), vec![2, h * w, embed_dim]);
             let err = (&fast - &slow).abs().max().double_value(&[]);
             assert!(err < 1e-6, "{p:?}: max abs difference {err}");
         }
+    }
+
+    #[test]
+    fn coarse_stages_with_few_taps_are_resampled_before_their_neighbourhoods() {
+        tch::manual_seed(8);
+        let opts = (Kind::Float, Device::Cpu);
+        let (fine, coarse) = (
+            Tensor::rand([1, 6, 8, 8], opts),
+            Tensor::rand([1, 2, 4, 4], opts),
+        );
+        // 2 * 9 = 18 taps <= 24: banks fitted with such a stage saw it resampled first.
+        let p = EmbedParams {
+            patch_size: 3,
+            pretrain_dim: 24,
+            embed_dim: 20,
+            grid_stage: 0,
+        };
+        let got = Embedding::new(&[6, 2], p, Device::Cpu)
+            .unwrap()
+            .apply(&[fine.shallow_clone(), coarse.shallow_clone()])
+            .unwrap();
+        let upsampled = coarse.upsample_bilinear2d([8, 8], false, None, None);
+        let want = reference(&[fine.shallow_clone(), upsampled], p);
+        let err = (&got - &want).abs().max().double_value(&[]);
+        assert!(err < 1e-6, "max abs difference {err}");
+        // The official order (neighbourhoods on the coarse grid, then resampled) differs.
+        let official = reference(&[fine, coarse], p);
+        assert!((&got - &official).abs().max().double_value(&[]) > 1e-3);
     }
 }

@@ -1,5 +1,5 @@
 //! Backbone plus patch embedding: crops in, patch rows out, in the resolved precision.
-use super::embed::{embed, EmbedParams};
+use super::embed::{EmbedParams, Embedding};
 use super::{EngineError, Method, Precision};
 use crate::backbone::Backbone;
 use image::RgbImage;
@@ -26,6 +26,8 @@ pub struct Tiling {
 pub struct Extractor {
     backbone: Backbone,
     method: Method,
+    /// The patch embedding's fixed convolution weights, built once for the method's stages.
+    embedding: Embedding,
     mean: Tensor,
     std: Tensor,
     kind: Kind,
@@ -68,10 +70,25 @@ impl Extractor {
                 .f_view([1, 3, 1, 1])?
                 .f_to_device(device)
         };
+        let stage_channels: Vec<i64> = method
+            .stages
+            .iter()
+            .filter_map(|s| spec.stages.iter().find(|st| st.name == s.as_str()))
+            .map(|st| i64::from(st.channels))
+            .collect();
+        let embedding = Embedding::new(
+            &stage_channels,
+            EmbedParams {
+                grid_stage: method.grid_stage,
+                ..method.embed
+            },
+            device,
+        )?;
         let align = spec.stages.iter().map(|s| s.stride).max().unwrap_or(1);
         // About 2 MP kept per tile, a multiple of the coarsest stride.
         let side = (1448 / align).max(1) * align;
         Ok(Self {
+            embedding,
             mean: channels(&mean)?,
             std: channels(&std)?,
             backbone,
@@ -188,10 +205,6 @@ impl Extractor {
             .get(self.method.grid_stage)
             .ok_or_else(|| EngineError::Config("grid stage index out of range".into()))?;
         let (_, _, gh, gw) = grid.size4()?;
-        let p = EmbedParams {
-            grid_stage: self.method.grid_stage,
-            ..self.method.embed
-        };
-        Ok((tch::no_grad(|| embed(&maps, p))?, (gh, gw)))
+        Ok((tch::no_grad(|| self.embedding.apply(&maps))?, (gh, gw)))
     }
 }

@@ -206,6 +206,7 @@ impl Searcher {
         }
         let queries = queries.f_to_kind(Kind::Float)?;
         let m = queries.size2()?.0;
+
         let per_query = (self.len() as usize * 4).max(1);
         let chunk = ((self.chunk_bytes / per_query).max(1) as i64).min(m.max(1));
         let mut dists = Vec::new();
@@ -288,7 +289,7 @@ impl Searcher {
             } else {
                 lower.f_index_select(0, &todo)?
             };
-            let (bounds, cand) = pending.f_topk((width_now + 1).min(bank), 1, false, true)?;
+            let (bounds, cand) = smallest(&pending, (width_now + 1).min(bank))?;
             let shortlist = cand.f_narrow(1, 0, width_now)?;
             let mut exact = self.exact(&q.f_index_select(0, &todo)?, &shortlist)?;
             if own.is_some() {
@@ -388,6 +389,46 @@ fn bound_gemm(q: &Tensor, m: &Tensor, m_sq: &Tensor) -> Result<Tensor, TchError>
             .f_to_kind(Kind::Float)?
             .f_add(&sq)
     }
+}
+
+/// Groups `smallest` splits a row into: a full `topk` over every bound costs several times a
+/// pass that only takes each group's minimum.
+const SELECTION_GROUPS: i64 = 256;
+
+/// The `count` smallest values of each row of `x` `(n, K)`, ascending, and their columns: the
+/// same answer as `topk`, in two cheap steps. The `count` smallest values lie in the `count`
+/// groups with the smallest minima (a value in any other group has `count` smaller minima
+/// before it), so only those groups' members are ranked.
+fn smallest(x: &Tensor, count: i64) -> Result<(Tensor, Tensor), TchError> {
+    let (n, cols) = x.size2()?;
+    let size = (cols + SELECTION_GROUPS - 1) / SELECTION_GROUPS;
+    let groups = (cols + size - 1) / size;
+    if count * 4 > groups || n == 0 {
+        return x.f_topk(count, 1, false, true);
+    }
+    let whole = cols / size;
+    let mut minima = x
+        .f_narrow(1, 0, whole * size)?
+        .f_view([n, whole, size])?
+        .f_amin(&[2i64][..], false)?;
+    if whole < groups {
+        let tail = x.f_narrow(1, whole * size, cols - whole * size)?;
+        minima = Tensor::f_cat(&[minima, tail.f_amin(&[1i64][..], true)?], 1)?;
+    }
+    let (_, chosen) = minima.f_topk(count, 1, false, false)?;
+    // Columns of the chosen groups; those past the end (a short last group) rank last.
+    let offsets = Tensor::f_arange(size, (Kind::Int64, x.device()))?;
+    let members = chosen
+        .f_mul_scalar(size)?
+        .f_unsqueeze(2)?
+        .f_add(&offsets)?
+        .f_view([n, count * size])?;
+    let past = members.f_ge(cols)?;
+    let values = x
+        .f_gather(1, &members.f_clamp_max(cols - 1)?, false)?
+        .f_masked_fill(&past, f64::INFINITY)?;
+    let (best, order) = values.f_topk(count, 1, false, true)?;
+    Ok((best, members.f_gather(1, &order, false)?))
 }
 
 /// `(D, d)` top principal directions of the rows about `mean`, `d` keeping `EXPLAINED_VARIANCE`.
@@ -495,6 +536,27 @@ mod tests {
             .max()
             .double_value(&[]);
         assert!(rel < 1e-5, "relative error {rel}");
+    }
+
+    #[test]
+    fn smallest_equals_topk_with_ties_and_a_short_last_group() {
+        tch::manual_seed(9);
+        let opts = (Kind::Float, Device::Cpu);
+        // 3,001 columns: groups of 12 and a last group of 1; rounded values make ties.
+        let x = (Tensor::randn([40, 3001], opts) * 4.0).round();
+        for count in [1, 9, 33] {
+            let (got, cols) = smallest(&x, count).unwrap();
+            let (want, _) = x.topk(count, 1, false, true);
+            assert!(got.equal(&want), "values differ at count {count}");
+            // Every column is distinct and holds the value reported for it.
+            assert!(x.gather(1, &cols, false).equal(&got));
+            let sorted = cols.sort(1, false).0;
+            let distinct =
+                sorted
+                    .narrow(1, 1, count - 1)
+                    .ne_tensor(&sorted.narrow(1, 0, count - 1));
+            assert!(count == 1 || distinct.all().int64_value(&[]) == 1);
+        }
     }
 
     #[test]
