@@ -37,8 +37,12 @@ pub struct Embedding {
 
 /// One stage's share of the output: `weight` gives output channels `first..first + len`.
 struct StageConv {
-    /// `(len, C, k, k)` f32.
+    /// `(len, C / groups, k, k)` f32.
     weight: Tensor,
+    /// Channel groups of the convolution: where every output reads one equal, consecutive
+    /// share of the channels (WideResNet's stages: one or two channels each), a grouped
+    /// convolution skips the zero weights a dense one would multiply.
+    groups: i64,
     first: i64,
     /// Stages with no more taps than `pretrain_dim` are resampled before the convolution, as
     /// banks fitted with them were (the two orders differ where a coarse grid is resampled).
@@ -54,30 +58,48 @@ impl Embedding {
                 "cannot embed stages of {channels:?} channels with {p:?}"
             )));
         }
-        // `(ed, stages * pd)`: the final pooling of the stacked stage vectors.
-        let stacked = pooling(channels.len() as i64 * pd, ed)?;
+        let stacked = channels.len() as i64 * pd;
         let stages = channels
             .iter()
             .enumerate()
             .map(|(s, &c)| {
-                let taps = c * k * k;
-                let full = stacked
-                    .f_narrow(1, s as i64 * pd, pd)?
-                    .f_mm(&pooling(taps, pd)?)?;
-                // The output channels this stage reaches: a contiguous range of windows.
-                let used: Vec<bool> =
-                    Vec::try_from(full.f_abs()?.f_sum_dim_intlist(1, false, Kind::Double)?)?
-                        .into_iter()
-                        .map(|v: f64| v > 0.0)
-                        .collect();
-                let first = used.iter().position(|&u| u).unwrap_or(0) as i64;
-                let len = used.iter().rposition(|&u| u).map_or(0, |l| l as i64 + 1) - first;
+                let (taps, lo) = (c * k * k, s as i64 * pd);
+                // The final windows that reach this stage's `pd` outputs: a contiguous range.
+                let reaches = |i: i64| {
+                    let (a, b) = window(i, stacked, ed);
+                    a < lo + pd && b > lo
+                };
+                let first = (0..ed).find(|&i| reaches(i)).unwrap_or(0);
+                let len = (first..ed).take_while(|&i| reaches(i)).count() as i64;
+                // Final window over stage outputs, each a window over taps: both are averages.
+                let mut dense = vec![0f64; (len * taps) as usize];
+                for r in 0..len {
+                    let (a, b) = window(first + r, stacked, ed);
+                    for j in a.max(lo)..b.min(lo + pd) {
+                        let (ta, tb) = window(j - lo, taps, pd);
+                        let share = 1.0 / ((b - a) * (tb - ta)) as f64;
+                        for t in ta..tb {
+                            dense[(r * taps + t) as usize] += share;
+                        }
+                    }
+                }
+                let groups = channel_groups(&dense, len, c);
+                // Output block g reads channel block g only: keep just that block's weights.
+                let (rows, per) = (len / groups, c / groups);
+                let mut kept = Vec::with_capacity((len * per * k * k) as usize);
+                for r in 0..len {
+                    let from = (r / rows * per * k * k + r * taps) as usize;
+                    kept.extend(
+                        dense[from..from + (per * k * k) as usize]
+                            .iter()
+                            .map(|&v| v as f32),
+                    );
+                }
                 Ok(StageConv {
-                    weight: full
-                        .f_narrow(0, first, len)?
-                        .f_reshape([len, c, k, k])?
-                        .f_to_kind(Kind::Float)?
+                    weight: Tensor::f_from_slice(&kept)?
+                        .f_view([len, per, k, k])?
                         .f_to_device(device)?,
+                    groups,
                     first,
                     resample_first: taps <= pd,
                 })
@@ -115,7 +137,14 @@ impl Embedding {
                     }
                 };
                 let conv = |t: &Tensor| {
-                    t.f_conv2d(&st.weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], 1)
+                    t.f_conv2d(
+                        &st.weight,
+                        None::<Tensor>,
+                        [1, 1],
+                        [pad, pad],
+                        [1, 1],
+                        st.groups,
+                    )
                 };
                 if st.resample_first {
                     conv(&resample(m)?)
@@ -156,17 +185,28 @@ impl Embedding {
     }
 }
 
-/// `(n, l)` matrix of `adaptive_avg_pool1d` from `l` to `n`: output `i` averages inputs
+/// The most channel groups a `(len, C, k, k)` weight (row-major in `w`) splits into: output
+/// block `g` (of `len / groups` rows) reads only channel block `g` (of `C / groups`). 1 when none.
+fn channel_groups(w: &[f64], len: i64, c: i64) -> i64 {
+    let per_channel = w.len() / (len * c).max(1) as usize;
+    let reads = |r: i64, ch: i64| {
+        let at = ((r * c + ch) as usize) * per_channel;
+        w[at..at + per_channel].iter().any(|&v| v != 0.0)
+    };
+    let splits = |groups: i64| {
+        let (rows, chans) = (len / groups, c / groups);
+        (0..len).all(|r| (0..c).all(|ch| ch / chans == r / rows || !reads(r, ch)))
+    };
+    (1..=c.min(len))
+        .rev()
+        .find(|&g| len % g == 0 && c % g == 0 && splits(g))
+        .unwrap_or(1)
+}
+
+/// `adaptive_avg_pool1d`'s window from `l` inputs to `n` outputs: output `i` averages inputs
 /// `[floor(i * l / n), ceil((i + 1) * l / n))`.
-fn pooling(l: i64, n: i64) -> Result<Tensor, TchError> {
-    let mut m = vec![0f64; (n * l) as usize];
-    for i in 0..n {
-        let (s, e) = ((i * l) / n, ((i + 1) * l + n - 1) / n);
-        for j in s..e {
-            m[(i * l + j) as usize] = 1.0 / (e - s) as f64;
-        }
-    }
-    Tensor::f_from_slice(&m)?.f_view([n, l])
+fn window(i: i64, l: i64, n: i64) -> (i64, i64) {
+    ((i * l) / n, ((i + 1) * l + n - 1) / n)
 }
 
 #[cfg(test)]
@@ -247,6 +287,26 @@ mod tests {
             let err = (&fast - &slow).abs().max().double_value(&[]);
             assert!(err < 1e-6, "{p:?}: max abs difference {err}");
         }
+    }
+
+    #[test]
+    fn wide_resnet_stages_become_grouped_convolutions() {
+        // layer2: each output averages one channel's taps; layer3: two channels' taps.
+        let e = Embedding::new(&[512, 1024], EmbedParams::default(), Device::Cpu).unwrap();
+        let shapes: Vec<(i64, Vec<i64>)> = e
+            .stages
+            .iter()
+            .map(|s| (s.groups, s.weight.size()))
+            .collect();
+        assert_eq!(
+            shapes,
+            vec![(512, vec![512, 1, 3, 3]), (512, vec![512, 2, 3, 3])]
+        );
+        // Lite2's outputs straddle channels, but blocks of 27 and 135 taps (3 and 15 channels)
+        // map onto blocks of 32 and 64 outputs.
+        let e = Embedding::new(&[48, 120], EmbedParams::default(), Device::Cpu).unwrap();
+        let groups: Vec<i64> = e.stages.iter().map(|s| s.groups).collect();
+        assert_eq!(groups, vec![16, 8]);
     }
 
     #[test]
