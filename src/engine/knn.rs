@@ -65,13 +65,14 @@ enum Bounds {
     Compressed {
         /// `(D, d)` orthonormal principal directions of the centred rows.
         basis: Tensor,
-        /// `(K, d + 1)` compressed centred rows: components, then residual length; f32, or
-        /// bf16 for the bound GEMM of `with_bf16_bounds`.
-        short: Tensor,
+        /// `(d + 1, K)` compressed centred rows, transposed (the GEMM's operand as MKL and
+        /// oneDNN read it fastest): components, then residual length; f32, or bf16 for the
+        /// bound GEMM of `with_bf16_bounds`.
+        short_t: Tensor,
     },
-    /// Full-width bounds for every query: `(K, D)` centred rows in the GEMM's kind (f32, or
-    /// bf16 after `with_bf16_bounds`), kept so no query chunk centres the bank again.
-    Dense { centred: Tensor },
+    /// Full-width bounds for every query: `(D, K)` centred rows, transposed, in the GEMM's kind
+    /// (f32, or bf16 after `with_bf16_bounds`), kept so no query chunk centres the bank again.
+    Dense { centred_t: Tensor },
 }
 
 /// `k` nearest bank rows per query, nearest first.
@@ -97,7 +98,10 @@ impl Searcher {
         Self::prepared(
             rows,
             mean,
-            Bounds::Compressed { basis, short },
+            Bounds::Compressed {
+                basis,
+                short_t: short.f_tr()?.f_contiguous()?,
+            },
             centred_sq,
             SLACK,
             chunk_bytes,
@@ -121,7 +125,9 @@ impl Searcher {
         Self::prepared(
             rows,
             mean,
-            Bounds::Dense { centred },
+            Bounds::Dense {
+                centred_t: centred.f_tr()?.f_contiguous()?,
+            },
             centred_sq,
             FULL_SLACK,
             chunk_bytes,
@@ -158,9 +164,9 @@ impl Searcher {
     /// searchers get bf16 full-width bounds (`BF16_SLACK` holds at any width: it is relative).
     pub fn with_bf16_bounds(mut self) -> Result<Self, TchError> {
         match &mut self.bounds {
-            Bounds::Compressed { short, .. } => *short = short.f_to_kind(Kind::BFloat16)?,
-            Bounds::Dense { centred } => {
-                *centred = centred.f_to_kind(Kind::BFloat16)?;
+            Bounds::Compressed { short_t, .. } => *short_t = short_t.f_to_kind(Kind::BFloat16)?,
+            Bounds::Dense { centred_t } => {
+                *centred_t = centred_t.f_to_kind(Kind::BFloat16)?;
                 self.full_slack = BF16_SLACK;
             }
         }
@@ -183,8 +189,8 @@ impl Searcher {
     /// Width of the compressed rows (principal components + 1); the full width when dense.
     pub fn compressed_width(&self) -> i64 {
         match &self.bounds {
-            Bounds::Compressed { short, .. } => short.size()[1],
-            Bounds::Dense { centred } => centred.size()[1],
+            Bounds::Compressed { short_t, .. } => short_t.size()[0],
+            Bounds::Dense { centred_t } => centred_t.size()[0],
         }
     }
 
@@ -240,10 +246,10 @@ impl Searcher {
         let qc = q.f_sub(&self.mean)?;
         // `q_sq`: the squared length of the centred query (compression keeps it).
         let (q_sq, mut lower, mut full_width) = match &self.bounds {
-            Bounds::Compressed { basis, short } => {
+            Bounds::Compressed { basis, short_t } => {
                 let qs = compress(&qc, basis)?;
                 let q_sq = qs.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?;
-                (q_sq, self.compressed_bounds(short, &qs)?, false)
+                (q_sq, self.compressed_bounds(short_t, &qs)?, false)
             }
             Bounds::Dense { .. } => (
                 qc.f_square()?.f_sum_dim_intlist(1, false, Kind::Float)?,
@@ -325,15 +331,15 @@ impl Searcher {
     }
 
     /// Squared distances between compressed rows, less the per-query `|qs|^2`, in one GEMM.
-    fn compressed_bounds(&self, short: &Tensor, qs: &Tensor) -> Result<Tensor, TchError> {
-        bound_gemm(qs, short, &self.centred_sq)
+    fn compressed_bounds(&self, short_t: &Tensor, qs: &Tensor) -> Result<Tensor, TchError> {
+        bound_gemm(qs, short_t, &self.centred_sq)
     }
 
     /// `(n, K)` full-width bounds `|m|^2 - 2 q.m` for centred queries `qc`: the squared distances
     /// less `|q|^2`, one GEMM per block of centred bank rows (a dense searcher's kept copy).
     fn full_bounds(&self, qc: &Tensor) -> Result<Tensor, TchError> {
-        if let Bounds::Dense { centred } = &self.bounds {
-            return bound_gemm(qc, centred, &self.centred_sq);
+        if let Bounds::Dense { centred_t } = &self.bounds {
+            return bound_gemm(qc, centred_t, &self.centred_sq);
         }
         let q2 = qc.f_mul_scalar(-2.0)?;
         let parts = centred_blocks(&self.rows, &self.mean, self.chunk_bytes, |c| {
@@ -376,18 +382,16 @@ impl Searcher {
     }
 }
 
-/// `|m|^2 - 2 q.m` for every query row of `q` and bank row of `m`, in `m`'s kind (f32, or bf16
-/// with an f32 result), `m_sq` being the rows' squared lengths.
-fn bound_gemm(q: &Tensor, m: &Tensor, m_sq: &Tensor) -> Result<Tensor, TchError> {
+/// `|m|^2 - 2 q.m` for every query row of `q` and bank row of `m`, from `m_t` = `m`
+/// transposed, in its kind (f32, or bf16 with an f32 result), `m_sq` being the rows' squared
+/// lengths. The bf16 product is added to `m_sq` in one pass: converting it first would be another
+/// pass over the whole `(n, K)` matrix, which costs more than the AMX GEMM itself.
+fn bound_gemm(q: &Tensor, m_t: &Tensor, m_sq: &Tensor) -> Result<Tensor, TchError> {
     let sq = m_sq.f_unsqueeze(0)?;
-    if m.kind() == Kind::Float {
-        sq.f_addmm(&q.f_mul_scalar(-2.0)?, &m.f_tr()?)
+    if m_t.kind() == Kind::Float {
+        sq.f_addmm(&q.f_mul_scalar(-2.0)?, m_t)
     } else {
-        q.f_to_kind(m.kind())?
-            .f_mul_scalar(-2.0)?
-            .f_mm(&m.f_tr()?)?
-            .f_to_kind(Kind::Float)?
-            .f_add(&sq)
+        sq.f_add(&q.f_to_kind(m_t.kind())?.f_mul_scalar(-2.0)?.f_mm(m_t)?)
     }
 }
 
@@ -644,19 +648,16 @@ mod tests {
             let bank = Tensor::randn([2000, dim], opts).abs() * 3.0;
             let queries = Tensor::randn([200, dim], opts).abs() * 3.0;
             let s = Searcher::new(&bank, 1 << 20).unwrap();
-            let Bounds::Compressed { basis, short } = &s.bounds else {
+            let Bounds::Compressed { basis, short_t } = &s.bounds else {
                 panic!("Searcher::new compresses")
             };
             let qs = compress(&(&queries - &s.mean), basis).unwrap();
-            for (q, m) in [
-                (qs, short.shallow_clone()),
-                (&queries - &s.mean, &bank - &s.mean),
-            ] {
+            for (q, m) in [(qs, short_t.tr()), (&queries - &s.mean, &bank - &s.mean)] {
                 let m_sq = m.square().sum_dim_intlist(1, false, Kind::Float);
                 let (q64, m64) = (q.to_kind(Kind::Double), m.to_kind(Kind::Double));
                 // The f32 rows' bound in f64, against the one the bf16 GEMM gives.
                 let want = m_sq.to_kind(Kind::Double).unsqueeze(0) - q64.mm(&m64.tr()) * 2.0;
-                let got = bound_gemm(&q, &m.to_kind(Kind::BFloat16), &m_sq)
+                let got = bound_gemm(&q, &m.to_kind(Kind::BFloat16).tr().contiguous(), &m_sq)
                     .unwrap()
                     .to_kind(Kind::Double);
                 let q_norm = q64.square().sum_dim_intlist(1, true, Kind::Double).sqrt();
