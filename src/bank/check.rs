@@ -105,6 +105,7 @@ impl ScoringSettings<'_> {
                 height,
                 long,
                 native,
+                ..
             } => {
                 in_range("crop.width", width.into(), 1, MAX_SIDE)?;
                 in_range("crop.height", height.into(), 1, MAX_SIDE)?;
