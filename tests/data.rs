@@ -6,7 +6,7 @@ mod common;
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use patchcore::data::{
     self, load_luma8, load_mask, load_rgb8, preprocess, resize_bilinear_pil,
-    resize_bilinear_pil_gray, to_chw_f32, CropMode, DataError, Pad, SyntheticSpec,
+    resize_bilinear_pil_gray, to_chw_f32, CropMode, DataError, SyntheticSpec,
 };
 use std::path::Path;
 use std::process::Command;
@@ -26,10 +26,6 @@ fn run_python(py: &Path, script: &str, arg: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
-
-/// ImageNet's normalisation, whose mean is no grey, so a fill taken from the wrong channel shows.
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// A 97x61 test card: smooth gradients, hard edges and LCG noise, so every filter tap matters.
 fn test_card() -> RgbImage {
@@ -107,8 +103,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// torchvision `Resize(r)` + `CenterCrop(c)` on a PIL image: the long-side truncation, the
-/// half-to-even crop offsets and the zero padding of a crop larger than the image (black
-/// whatever the normalisation, as torchvision pads before normalising). The digests
+/// half-to-even crop offsets and the zero padding of a crop larger than the image. The digests
 /// were made once with torchvision 0.28 / Pillow 13.0 (`T.Compose([T.Resize(r),
 /// T.CenterCrop(c)])(Image.fromarray(card))`, FNV-1a 64 of the HWC bytes), since importing
 /// torch takes too long for a unit test.
@@ -128,7 +123,7 @@ fn preprocess_matches_torchvision() {
         (30, 40, 0x2d76f1dd9f49422d),
         (64, 64, 0xaedd530e56d820d5),
     ] {
-        let (got, geometry) = preprocess(&card, CropMode::Center { resize, crop }, MEAN);
+        let (got, geometry) = preprocess(&card, CropMode::Center { resize, crop });
         assert_eq!(got.dimensions(), (crop, crop));
         assert_eq!(
             fnv1a(got.as_raw()),
@@ -144,59 +139,25 @@ fn whole_geometry_keeps_the_aspect_and_pads_only_another_shape() {
     // A 500 x 1263 part at its native size: fills a 504 x 1264 input, stretched under one cell.
     let mode = CropMode::whole_for(&[(500, 1263)], 1263);
     let img = RgbImage::from_pixel(500, 1263, Rgb([200, 100, 50]));
-    let (out, g) = preprocess(&img, mode, MEAN);
+    let (out, g) = preprocess(&img, mode);
     assert_eq!(out.dimensions(), (504, 1264));
     assert!(g.is_filled());
     assert!(
         (g.scale_x - 504.0 / 500.0).abs() < 1e-12 && (g.scale_y - 1264.0 / 1263.0).abs() < 1e-12
     );
     assert!(out.pixels().all(|p| p.0 == [200, 100, 50]));
-    // The same input given a landscape image: aspect kept, centred, padded above and below with
-    // the normalisation's mean colour, (about) zero to the network like its own border padding.
-    let dark = RgbImage::from_pixel(800, 400, Rgb([9, 9, 9]));
-    let (out, g) = preprocess(&dark, mode, MEAN);
+    // The same input given a landscape image: aspect kept, centred, black padding above and below.
+    let (out, g) = preprocess(&RgbImage::from_pixel(800, 400, Rgb([9, 9, 9])), mode);
     assert_eq!(out.dimensions(), (504, 1264));
     assert_eq!((g.scale_x, g.scale_y), (504.0 / 800.0, 504.0 / 800.0));
     let content = g.content_mask();
     let rows_with_image: Vec<u32> = (0..1264).filter(|&y| content[(y * 504) as usize]).collect();
     assert_eq!(rows_with_image.len(), 252);
     assert_eq!(rows_with_image[0], (1264 - 252) / 2);
-    let fill = [124, 116, 104]; // 255 * MEAN, rounded
-    assert!(out
-        .pixels()
-        .zip(&content)
-        .all(|(p, &c)| p.0 == if c { [9, 9, 9] } else { fill }));
-    let input = to_chw_f32(&out, MEAN, STD);
-    let n = out.pixels().len();
-    for (c, plane) in input.chunks(n).enumerate() {
-        // Within half an 8-bit step of zero once normalised.
-        let v = plane[10 * 504 + 250];
-        assert!(v.abs() <= 0.5 / 255.0 / STD[c], "channel {c}: {v}");
-    }
-    // Banks fitted before the mean fill stored no `pad`: they keep the black they were fitted with.
-    let legacy: CropMode =
-        serde_json::from_str(r#"{"whole":{"width":504,"height":1264,"long":1263,"native":1263}}"#)
-            .unwrap();
-    assert_eq!(
-        legacy,
-        CropMode::Whole {
-            width: 504,
-            height: 1264,
-            long: 1263,
-            native: 1263,
-            pad: Pad::Black
-        }
-    );
-    let CropMode::Whole { pad, .. } = mode else {
-        panic!("whole_for gives a whole geometry")
-    };
-    assert_eq!(pad, Pad::Mean);
-    assert_eq!(
-        preprocess(&dark, legacy, MEAN).0.get_pixel(250, 10).0,
-        [0, 0, 0]
-    );
+    assert_eq!(out.get_pixel(250, 10).0, [0, 0, 0]);
+    assert_eq!(out.get_pixel(250, 632).0, [9, 9, 9]);
     // The top patch's box of the last cell ends at the image's corner, in original pixels.
-    let g = preprocess(&img, mode, MEAN).1;
+    let g = preprocess(&img, mode).1;
     assert_eq!(g.cell_to_original(157, 62, 158, 63), [492, 1255, 8, 8]);
     // Banks before width/height stored one `crop` side; both forms read back.
     let old = r#"{"orig_width":9,"orig_height":9,"scale_x":1.0,"scale_y":1.0,"off_x":0.0,"off_y":0.0,"crop":224}"#;
@@ -216,7 +177,6 @@ fn geometry_follows_torchvision_rules() {
             resize: 256,
             crop: 224,
         },
-        MEAN,
     );
     assert_eq!(out.dimensions(), (224, 224));
     // 300x200 -> int(256 * 300 / 200) = 384 x 256; offsets (384-224)/2 = 80 and 16.
@@ -235,7 +195,6 @@ fn geometry_follows_torchvision_rules() {
             resize: 256,
             crop: 224,
         },
-        MEAN,
     );
     assert_eq!((g.scale_x * 333.0, g.off_x), (340.0, 58.0));
     // Offsets round half to even: 117 / 2 = 58.5 -> 58, 119 / 2 = 59.5 -> 60.
@@ -245,7 +204,6 @@ fn geometry_follows_torchvision_rules() {
             resize: 256,
             crop: 224,
         },
-        MEAN,
     );
     assert_eq!(g.off_x, 58.0);
     let (_, g) = preprocess(
@@ -254,11 +212,10 @@ fn geometry_follows_torchvision_rules() {
             resize: 256,
             crop: 224,
         },
-        MEAN,
     );
     assert_eq!(g.off_x, 60.0);
     // Full: the whole image squashed to a square.
-    let (out, g) = preprocess(&RgbImage::new(120, 300), CropMode::Full { size: 64 }, MEAN);
+    let (out, g) = preprocess(&RgbImage::new(120, 300), CropMode::Full { size: 64 });
     assert_eq!(out.dimensions(), (64, 64));
     assert_eq!(
         (g.scale_x, g.scale_y, g.off_x, g.off_y),
@@ -297,7 +254,6 @@ fn full_preprocessing_matches_official_tensor() {
             resize: 256,
             crop: 224,
         },
-        MEAN,
     );
     assert_eq!((g.off_x, g.off_y, g.scale_x), (16.0, 16.0, 256.0 / 900.0));
     let ours = to_chw_f32(&crop, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
@@ -347,17 +303,11 @@ fn masks_follow_the_image_and_binarise_at_128() {
             height: 24,
             long: 48,
             native: 64,
-            pad: Pad::Mean,
         },
     ] {
         let m = load_mask(&path, mode).unwrap();
-        // A mid-grey mean pads the image with 128, which binarises to 1: the mask pads with 0.
-        let (rgb, g) = preprocess(&load_rgb8(&path).unwrap(), mode, [0.5; 3]);
-        let via_rgb: Vec<u8> = rgb
-            .pixels()
-            .zip(g.content_mask())
-            .map(|(p, c)| u8::from(c && p.0[0] >= 128))
-            .collect();
+        let (rgb, _) = preprocess(&load_rgb8(&path).unwrap(), mode);
+        let via_rgb: Vec<u8> = rgb.pixels().map(|p| u8::from(p.0[0] >= 128)).collect();
         assert_eq!(m, via_rgb, "{mode:?}");
         let (w, h) = mode.input_dims();
         assert_eq!(m.len(), (w * h) as usize);

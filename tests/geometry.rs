@@ -34,7 +34,7 @@ fn tiles_stitch_into_the_untiled_feature_grid() {
     let bb = backbone::find("efficientnet_lite2").unwrap();
     let mut method = Method::defaults_for(bb);
     method.crop = CropMode::whole_for(&[(1024, 640)], 1024);
-    let (input, _) = data::preprocess(&img, method.crop, method.mean);
+    let (input, _) = data::preprocess(&img, method.crop);
     let extractor = |tiling: Option<Tiling>| {
         let b = Backbone::load(bb.name, &real_weights(bb.weights_file), Device::Cpu).unwrap();
         let e = Extractor::new(b, method.clone(), Precision::F32).unwrap();

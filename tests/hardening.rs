@@ -106,7 +106,6 @@ fn a_crop_computes_only_its_window_of_the_resize() {
             resize: 256,
             crop: 224,
         },
-        [0.5; 3],
     );
     let full = resize_bilinear_pil(&long, 256, 19_200);
     let want = image::imageops::crop_imm(&full, g.off_x as u32, g.off_y as u32, 224, 224);

@@ -40,9 +40,9 @@ fn preprocessing_matches_official_tensor() {
     };
     let want = tensor(&read_npy(&reference.join("input_train000.npy")));
     let img = data::load_rgb8(&bottle.join("train/good/000.png")).unwrap();
+    let (crop, _) = data::preprocess(&img, PAPER_CROP);
     let spec = patchcore::backbone::find("wide_resnet50_2").unwrap();
     let (mean, std) = spec.normalization.mean_std();
-    let (crop, _) = data::preprocess(&img, PAPER_CROP, mean);
     let got = Tensor::from_slice(&data::to_chw_f32(&crop, mean, std)).view([1, 3, 224, 224]);
     let diff = (&got - &want).abs().max().double_value(&[]);
     println!("preprocessing: max |ours - official| = {diff:e}");
@@ -269,7 +269,7 @@ fn coreset_selection_matches_official_with_pinned_randomness() {
             .iter()
             .map(|p| {
                 let (crop, _) =
-                    data::preprocess(&data::load_rgb8(&bottle.join(p)).unwrap(), PAPER_CROP, mean);
+                    data::preprocess(&data::load_rgb8(&bottle.join(p)).unwrap(), PAPER_CROP);
                 Tensor::from_slice(&data::to_chw_f32(&crop, mean, std)).view([3, 224, 224])
             })
             .collect();

@@ -123,7 +123,7 @@ fn added_patches_lie_within_r_and_adding_them_again_adds_nothing() {
         Precision::F32,
     )
     .unwrap();
-    let crops: Vec<_> = decode_all(&add, m.crop, m.mean)
+    let crops: Vec<_> = decode_all(&add, m.crop)
         .into_iter()
         .map(|d| d.unwrap().crop)
         .collect();

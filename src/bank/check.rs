@@ -105,7 +105,6 @@ impl ScoringSettings<'_> {
                 height,
                 long,
                 native,
-                ..
             } => {
                 in_range("crop.width", width.into(), 1, MAX_SIDE)?;
                 in_range("crop.height", height.into(), 1, MAX_SIDE)?;

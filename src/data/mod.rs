@@ -18,6 +18,6 @@ pub use geometry::Geometry;
 pub use image::{
     decode_limits, image_size, load_luma8, load_rgb8, set_decode_limits, DecodeLimits,
 };
-pub use preprocess::{load_mask, preprocess, to_chw_f32, CropMode, Pad, WHOLE_ALIGN};
+pub use preprocess::{load_mask, preprocess, to_chw_f32, CropMode, WHOLE_ALIGN};
 pub use resize::{resize_bilinear_pil, resize_bilinear_pil_gray};
 pub use synthetic::{generate, SyntheticSpec};

@@ -1,7 +1,7 @@
 //! The model-input pipeline of the reference implementation (torchvision on PIL images):
 //! `Resize` + `CenterCrop` (or a plain square resize, or the whole image with its aspect kept),
 //! then `ToTensor` + `Normalize`.
-use image::{ImageBuffer, Luma, Pixel, Rgb, RgbImage};
+use image::{ImageBuffer, Pixel, RgbImage};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -20,35 +20,14 @@ pub enum CropMode {
     /// The whole image, aspect ratio kept, every image scaled by the same `long / native` (the
     /// working resolution over the training images' native longer side, so a part keeps its
     /// size in pixels whatever its length), centred in a `width` x `height` input that `fit`
-    /// made just large enough for its training images (`whole_for`), `pad` around. An image
-    /// within one `WHOLE_ALIGN` cell of the input fills it; a larger one is shrunk to fit.
+    /// made just large enough for its training images (`whole_for`), black padding around. An
+    /// image within one `WHOLE_ALIGN` cell of the input fills it; a larger one is shrunk to fit.
     Whole {
         width: u32,
         height: u32,
         long: u32,
         native: u32,
-        /// Banks fitted before `pad` existed were padded black, and keep scoring as fitted.
-        #[serde(default = "Pad::black")]
-        pad: Pad,
     },
-}
-
-/// What surrounds an image smaller than its whole-image input. The network sees it beside every
-/// border of the part, so it should look to the network like the input's own border.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pad {
-    /// The normalisation's mean colour: about zero once normalised, as the convolutions' own
-    /// zero padding is at the input's border.
-    Mean,
-    /// Black, far below zero once normalised: a hard edge along every border of the part.
-    Black,
-}
-
-impl Pad {
-    fn black() -> Pad {
-        Pad::Black
-    }
 }
 
 /// Whole-image inputs are multiples of this (the patch grid's stride): any rounding is under one
@@ -73,15 +52,9 @@ impl CropMode {
                 format!("crop (shorter side to {resize}, centre {crop} x {crop})")
             }
             CropMode::Full { size } => format!("squash ({size} x {size}, aspect not kept)"),
-            CropMode::Whole {
-                long, native, pad, ..
-            } => format!(
-                "whole ({w} x {h} input, aspect kept, images scaled by {long}/{native} = {:.3}, {} padding)",
-                long as f64 / native.max(1) as f64,
-                match pad {
-                    Pad::Mean => "mean-colour",
-                    Pad::Black => "black",
-                }
+            CropMode::Whole { long, native, .. } => format!(
+                "whole ({w} x {h} input, aspect kept, images scaled by {long}/{native} = {:.3})",
+                long as f64 / native.max(1) as f64
             ),
         }
     }
@@ -112,26 +85,12 @@ impl CropMode {
             height: height as u32,
             long,
             native,
-            pad: Pad::Mean,
-        }
-    }
-
-    /// The colour around an image smaller than the input, for normalisation `mean` (per channel
-    /// on 0..1): whole inputs take their `pad`, and a crop larger than its resized image is
-    /// padded black, as torchvision's `CenterCrop` does.
-    pub fn fill(&self, mean: [f32; 3]) -> [u8; 3] {
-        match *self {
-            // The 8-bit colour nearest the mean: within half a grey level of zero once normalised.
-            CropMode::Whole { pad: Pad::Mean, .. } => {
-                mean.map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8)
-            }
-            _ => [0; 3],
         }
     }
 }
 
 /// Where the resized image goes and which `out_w` x `out_h` window of it is kept (a window
-/// reaching past the resized image is padded).
+/// reaching past the resized image is padded with black).
 struct Plan {
     width: u32,
     height: u32,
@@ -237,18 +196,17 @@ fn center_crop_offset(n: u32, crop: u32) -> i64 {
     }
 }
 
-/// Copies the `out_w` x `out_h` window at (`left`, `top`), `fill` outside the image.
+/// Copies the `out_w` x `out_h` window at (`left`, `top`), zero outside the image.
 fn crop_window<P: Pixel<Subpixel = u8>>(
     img: &ImageBuffer<P, Vec<u8>>,
     left: i64,
     top: i64,
     (out_w, out_h): (u32, u32),
-    fill: P,
 ) -> ImageBuffer<P, Vec<u8>> {
     let c = P::CHANNEL_COUNT as usize;
     let (w, h) = (img.width() as i64, img.height() as i64);
     let n = out_w as usize;
-    let mut out = fill.channels().repeat(n * out_h as usize);
+    let mut out = vec![0u8; n * out_h as usize * c];
     let src = img.as_raw();
     let x0 = left.max(0);
     let x1 = (left + out_w as i64).min(w);
@@ -267,20 +225,18 @@ fn crop_window<P: Pixel<Subpixel = u8>>(
     ImageBuffer::from_raw(out_w, out_h, out).expect("the window buffer has out_w*out_h pixels")
 }
 
-/// Turns a decoded image into the model input and says where it sits in the original; any
-/// padding takes `mode`'s fill for normalisation `mean` (`CropMode::fill`).
+/// Turns a decoded image into the model input and says where it sits in the original.
 /// Bit-exact with torchvision `Resize` + `CenterCrop` on a PIL RGB image.
-pub fn preprocess(img: &RgbImage, mode: CropMode, mean: [f32; 3]) -> (RgbImage, Geometry) {
+pub fn preprocess(img: &RgbImage, mode: CropMode) -> (RgbImage, Geometry) {
     let p = plan(img.width(), img.height(), mode);
     let geometry = p.geometry(img.width(), img.height());
-    (resize_and_crop(img, &p, Rgb(mode.fill(mean))), geometry)
+    (resize_and_crop(img, &p), geometry)
 }
 
 /// The plan's window: only the part of the resize that the window keeps is computed.
 fn resize_and_crop<P: Pixel<Subpixel = u8>>(
     img: &ImageBuffer<P, Vec<u8>>,
     p: &Plan,
-    fill: P,
 ) -> ImageBuffer<P, Vec<u8>> {
     let clamp = |v: i64, n: u32| v.clamp(0, n as i64) as u32;
     let window = Window {
@@ -295,7 +251,6 @@ fn resize_and_crop<P: Pixel<Subpixel = u8>>(
         p.left - window.x0 as i64,
         p.top - window.y0 as i64,
         (p.out_w, p.out_h),
-        fill,
     )
 }
 
@@ -314,8 +269,7 @@ pub fn crop_geometry(w: u32, h: u32, mode: CropMode) -> Geometry {
 pub fn load_mask(path: &Path, mode: CropMode) -> Result<Vec<u8>, DataError> {
     let mask = load_luma8(path)?;
     let p = plan(mask.width(), mask.height(), mode);
-    // Padding is no defect (and takes no part in the metrics).
-    Ok(resize_and_crop(&mask, &p, Luma([0]))
+    Ok(resize_and_crop(&mask, &p)
         .into_raw()
         .into_iter()
         .map(|v| u8::from(v >= 128))

@@ -142,7 +142,6 @@ impl PatchCore {
             train,
             opts.batch_size,
             opts.method.crop,
-            opts.method.mean,
             |offset, decoded, _| {
                 let step = || -> Result<(), EngineError> {
                     let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;

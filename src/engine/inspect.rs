@@ -309,7 +309,6 @@ impl PatchCore {
             paths,
             batch_size,
             self.meta.crop,
-            self.meta.mean,
             |offset, decoded, decode_ms| {
                 let mut results: Vec<Option<Result<Inspection, EngineError>>> = Vec::new();
                 results.resize_with(decoded.len(), || None);

@@ -24,18 +24,13 @@ pub struct Decoded {
     pub geometry: Geometry,
 }
 
-/// Decodes and preprocesses images in parallel for the geometry `crop` and normalisation `mean`
-/// (padding's colour, see `CropMode::fill`); each failure names its file.
-pub fn decode_all(
-    paths: &[PathBuf],
-    crop: CropMode,
-    mean: [f32; 3],
-) -> Vec<Result<Decoded, DataError>> {
+/// Decodes and preprocesses images in parallel; each failure names its file.
+pub fn decode_all(paths: &[PathBuf], crop: CropMode) -> Vec<Result<Decoded, DataError>> {
     paths
         .par_iter()
         .map(|p| {
             let img = data::load_rgb8(p)?;
-            let (crop, geometry) = data::preprocess(&img, crop, mean);
+            let (crop, geometry) = data::preprocess(&img, crop);
             Ok(Decoded {
                 path: p.clone(),
                 crop,
@@ -52,13 +47,12 @@ pub fn for_each_decoded<'p>(
     paths: &'p [PathBuf],
     batch: usize,
     crop: CropMode,
-    mean: [f32; 3],
     mut consume: impl FnMut(usize, Vec<Result<Decoded, DataError>>, f32) -> bool,
 ) {
     let chunks: Vec<&[PathBuf]> = paths.chunks(batch.max(1)).collect();
     let decode = move |chunk: &[PathBuf]| {
         let t = Instant::now();
-        let decoded = decode_all(chunk, crop, mean);
+        let decoded = decode_all(chunk, crop);
         (
             decoded,
             t.elapsed().as_secs_f32() * 1000.0 / chunk.len() as f32,

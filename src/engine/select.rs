@@ -133,7 +133,7 @@ fn score(
     opts: &FitOptions,
     progress: &dyn Progress,
 ) -> Result<[f64; 3], EngineError> {
-    let good = decode_all(held, opts.method.crop, opts.method.mean)
+    let good = decode_all(held, opts.method.crop)
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     let mut samples = Vec::with_capacity((DEFECTS_PER_IMAGE + 1) * good.len());

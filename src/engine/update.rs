@@ -123,10 +123,7 @@ pub fn update(
     let mut problems = Vec::new();
     let mut hashes = Vec::with_capacity(add.len());
     let mut crops: Vec<RgbImage> = Vec::with_capacity(add.len());
-    for (path, decoded) in add
-        .iter()
-        .zip(decode_all(add, file.meta.crop, file.meta.mean))
-    {
+    for (path, decoded) in add.iter().zip(decode_all(add, file.meta.crop)) {
         match (crate::report::sha256_file(path), decoded) {
             (Ok(_), Ok(d)) if !d.geometry.is_filled() => problems.push(format!(
                 "{}: {} x {} does not fill the bank's {} x {} input (it would be padded, and                  `update` does not leave padding out yet)",

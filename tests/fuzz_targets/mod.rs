@@ -94,7 +94,7 @@ fn image(path: &Path) {
         // The decode limits bound what gets here, and the crop computes only the window it
         // keeps, so every decodable image goes through the whole model-input path.
         Ok(img) => {
-            let (input, _) = preprocess(&img, CROP, [0.5; 3]);
+            let (input, _) = preprocess(&img, CROP);
             assert_eq!(input.dimensions(), (224, 224));
             match load_mask(path, CROP) {
                 Ok(mask) => assert_eq!(mask.len(), 224 * 224),
