@@ -14,20 +14,25 @@ Prints one markdown table: per configuration, rows `all`, `small`, `medium`, `la
   map cannot show defects outside the crop, and a mask shrunk to a small map loses defects thinner
   than a few source pixels per map pixel. Image AUROC counts every defective image regardless.
 
-Masks are brought to each map's size as eval brings them (Pillow's antialiased bilinear resize,
-then >= 128, like `data::load_mask`), so the `all` row reproduces eval's own figures: when the bank
-records the paper's centre crop (`{"resize": R, "crop": C}`) and the map is C x C, the mask is
-resized so its shorter side is R and its centre C x C kept, the region the map covers; otherwise
-the whole mask is resized to the map's height x width, which is right for a squashed square map
-and for a map of the whole image at any size (a map at the image's size uses the mask as it is).
+Masks are brought to each map as eval brings them (`data::load_mask`): the bank's geometry (`crop` in
+its metadata) is replayed in Python (`plan`, the same rules as src/data/preprocess.rs): the paper's
+centre crop, the squash, or the whole image at the bank's scale centred in its input, so a shorter
+bar's mask lands where the bar sits in the map. The mask is resized as the image is (Pillow's
+antialiased bilinear) then binarised at >= 128, and pixels of padding are left out of the pixel
+metrics as eval leaves them out, so the `all` row reproduces eval's own figures. The bank's stored
+calibration geometry (where the Rust code placed each calibration image) is recomputed first, and a
+disagreement stops the analysis. `python scripts/hires_analysis.py --self-check` checks `plan`
+against cases of the Rust tests.
 Needs numpy, scipy and Pillow (the setup venv has them).
 """
 import json
+import math
 import os
 import struct
 import sys
 
 import numpy as np
+from PIL import Image
 from scipy.ndimage import label
 
 PRO_MAX_FPR = 0.3
@@ -35,55 +40,138 @@ CLASSES = ["small", "medium", "large"]
 POSITIONS = ["centre", "end"]
 
 
-def bank_crop(bank):
-    """The bank's centre-crop setting {"resize", "crop"}, or None (read from the safetensors header)."""
+WHOLE_ALIGN = 8  # src/data/preprocess.rs: a whole input within one grid cell of the image fills it
+
+
+def bank_meta(bank):
+    """The bank's `patchcore` metadata (from the safetensors header)."""
     try:
         with open(bank, "rb") as f:
             n = struct.unpack("<Q", f.read(8))[0]
             header = json.loads(f.read(n))
-        meta = json.loads(header.get("__metadata__", {}).get("patchcore", "{}"))
-    except (OSError, ValueError, struct.error):
-        return None
+        return json.loads(header["__metadata__"]["patchcore"])
+    except (OSError, ValueError, KeyError, struct.error) as e:
+        sys.exit(f"{bank}: cannot read the bank's metadata ({e}); the analysis needs its geometry")
 
-    def find(node):
-        if isinstance(node, dict):
-            if "resize" in node and "crop" in node:
-                return node
-            for v in node.values():
-                hit = find(v)
-                if hit:
-                    return hit
-        return None
 
-    return find(meta)
+def round_half_away(v):
+    """Rust's f64::round (halves away from zero), for non-negative v."""
+    return math.floor(v + 0.5)
+
+
+def center_crop_offset(n, crop):
+    """torchvision center_crop's offset (round half to even), negative = zero padding."""
+    if crop > n:
+        return -((crop - n) // 2)
+    q, odd = divmod(n - crop, 2)
+    return q + 1 if odd and q % 2 == 1 else q
+
+
+def plan(w, h, crop):
+    """Where a w x h image goes in the model input under the bank's `crop` (src/data/preprocess.rs
+    `plan`): (resized width, resized height, left, top, input width, input height); the input shows
+    the resized image's pixels from (left, top) on, and a negative offset is padding."""
+    (kind, p), = crop.items()
+    if kind == "center":
+        r, c = max(p["resize"], 1), max(p["crop"], 1)
+        short, long_ = (w, h) if w <= h else (h, w)
+        # torchvision Resize(r): the shorter side becomes r, the other int(r * long / short).
+        new_long = max(int(r * long_ / max(short, 1)), 1)
+        rw, rh = (r, new_long) if w <= h else (new_long, r)
+        return rw, rh, center_crop_offset(rw, c), center_crop_offset(rh, c), c, c
+    if kind == "full":
+        n = max(p["size"], 1)
+        return n, n, 0, 0, n, n
+    if kind == "whole":
+        ow, oh = max(p["width"], 1), max(p["height"], 1)
+        s = min(p["long"] / max(p["native"], 1), ow / max(w, 1), oh / max(h, 1))
+        rw = min(max(round_half_away(max(w, 1) * s), 1), ow)
+        rh = min(max(round_half_away(max(h, 1) * s), 1), oh)
+        if ow - rw < WHOLE_ALIGN and oh - rh < WHOLE_ALIGN:
+            return ow, oh, 0, 0, ow, oh  # fills the input, stretched under one cell
+        return rw, rh, -((ow - rw) // 2), -((oh - rh) // 2), ow, oh
+    sys.exit(f"unknown geometry {kind!r} in the bank")
+
+
+def geometry(w, h, crop):
+    """The plan as the bank's `Geometry` (scale, offset, input size), to compare with stored ones."""
+    rw, rh, left, top, ow, oh = plan(w, h, crop)
+    return dict(scale_x=rw / max(w, 1), scale_y=rh / max(h, 1), off_x=float(left), off_y=float(top), width=ow, height=oh)
+
+
+def content(w, h, crop):
+    """Which input pixels show the image (False: padding), as `Geometry::content_mask` computes it."""
+    g = geometry(w, h, crop)
+
+    def span(off, scale, orig, n):
+        start = min(max(math.ceil(-off), 0), n)
+        end = min(max(math.floor(orig * scale - off), 0), n)
+        return start, max(end, start)
+
+    (x0, x1), (y0, y1) = span(g["off_x"], g["scale_x"], w, g["width"]), span(g["off_y"], g["scale_y"], h, g["height"])
+    keep = np.zeros((g["height"], g["width"]), bool)
+    keep[y0:y1, x0:x1] = True
+    return keep
 
 
 def resized(mask, h, w):
     """The mask resized to h x w as eval resizes masks (Pillow's antialiased bilinear, then >= 128)."""
-    from PIL import Image  # the setup venv has Pillow (torchvision needs it)
-
     if mask.shape == (h, w):
         return mask >= 128
     return np.asarray(Image.fromarray(mask).resize((w, h), Image.BILINEAR)) >= 128
 
 
-def mask_for_map(mask, shape, crop):
-    """The part of `mask` (uint8, 0/255) that a map of `shape` covers, at the map's size."""
-    h, w = shape
-    if crop and h == w == crop["crop"]:
-        r, c = crop["resize"], crop["crop"]
-        mh, mw = mask.shape
-        # torchvision Resize(r): the shorter side becomes r, the other keeps the aspect (truncated).
-        nh, nw = (r, int(r * mw / mh)) if mh <= mw else (int(r * mh / mw), r)
-        m = resized(mask, nh, nw)
-        top, left = int(round((nh - c) / 2.0)), int(round((nw - c) / 2.0))
-        return m[top : top + c, left : left + c]
-    return resized(mask, h, w)
+def mask_for_map(mask, crop):
+    """`mask` (uint8, 0/255, the image's size) where the image sits in the model input, as
+    `data::load_mask` maps it: resized as the image, cropped or padded with no defect."""
+    rw, rh, left, top, ow, oh = plan(mask.shape[1], mask.shape[0], crop)
+    m = resized(mask, rh, rw)
+    out = np.zeros((oh, ow), bool)
+    x0, y0 = max(-left, 0), max(-top, 0)  # first input pixel that shows the image
+    x1, y1 = min(ow, rw - left), min(oh, rh - top)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = m[y0 + top : y1 + top, x0 + left : x1 + left]
+    return out
+
+
+def check_calibration_geometry(meta, bank):
+    """Recomputes where the Rust code placed each calibration image; any difference stops the run."""
+    for g in meta.get("calibration_geometry", []):
+        ours = geometry(g["orig_width"], g["orig_height"], meta["crop"])
+        theirs = {k: g[k] for k in ours}
+        if ours != theirs:
+            sys.exit(f"{bank}: this script places a {g['orig_width']} x {g['orig_height']} image at {ours}, "
+                     f"the bank at {theirs}: its geometry rules differ from src/data/preprocess.rs")
+
+
+def self_check():
+    """`plan` and `content` against cases of the Rust tests (tests/data.rs, src/decide/roi.rs)."""
+    whole = {"whole": {"width": 504, "height": 1264, "long": 1263, "native": 1263}}
+    assert plan(500, 1263, whole) == (504, 1264, 0, 0, 504, 1264)
+    g = geometry(800, 400, whole)
+    assert (g["scale_x"], g["scale_y"]) == (504 / 800, 504 / 800), g
+    rows = np.flatnonzero(content(800, 400, whole)[:, 0])
+    assert len(rows) == 252 and rows[0] == (1264 - 252) // 2, rows
+    centre = {"center": {"resize": 256, "crop": 224}}
+    g = geometry(300, 200, centre)
+    assert (g["scale_x"], g["scale_y"], g["off_x"], g["off_y"]) == (1.28, 1.28, 80.0, 16.0), g
+    assert plan(333, 250, centre)[0] == 340 and plan(333, 250, centre)[2] == 58
+    assert plan(341, 256, centre)[2] == 58 and plan(343, 256, centre)[2] == 60
+    assert content(300, 200, centre).all()
+    full = {"full": {"size": 64}}
+    assert geometry(120, 300, full) == dict(scale_x=64 / 120, scale_y=64 / 300, off_x=0.0, off_y=0.0, width=64, height=64)
+    # A 100 x 400 image in a 16 x 16 input: 4 columns of image, 6 of padding each side.
+    small = {"whole": {"width": 16, "height": 16, "long": 16, "native": 400}}
+    assert content(100, 400, small)[0].tolist() == [False] * 6 + [True] * 4 + [False] * 6
+    # A mask follows its image: a defect at a short image's left end lands beside the padding.
+    mask = np.zeros((400, 100), np.uint8)
+    mask[:, :50] = 255
+    m = mask_for_map(mask, small)
+    assert m[0].tolist() == [False] * 6 + [True] * 2 + [False] * 8, m[0]
+    print("self-check passed")
 
 
 def load_mask(path):
-    from PIL import Image
-
     return np.asarray(Image.open(path).convert("L"))
 
 
@@ -135,37 +223,43 @@ def group_of(defect):
 def analyse(data, run):
     with open(os.path.join(run, "eval.json")) as f:
         report = json.load(f)
-    crop = bank_crop(os.path.join(run, "bank.safetensors"))
+    bank = os.path.join(run, "bank.safetensors")
+    meta = bank_meta(bank)
+    crop = meta["crop"]
+    check_calibration_geometry(meta, bank)
     maps_dir = os.path.join(run, "maps")
     images = []
     for im in report["images"]:
         rel = os.path.relpath(im["path"], data)
         m = np.load(os.path.join(maps_dir, os.path.splitext(rel)[0] + ".npy")).astype(np.float32)
+        with Image.open(im["path"]) as img:
+            w, h = img.size
+        keep = content(w, h, crop)
+        if m.shape != keep.shape:
+            sys.exit(f"{rel}: map {m.shape[1]} x {m.shape[0]} is not the bank's input {keep.shape[1]} x {keep.shape[0]}")
         group = group_of(im["defect"])
         if group is None:
             mask = np.zeros(m.shape, bool)
         else:
             stem = os.path.splitext(os.path.basename(rel))[0]
             mask = load_mask(os.path.join(data, "ground_truth", im["defect"], stem + "_mask.png"))
-            mask = mask_for_map(mask, m.shape, crop)
-        images.append(dict(score=im["score"], group=group, map=m, mask=mask))
-    mapping = (
-        f"mask resized to shorter side {crop['resize']}, centre {crop['crop']} kept"
-        if crop and all(i["map"].shape == (crop["crop"],) * 2 for i in images)
-        else "whole mask resized to the map's size"
-    )
+            mask = mask_for_map(mask, crop)
+        # Padding is no pixel of the image: eval leaves it out of the pixel metrics.
+        images.append(dict(score=im["score"], group=group, map=m, mask=mask, keep=keep))
+    padded = sum(1 for i in images if not i["keep"].all())
+    mapping = f"geometry {json.dumps(crop)}" + (f", {padded} of {len(images)} maps with padding left out" if padded else "")
     shapes = sorted({i["map"].shape for i in images})
     note = f"maps {shapes[0][1]}x{shapes[0][0]}" + (f" to {shapes[-1][1]}x{shapes[-1][0]}" if len(shapes) > 1 else "")
 
     # Every pixel once, sorted by descending score; groups pick their pixels in that order.
-    scores = np.concatenate([i["map"].ravel() for i in images])
-    defect = np.concatenate([i["mask"].ravel() for i in images])
-    owner = np.concatenate([np.full(i["map"].size, k, np.int32) for k, i in enumerate(images)])
+    scores = np.concatenate([i["map"][i["keep"]] for i in images])
+    defect = np.concatenate([i["mask"][i["keep"]] for i in images])
+    owner = np.concatenate([np.full(i["keep"].sum(), k, np.int32) for k, i in enumerate(images)])
     region = np.zeros(len(scores), np.int32)  # global region id + 1 for defect pixels
     offset, n_regions = 0, 0
     for i in images:
         lab, n = label(i["mask"], structure=np.ones((3, 3), int))
-        lab = lab.ravel().astype(np.int32)
+        lab = lab[i["keep"]].astype(np.int32)
         region[offset : offset + lab.size] = np.where(lab > 0, lab + n_regions, 0)
         offset += lab.size
         n_regions += n
@@ -201,6 +295,8 @@ def pct(v):
 
 
 def main():
+    if sys.argv[1:] == ["--self-check"]:
+        return self_check()
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     data = os.path.abspath(sys.argv[1])
@@ -222,7 +318,7 @@ def main():
         notes.append(
             f"- `{flags}`: {note}; {mapping}; eval's own figures over all test images: "
             f"{pct(theirs[0])} / {pct(theirs[1])} / {pct(theirs[2])}"
-            + ("" if agree else " (**differ from the `all` row: the masks were mapped otherwise than eval maps them**)")
+            + ("" if agree else " (**differ from the `all` row: this analysis does not reproduce eval**)")
         )
     print()
     print("\n".join(notes))
