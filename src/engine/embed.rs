@@ -29,6 +29,10 @@ impl Default for EmbedParams {
     }
 }
 
+/// Entries of one stage's weight before grouping (8 bytes each while it is built): 1 GB. The
+/// paper's settings on WideResNet's layer3 need 4.7 million.
+const MAX_WEIGHT_ENTRIES: i64 = 1 << 27;
+
 /// The embedding of stage maps with given channel counts, as one convolution per stage.
 pub struct Embedding {
     params: EmbedParams,
@@ -71,6 +75,14 @@ impl Embedding {
                 };
                 let first = (0..ed).find(|&i| reaches(i)).unwrap_or(0);
                 let len = (first..ed).take_while(|&i| reaches(i)).count() as i64;
+                if len * taps > MAX_WEIGHT_ENTRIES {
+                    // Settings a bank may carry (up to 16,384 dims, 15 x 15 patches) could ask
+                    // for tens of GB here: refuse rather than abort on allocation.
+                    return Err(TchError::Shape(format!(
+                        "embedding {p:?} of a {c}-channel stage needs a {len} x {taps} weight, \
+                         over the limit of {MAX_WEIGHT_ENTRIES} entries"
+                    )));
+                }
                 // Final window over stage outputs, each a window over taps: both are averages.
                 let mut dense = vec![0f64; (len * taps) as usize];
                 for r in 0..len {
@@ -287,6 +299,24 @@ mod tests {
             let err = (&fast - &slow).abs().max().double_value(&[]);
             assert!(err < 1e-6, "{p:?}: max abs difference {err}");
         }
+    }
+
+    #[test]
+    fn oversized_settings_are_an_error_not_an_abort() {
+        // A bank's largest allowed settings on a 2,048-channel stage: 16,384 x 460,800 weights.
+        let p = EmbedParams {
+            patch_size: 15,
+            pretrain_dim: 16_384,
+            embed_dim: 16_384,
+            grid_stage: 0,
+        };
+        let err = Embedding::new(&[2048], p, Device::Cpu)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("over the limit")),
+            "{err:?}"
+        );
     }
 
     #[test]
