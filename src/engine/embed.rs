@@ -4,9 +4,10 @@
 //! `pretrain_dim`, and the stacked stages are pooled again to `embed_dim`.
 //!
 //! Unfolding and both poolings are fixed linear maps of each stage's `C * k * k` taps, so their
-//! product is one `(embed_dim, C, k, k)` weight per stage: the whole embedding is one dense
-//! convolution per stage (plus the resampling, which commutes with it), never materialising the
-//! taps (9,216 per position for WideResNet's layer3) nor the `2 * pretrain_dim` stacked vector.
+//! product is one `(embed_dim, C, k, k)` weight per stage: the whole embedding is one convolution
+//! per stage, grouped where outputs read separate channel blocks (plus the resampling, which
+//! commutes with it), never materialising the taps (9,216 per position for WideResNet's layer3)
+//! nor the `2 * pretrain_dim` stacked vector.
 use tch::{Device, Kind, TchError, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,8 +278,9 @@ mod tests {
             Tensor::rand([2, 4, 4, 4], opts),
             Tensor::rand([2, 8, 2, 2], opts),
         ];
-        // Pooling dims that exercise both paths on every stage: the depthwise form (16 = 4 * 4,
-        // 8 = 8 * 1), the unfold form (16 vs 6 and 8 channels), upsampling first and pooling first.
+        // Pooling dims that give grouped weights (16 = 4 * 4 taps per channel), dense ones, final
+        // windows straddling two stages (5 and 7), and coarser stages resampled after their
+        // convolution.
         for (pretrain_dim, embed_dim, grid_stage) in
             [(16, 12, 0), (8, 8, 1), (24, 16, 0), (5, 7, 1)]
         {

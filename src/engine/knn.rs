@@ -212,7 +212,6 @@ impl Searcher {
         }
         let queries = queries.f_to_kind(Kind::Float)?;
         let m = queries.size2()?.0;
-
         let per_query = (self.len() as usize * 4).max(1);
         let chunk = ((self.chunk_bytes / per_query).max(1) as i64).min(m.max(1));
         let mut dists = Vec::new();
