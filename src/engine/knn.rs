@@ -361,16 +361,15 @@ impl Searcher {
             .step_by(block.max(1) as usize)
             .map(|s| {
                 let len = block.min(n - s);
-                let rows = self
+                // The gathered rows are a fresh tensor: subtracting and squaring in place saves
+                // two passes over `(block, w, D)` (the gather and one reduction remain).
+                let mut rows = self
                     .rows
                     .f_index_select(0, &shortlist.f_narrow(0, s, len)?.f_reshape([-1])?)?
                     .f_to_kind(Kind::Float)?
                     .f_view([len, w, dim])?;
-                q.f_narrow(0, s, len)?
-                    .f_unsqueeze(1)?
-                    .f_sub(&rows)?
-                    .f_square()?
-                    .f_sum_dim_intlist(2, false, Kind::Float)
+                let _ = rows.f_sub_(&q.f_narrow(0, s, len)?.f_unsqueeze(1)?)?;
+                rows.f_square_()?.f_sum_dim_intlist(2, false, Kind::Float)
             })
             .collect::<Result<Vec<_>, TchError>>()?;
         if parts.is_empty() {
@@ -401,31 +400,33 @@ const SELECTION_GROUPS: i64 = 256;
 /// The `count` smallest values of each row of `x` `(n, K)`, ascending, and their columns: the
 /// same answer as `topk`, in two cheap steps. The `count` smallest values lie in the `count`
 /// groups with the smallest minima (a value in any other group has `count` smaller minima
-/// before it), so only those groups' members are ranked.
+/// before it), so only those groups' members are ranked. Group `g` holds the columns
+/// `g, g + G, g + 2G, ...`: their minimum is an elementwise `min` down contiguous rows of
+/// `G` columns, four times faster than reducing runs of adjacent columns.
 fn smallest(x: &Tensor, count: i64) -> Result<(Tensor, Tensor), TchError> {
     let (n, cols) = x.size2()?;
-    let size = (cols + SELECTION_GROUPS - 1) / SELECTION_GROUPS;
-    let groups = (cols + size - 1) / size;
-    if count * 4 > groups || n == 0 {
+    let groups = SELECTION_GROUPS;
+    let full_rows = cols / groups;
+    if full_rows == 0 || count * 4 > groups || n == 0 {
         return x.f_topk(count, 1, false, true);
     }
-    let whole = cols / size;
-    let mut minima = x
-        .f_narrow(1, 0, whole * size)?
-        .f_view([n, whole, size])?
-        .f_amin(&[2i64][..], false)?;
-    if whole < groups {
-        let tail = x.f_narrow(1, whole * size, cols - whole * size)?;
-        minima = Tensor::f_cat(&[minima, tail.f_amin(&[1i64][..], true)?], 1)?;
+    let minima = x
+        .f_narrow(1, 0, full_rows * groups)?
+        .f_view([n, full_rows, groups])?
+        .f_amin(&[1i64][..], false)?;
+    let tail = cols - full_rows * groups;
+    if tail > 0 {
+        // The last, partial row of columns: its column `g` belongs to group `g`.
+        let head = minima.f_narrow(1, 0, tail)?;
+        let _ = head.f_minimum_out(&head, &x.f_narrow(1, full_rows * groups, tail)?)?;
     }
     let (_, chosen) = minima.f_topk(count, 1, false, false)?;
-    // Columns of the chosen groups; those past the end (a short last group) rank last.
-    let offsets = Tensor::f_arange(size, (Kind::Int64, x.device()))?;
+    // Members of the chosen groups; those past the end (groups the partial row misses) rank last.
+    let steps = Tensor::f_arange(full_rows + 1, (Kind::Int64, x.device()))?.f_mul_scalar(groups)?;
     let members = chosen
-        .f_mul_scalar(size)?
         .f_unsqueeze(2)?
-        .f_add(&offsets)?
-        .f_view([n, count * size])?;
+        .f_add(&steps)?
+        .f_view([n, count * (full_rows + 1)])?;
     let past = members.f_ge(cols)?;
     let values = x
         .f_gather(1, &members.f_clamp_max(cols - 1)?, false)?
@@ -545,8 +546,12 @@ mod tests {
     fn smallest_equals_topk_with_ties_and_a_short_last_group() {
         tch::manual_seed(9);
         let opts = (Kind::Float, Device::Cpu);
-        // 3,001 columns: groups of 12 and a last group of 1; rounded values make ties.
+        // 3,001 columns: 11 full rows of 256 groups and a partial row of 185, so 71 groups have
+        // one member less; rounded values make ties.
         let x = (Tensor::randn([40, 3001], opts) * 4.0).round();
+        // Rows whose smallest values all lie in the partial row, and one in its last column.
+        let _ = x.narrow(0, 0, 2).narrow(1, 11 * 256, 185).fill_(-100.0);
+        let _ = x.narrow(0, 2, 1).narrow(1, 3000, 1).fill_(-200.0);
         for count in [1, 9, 33] {
             let (got, cols) = smallest(&x, count).unwrap();
             let (want, _) = x.topk(count, 1, false, true);
