@@ -178,8 +178,10 @@ fn round_filters(filters: i64, width: f64) -> i64 {
     rounded
 }
 
-fn relu6(x: &Tensor) -> Result<Tensor, TchError> {
-    x.f_clamp(0.0, 6.0)
+/// ReLU6 in place: its input is always a convolution's fresh output, and at a megapixel a
+/// second activation map per layer costs more in allocation and memory traffic than the clamp.
+fn relu6(mut x: Tensor) -> Result<Tensor, TchError> {
+    x.f_clamp_(0.0, 6.0)
 }
 
 /// TF-"SAME" convolution `<p>/<conv>` with its BatchNorm `<p>/<bn>`.
@@ -237,12 +239,16 @@ impl MbConv {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let h = match &self.expand {
-            Some(expand) => relu6(&expand.forward(x)?)?,
+            Some(expand) => relu6(expand.forward(x)?)?,
             None => x.shallow_clone(),
         };
-        let h = relu6(&self.depthwise.forward(&h)?)?;
-        let h = self.project.forward(&h)?;
-        Ok(if self.skip { h + x } else { h })
+        let h = relu6(self.depthwise.forward(&h)?)?;
+        let mut h = self.project.forward(&h)?;
+        if self.skip {
+            h.f_add_(x)
+        } else {
+            Ok(h)
+        }
     }
 
     fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
@@ -289,7 +295,7 @@ impl EfficientNetLite {
         last: usize,
         visit: &mut dyn FnMut(usize, &Tensor),
     ) -> Result<(), TchError> {
-        let mut h = relu6(&self.stem.forward(x)?)?;
+        let mut h = relu6(self.stem.forward(x)?)?;
         for (i, block) in self.blocks.iter().take(last + 1).enumerate() {
             h = block.forward(&h)?;
             visit(i, &h);

@@ -92,14 +92,15 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        let y = self.conv1.forward(x)?.f_relu()?;
-        let y = self.conv2.forward(&y)?.f_relu()?;
-        let y = self.conv3.forward(&y)?;
-        let shortcut = match &self.downsample {
-            Some(down) => down.forward(x)?,
-            None => x.shallow_clone(),
-        };
-        (y + shortcut).f_relu()
+        // In place on each convolution's fresh output: no second activation map per layer.
+        let y = self.conv1.forward(x)?.f_relu_()?;
+        let y = self.conv2.forward(&y)?.f_relu_()?;
+        let mut y = self.conv3.forward(&y)?;
+        match &self.downsample {
+            Some(down) => y.f_add_(&down.forward(x)?)?,
+            None => y.f_add_(x)?,
+        }
+        .f_relu_()
     }
 
     fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
@@ -144,11 +145,13 @@ impl WideResNet {
         last: usize,
         visit: &mut dyn FnMut(usize, &Tensor),
     ) -> Result<(), TchError> {
-        let mut h =
-            self.conv1
-                .forward(x)?
-                .f_relu()?
-                .f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
+        let mut h = self.conv1.forward(x)?.f_relu_()?.f_max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        )?;
         for (i, layer) in self.layers.iter().take(last + 1).enumerate() {
             for block in layer {
                 h = block.forward(&h)?;

@@ -1,0 +1,99 @@
+"""Pixel AUROC and PRO of `patchcore eval --dump-maps` maps brought back onto each image's own pixels,
+per defect class, so geometries that see an image at different resolutions (the squash, the whole
+image at any scale) are compared on the same pixels.
+
+    python scripts/original_metrics.py SPLIT_JSON EVAL_JSON BANK MAPS [--square N]
+
+SPLIT_JSON is the dataset's split file (`image`/`mask` paths relative to it, as magnetic tile's),
+EVAL_JSON the report of `patchcore eval --json`, BANK the bank it scored with (its geometry is read
+from its metadata), MAPS the `--dump-maps` folder. Each map's part that shows the image is resized
+(bilinear) to the image's size, or to N x N with `--square N` (the squash's protocol: every image
+weighs the same); masks are resized as src/data/preprocess.rs resizes them (bilinear, >= 128).
+Prints one row per defect class (that class's images and every good one) and one for all.
+Geometries that crop (the paper's `--crop`) do not see the whole image and are refused.
+Needs numpy, scipy and Pillow (the setup venv has them).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import label
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hires_analysis as ha  # noqa: E402  (plan, masks and the metric sweep, shared)
+
+
+def load(split_json, eval_json, bank, maps_dir, square):
+    """Per test image: (defect class, image score, map, mask) at the chosen pixels."""
+    root = os.path.dirname(os.path.abspath(split_json))
+    with open(split_json) as f:
+        split = json.load(f)
+    masks = {os.path.join(root, t["image"]): t["mask"] and os.path.join(root, t["mask"]) for t in split["test"]}
+    with open(eval_json) as f:
+        report = json.load(f)
+    crop = ha.bank_meta(bank)["crop"]
+    out = []
+    for im in report["images"]:
+        rel = os.path.relpath(im["path"], root)
+        m = np.load(os.path.join(maps_dir, os.path.splitext(rel)[0] + ".npy")).astype(np.float32)
+        with Image.open(im["path"]) as img:
+            w, h = img.size
+        rw, rh, left, top, _, _ = ha.plan(w, h, crop)
+        if left > 0 or top > 0:
+            sys.exit(f"{bank}: its geometry crops the image; compare only geometries that see all of it")
+        shown = m[-top : -top + rh, -left : -left + rw]
+        tw, th = (square, square) if square else (w, h)
+        shown = np.asarray(Image.fromarray(shown, mode="F").resize((tw, th), Image.BILINEAR))
+        mask_path = masks.get(im["path"])
+        mask = ha.resized(ha.load_mask(mask_path), th, tw) if mask_path else np.zeros((th, tw), bool)
+        out.append((im["defect"], im["score"], shown, mask))
+    return out
+
+
+def metrics(images):
+    """Image AUROC, pixel AUROC and PRO over `images` (8-connected regions, FPR up to 0.3)."""
+    scores, defect, region, n_regions = [], [], [], 0
+    for _, _, m, mask in images:
+        lab, n = label(mask, structure=np.ones((3, 3), int))
+        region.append(np.where(lab > 0, lab + n_regions, 0).ravel().astype(np.int32))
+        n_regions += n
+        scores.append(m.ravel())
+        defect.append(mask.ravel())
+    s, d, r = np.concatenate(scores), np.concatenate(defect), np.concatenate(region)
+    sizes = np.bincount(r, minlength=n_regions + 1)
+    order = np.argsort(-s, kind="stable")
+    s, d, r = s[order], d[order], r[order]
+    weight = np.zeros(len(s))
+    weight[r > 0] = 1.0 / (sizes[r[r > 0]] * max(n_regions, 1))
+    pixel_auroc, pro = ha.pixel_metrics(s, d, weight)
+    good = [score for cls, score, _, _ in images if cls == "good"]
+    bad = [score for cls, score, _, _ in images if cls != "good"]
+    return ha.auroc(bad, good), pixel_auroc, pro
+
+
+def main():
+    args = sys.argv[1:]
+    square = None
+    if "--square" in args:
+        i = args.index("--square")
+        square = int(args[i + 1])
+        del args[i : i + 2]
+    if len(args) != 4:
+        sys.exit(__doc__)
+    images = load(*args, square)
+    where = f"{square} x {square} per image" if square else "each image's own pixels"
+    print(f"{args[1]}: pixel metrics at {where}")
+    print("| defects | images | image AUROC | pixel AUROC | PRO |")
+    print("|---|---|---|---|---|")
+    classes = sorted({c for c, _, _, _ in images if c != "good"})
+    for cls in classes + ["all"]:
+        chosen = [i for i in images if i[0] == "good" or cls in ("all", i[0])]
+        ia, pa, pro = metrics(chosen)
+        n = sum(1 for i in chosen if i[0] != "good")
+        print(f"| {cls} | {n} | {ha.pct(ia)} | {ha.pct(pa)} | {ha.pct(pro)} |")
+
+
+if __name__ == "__main__":
+    main()
