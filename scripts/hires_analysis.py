@@ -171,6 +171,15 @@ def self_check():
     print("self-check passed")
 
 
+def dumped_map(maps_dir, data, path):
+    """The `--dump-maps` map of the image at `path` (named after its path below `data`), with that
+    relative path and the image's (width, height)."""
+    rel = os.path.relpath(path, data)
+    m = np.load(os.path.join(maps_dir, os.path.splitext(rel)[0] + ".npy")).astype(np.float32)
+    with Image.open(path) as img:
+        return rel, m, img.size
+
+
 def load_mask(path):
     return np.asarray(Image.open(path).convert("L"))
 
@@ -230,10 +239,7 @@ def analyse(data, run):
     maps_dir = os.path.join(run, "maps")
     images = []
     for im in report["images"]:
-        rel = os.path.relpath(im["path"], data)
-        m = np.load(os.path.join(maps_dir, os.path.splitext(rel)[0] + ".npy")).astype(np.float32)
-        with Image.open(im["path"]) as img:
-            w, h = img.size
+        rel, m, (w, h) = dumped_map(maps_dir, data, im["path"])
         keep = content(w, h, crop)
         if m.shape != keep.shape:
             sys.exit(f"{rel}: map {m.shape[1]} x {m.shape[0]} is not the bank's input {keep.shape[1]} x {keep.shape[0]}")

@@ -36,10 +36,7 @@ def load(split_json, eval_json, bank, maps_dir, square):
     crop = ha.bank_meta(bank)["crop"]
     out = []
     for im in report["images"]:
-        rel = os.path.relpath(im["path"], root)
-        m = np.load(os.path.join(maps_dir, os.path.splitext(rel)[0] + ".npy")).astype(np.float32)
-        with Image.open(im["path"]) as img:
-            w, h = img.size
+        _, m, (w, h) = ha.dumped_map(maps_dir, root, im["path"])
         rw, rh, left, top, _, _ = ha.plan(w, h, crop)
         if left > 0 or top > 0:
             sys.exit(f"{bank}: its geometry crops the image; compare only geometries that see all of it")
