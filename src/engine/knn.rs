@@ -422,11 +422,12 @@ fn smallest(x: &Tensor, count: i64) -> Result<(Tensor, Tensor), TchError> {
     }
     let (_, chosen) = minima.f_topk(count, 1, false, false)?;
     // Members of the chosen groups; those past the end (groups the partial row misses) rank last.
-    let steps = Tensor::f_arange(full_rows + 1, (Kind::Int64, x.device()))?.f_mul_scalar(groups)?;
+    let rows = full_rows + i64::from(tail > 0);
+    let steps = Tensor::f_arange(rows, (Kind::Int64, x.device()))?.f_mul_scalar(groups)?;
     let members = chosen
         .f_unsqueeze(2)?
         .f_add(&steps)?
-        .f_view([n, count * (full_rows + 1)])?;
+        .f_view([n, count * rows])?;
     let past = members.f_ge(cols)?;
     let values = x
         .f_gather(1, &members.f_clamp_max(cols - 1)?, false)?
@@ -565,6 +566,11 @@ mod tests {
                     .ne_tensor(&sorted.narrow(1, 0, count - 1));
             assert!(count == 1 || distinct.all().int64_value(&[]) == 1);
         }
+        // No partial row: every group has the same members.
+        let even = x.narrow(1, 0, 11 * 256);
+        let (got, cols) = smallest(&even, 9).unwrap();
+        assert!(got.equal(&even.topk(9, 1, false, true).0));
+        assert!(even.gather(1, &cols, false).equal(&got));
     }
 
     #[test]
