@@ -6,7 +6,7 @@ use common::{real_weights, small_fit_options};
 use image::{imageops, RgbImage};
 use patchcore::backbone::{self, Backbone};
 use patchcore::data::{self, synthetic::SyntheticSpec, CropMode};
-use patchcore::engine::extractor::Tiling;
+use patchcore::engine::extractor::{tile_margin, Tiling};
 use patchcore::engine::{Extractor, Method, NoProgress, PatchCore, Precision};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -21,7 +21,7 @@ fn relative_gap(a: &Tensor, b: &Tensor) -> f64 {
 fn tiles_stitch_into_the_untiled_feature_grid() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = SyntheticSpec {
-        size: 1024,
+        size: 2048,
         n_train: 1,
         n_test_good: 0,
         n_test_defect_per_type: 0,
@@ -29,11 +29,14 @@ fn tiles_stitch_into_the_untiled_feature_grid() {
     };
     let ds = data::generate(tmp.path(), "parts", &spec).unwrap();
     let img = data::load_rgb8(&ds.train[0]).unwrap();
-    // A non-square input, so rows and columns of tiles both get tested.
-    let img = imageops::crop_imm(&img, 0, 192, 1024, 640).to_image();
+    // A non-square input, so rows and columns of tiles both get tested, large enough that tiles
+    // with the full margin still see only part of it.
+    let img = imageops::crop_imm(&img, 0, 384, 2048, 1280).to_image();
     let bb = backbone::find("efficientnet_lite2").unwrap();
-    let mut method = Method::defaults_for(bb);
-    method.crop = CropMode::whole_for(&[(1024, 640)], 1024);
+    // The whole-image default, with its stride-32 context stage: the deepest reach to stitch.
+    let method =
+        Method::defaults_for(bb).in_geometry(bb, CropMode::whole_for(&[(2048, 1280)], 2048));
+    assert_eq!(method.stages.last().map(String::as_str), bb.context_stage);
     let (input, _) = data::preprocess(&img, method.crop);
     let extractor = |tiling: Option<Tiling>| {
         let b = Backbone::load(bb.name, &real_weights(bb.weights_file), Device::Cpu).unwrap();
@@ -44,10 +47,16 @@ fn tiles_stitch_into_the_untiled_feature_grid() {
         }
     };
     let (whole, grid) = extractor(None).embed(&[&input]).unwrap();
-    assert_eq!(grid, (80, 128));
+    assert_eq!(grid, (160, 256));
+    let stages: Vec<_> = method
+        .stages
+        .iter()
+        .map(|s| *bb.stage(s).unwrap())
+        .collect();
+    let margin = tile_margin(&stages, method.embed.patch_size, 32);
     let mut gaps = Vec::new();
-    for margin in [128, 256] {
-        let tiled = extractor(Some(Tiling { side: 256, margin }));
+    for margin in [margin / 2, margin] {
+        let tiled = extractor(Some(Tiling { side: 512, margin }));
         let (t, g) = tiled.embed(&[&input]).unwrap();
         assert_eq!(g, grid);
         assert_eq!(t.size(), whole.size());
@@ -56,11 +65,13 @@ fn tiles_stitch_into_the_untiled_feature_grid() {
             &whole.to_kind(Kind::Double),
         ));
     }
-    eprintln!("tiled vs whole, largest relative gap at margins 128 / 256 px: {gaps:?}");
-    // Margins measured on this input: 64 px 8.2 %, 128 px 1.6 %, 192 px 0.26 %, 256 px 5.5e-8.
+    eprintln!(
+        "tiled vs whole, largest relative gap at margins {} / {margin} px: {gaps:?}",
+        margin / 2
+    );
     assert!(
         gaps[0] > 1e-3,
-        "a short margin must show its seam: {gaps:?}"
+        "half the margin must show its seam: {gaps:?}"
     );
     assert!(
         gaps[1] < 1e-6,
@@ -196,6 +207,29 @@ fn the_whole_geometry_finds_a_defect_at_the_far_end_that_the_crop_never_sees() {
         assert!(x + bw <= 384, "{:?}", i.top_patch.box_original);
         true
     });
+    // An image too small to fill a patch cell at the bank's scale is an error, not a silent pass
+    // with score 0; the images beside it in the batch are scored.
+    let tiny = dir.join("tiny.png");
+    RgbImage::from_pixel(3, 3, image::Rgb([200, 200, 200]))
+        .save(&tiny)
+        .unwrap();
+    let mut outcomes = Vec::new();
+    whole.inspect_paths(&[tiny, test_good[0].clone()], 2, |_, r| {
+        outcomes.push(r.map(|i| i.score).map_err(|e| e.to_string()));
+        true
+    });
+    match &outcomes[..] {
+        [Err(e), Ok(score)] => {
+            assert!(
+                e.contains("tiny.png")
+                    && e.contains("3 x 3 px")
+                    && e.contains("nothing would be inspected"),
+                "{e}"
+            );
+            assert!(*score > 0.0);
+        }
+        other => panic!("{other:?}"),
+    }
     let (whole, crop) = (auroc(&whole), auroc(&crop));
     eprintln!("image AUROC of defects at the far end: whole {whole:.3}, centre crop {crop:.3}");
     assert!(

@@ -26,6 +26,8 @@ const DIVISOR: i64 = 8;
 const STEM_CHANNELS: i64 = 32;
 /// The stem convolution's stride, the first step of every stage stride.
 const STEM_STRIDE: i64 = 2;
+/// The stem convolution's kernel size.
+const STEM_KERNEL: i64 = 3;
 
 /// One group of identical blocks of the EfficientNet-B0 / Lite0 baseline (TF's block strings
 /// `r1_k3_s11_e1_i32_o16`, ...), before width and depth scaling.
@@ -149,18 +151,21 @@ impl Variant {
         blocks
     }
 
-    /// `blockN` stages: cumulative stride and output channels of each block.
+    /// `blockN` stages: cumulative stride, output channels and receptive-field radius of each
+    /// block (the stem's 3 x 3 / 2, then each block's depthwise kernel at the stride it reads).
     pub(super) fn stages(self) -> Vec<StageInfo> {
-        let mut stride = STEM_STRIDE;
+        let (mut stride, mut field) = (STEM_STRIDE, STEM_KERNEL);
         self.blocks()
             .iter()
             .zip(BLOCK_NAMES)
             .map(|(b, name)| {
+                field += (b.kernel - 1) * stride;
                 stride *= b.stride;
                 StageInfo {
                     name,
                     stride: stride as u32,
                     channels: b.output as u32,
+                    reach: (field as u32).div_ceil(2),
                 }
             })
             .collect()
@@ -280,7 +285,7 @@ impl EfficientNetLite {
                 p,
                 ("_conv_stem", "_bn0"),
                 (3, STEM_CHANNELS),
-                3,
+                STEM_KERNEL,
                 STEM_STRIDE,
                 1,
             )?,

@@ -37,6 +37,10 @@ pub struct StageInfo {
     /// map (both architectures round up at every stride-2 step).
     pub stride: u32,
     pub channels: u32,
+    /// Receptive-field radius in input pixels: how far from its own position one of this stage's
+    /// features can see. A tile needs this much context (plus the patch neighbourhood) to stitch
+    /// exactly (`engine::extractor`).
+    pub reach: u32,
 }
 
 /// Which architecture builds a registry entry.
@@ -66,6 +70,10 @@ pub struct BackboneSpec {
     /// A finer stage `fit` may add when it chooses a configuration on synthetic defects
     /// (`engine::select`); None keeps the default stages (WideResNet: the paper's settings).
     pub detail_stage: Option<&'static str>,
+    /// A coarser stage the whole-image geometry adds (`Method::in_geometry`): at native size a
+    /// 3 x 3 patch of the stride-8 grid spans 24 pixels of a part hundreds long, and this stage
+    /// gives each patch the surface around it (README, Geometry). None: the paper's stages only.
+    pub context_stage: Option<&'static str>,
     /// Whether bf16 ran faster than f32 on a GPU (H200, `patchcore bench` at batch 32):
     /// WideResNet-50-2 750 against 709 images per second; EfficientNet-Lite2 461 against 546,
     /// its depthwise convolutions being slower in bf16. `--precision auto` follows it.
@@ -130,6 +138,13 @@ fn efficientnet_lite(
             .rev()
             .find(|s| s.stride == 4)
             .map(|s| s.name),
+        // The last block, at stride 32.
+        context_stage: variant
+            .stages()
+            .iter()
+            .rev()
+            .find(|s| s.stride == 32)
+            .map(|s| s.name),
         bf16_faster_on_cuda: false,
         arch: Arch::EfficientNetLite(variant),
     }
@@ -146,6 +161,7 @@ fn build() -> Vec<BackboneSpec> {
             published_file: Some("wide_resnet50_2-95faca4d.pth"),
             input_size: 224,
             detail_stage: None,
+            context_stage: None,
             bf16_faster_on_cuda: true,
             arch: Arch::WideResNet50_2,
         },
@@ -229,10 +245,15 @@ mod tests {
                 );
             }
             assert!(
-                spec.stages.windows(2).all(|w| w[0].stride <= w[1].stride),
+                spec.stages
+                    .windows(2)
+                    .all(|w| w[0].stride <= w[1].stride && w[0].reach < w[1].reach),
                 "{}",
                 spec.name
             );
+            if let Some(stage) = spec.context_stage {
+                assert_eq!(spec.stage(stage).map(|s| s.stride).ok(), Some(32));
+            }
             assert!(spec.weights_file.starts_with(spec.name));
         }
         let lite2 = find("efficientnet_lite2")
@@ -252,6 +273,11 @@ mod tests {
                 })
             ))
         ));
+        // Receptive fields by hand: Lite2's last block sees 1,115 pixels (the stem's 3 x 3 / 2,
+        // then 21 depthwise kernels at their strides); WideResNet's layer3 267.
+        let reach = |b: &str, s: &str| find(b).and_then(|b| b.stage(s)).map(|s| s.reach).ok();
+        assert_eq!(reach("efficientnet_lite2", "block20"), Some(558));
+        assert_eq!(reach("wide_resnet50_2", "layer3"), Some(133));
     }
 
     #[test]

@@ -24,23 +24,28 @@ const LAYERS: [(i64, usize, i64); 4] = [(64, 3, 1), (128, 4, 2), (256, 6, 2), (5
 /// torchvision's classifier size; only its random init matters here (it consumes the RNG).
 const NUM_CLASSES: i64 = 1000;
 
-/// The stages the registry exposes. Adding `layer4` (stride 32, 2048 channels) here is all it
-/// takes to build and expose it.
+/// The stages the registry exposes. Adding `layer4` (stride 32, 2048 channels, reach 213) here is
+/// all it takes to build and expose it. Reach: conv1 7 x 7 / 2 and the 3 x 3 / 2 max pool, then
+/// one 3 x 3 convolution per bottleneck (the first of a layer strided) give receptive fields of
+/// 35, 91 and 267 pixels.
 pub(super) const STAGES: [StageInfo; 3] = [
     StageInfo {
         name: "layer1",
         stride: 4,
         channels: 256,
+        reach: 17,
     },
     StageInfo {
         name: "layer2",
         stride: 8,
         channels: 512,
+        reach: 45,
     },
     StageInfo {
         name: "layer3",
         stride: 16,
         channels: 1024,
+        reach: 133,
     },
 ];
 

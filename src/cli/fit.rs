@@ -91,7 +91,9 @@ impl MethodArgs {
             Some(name) => backbone::find(name)?,
             None => backbone::default_backbone(&rt.models_dir()),
         };
-        let mut m = Method::defaults_for(spec);
+        let paper = Method::defaults_for(spec);
+        let (crop, why) = self.geometry(paper.crop, train)?;
+        let mut m = paper.in_geometry(spec, crop);
         if let Some(s) = &self.stages {
             // The registry's grid stage belongs to its default stages; given stages use the first.
             m.stages = s.clone();
@@ -100,8 +102,6 @@ impl MethodArgs {
         if let Some(g) = self.grid_stage {
             m.grid_stage = g;
         }
-        let why;
-        (m.crop, why) = self.geometry(m.crop, train)?;
         if let Some(norm) = self.normalization {
             (m.mean, m.std) = norm.mean_std();
         }

@@ -1,7 +1,7 @@
 //! Backbone plus patch embedding: crops in, patch rows out, in the resolved precision.
 use super::embed::{EmbedParams, Embedding};
 use super::{EngineError, Method, Precision};
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, StageInfo};
 use image::RgbImage;
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -9,10 +9,20 @@ use tch::{Device, Kind, TchError, Tensor};
 /// grow with the input's area (a 20 MP input at stride 2 with 32 channels is 640 MB in f32),
 /// and the default working resolution (at most 4 MP) is never tiled.
 pub const TILE_PIXELS: u64 = 4 << 20;
-/// Context each tile sees past the part it keeps, in input pixels: the receptive-field margin.
-/// Measured on EfficientNet-Lite2 (`tests/geometry.rs`): the kept cells differ from an untiled
-/// pass by 8.2 % of the feature scale at 64 px, 1.6 % at 128, 0.26 % at 192 and 5.5e-8 at 256.
-pub const TILE_MARGIN: u32 = 256;
+
+/// Context each tile sees past the part it keeps, in input pixels: for each stage, its receptive
+/// field's reach plus the patch neighbourhood and the bilinear upsampling (one cell each side) at
+/// its stride; the largest, rounded up to `align`. `tests/geometry.rs` checks that it stitches
+/// exactly and that half of it leaves a seam.
+pub fn tile_margin(stages: &[StageInfo], patch_size: i64, align: u32) -> u32 {
+    let cells = (patch_size.max(1) as u32) / 2 + 1;
+    let margin = stages
+        .iter()
+        .map(|s| s.reach + cells * s.stride)
+        .max()
+        .unwrap_or(0);
+    margin.div_ceil(align.max(1)) * align.max(1)
+}
 
 /// How large inputs are cut: `side` pixels kept per tile (a multiple of the coarsest stage's
 /// stride, so every tile's grids line up with the whole input's), `margin` of context around.
@@ -70,12 +80,13 @@ impl Extractor {
                 .f_view([1, 3, 1, 1])?
                 .f_to_device(device)
         };
-        let stage_channels: Vec<i64> = method
+        let stages: Vec<StageInfo> = method
             .stages
             .iter()
             .filter_map(|s| spec.stages.iter().find(|st| st.name == s.as_str()))
-            .map(|st| i64::from(st.channels))
+            .copied()
             .collect();
+        let stage_channels: Vec<i64> = stages.iter().map(|st| i64::from(st.channels)).collect();
         let embedding = Embedding::new(
             &stage_channels,
             EmbedParams {
@@ -87,6 +98,7 @@ impl Extractor {
         let align = spec.stages.iter().map(|s| s.stride).max().unwrap_or(1);
         // About 2 MP kept per tile, a multiple of the coarsest stride.
         let side = (1448 / align).max(1) * align;
+        let margin = tile_margin(&stages, method.embed.patch_size, align);
         Ok(Self {
             embedding,
             mean: channels(&mean)?,
@@ -94,10 +106,7 @@ impl Extractor {
             backbone,
             method,
             kind,
-            tiling: Tiling {
-                side,
-                margin: TILE_MARGIN.div_ceil(align) * align,
-            },
+            tiling: Tiling { side, margin },
             tile_above: TILE_PIXELS,
         })
     }

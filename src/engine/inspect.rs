@@ -297,6 +297,42 @@ impl PatchCore {
             .f_add_scalar(1.0)
     }
 
+    /// `d` back when at least one patch cell of it is inspected. An image that covers no cell
+    /// (tiny at the bank's scale, or wholly outside its ROI) would score 0 and pass unseen, so it
+    /// is an error naming why.
+    fn check_inspected(&self, d: Decoded) -> Result<Decoded, EngineError> {
+        let Some(mask) = inspected(self.roi.as_ref(), &d.geometry) else {
+            return Ok(d);
+        };
+        let [rows, cols] = self.meta.grid;
+        let dims = self.meta.crop.input_dims();
+        if grid_mask(&mask, dims, rows, cols).contains(&true) {
+            return Ok(d);
+        }
+        let g = &d.geometry;
+        let reason = match &self.roi {
+            Some(_) if mask.contains(&true) => format!(
+                "the bank's region of interest covers too little of it to fill half of any {} x {} px patch cell: nothing would be inspected",
+                dims.0 / cols.max(1),
+                dims.1 / rows.max(1)
+            ),
+            Some(_) => "none of it lies in the bank's region of interest: nothing would be inspected".into(),
+            None => format!(
+                "{} x {} px becomes {:.0} x {:.0} px at the bank's working resolution, too little to fill half of any {} x {} px patch cell: nothing would be inspected",
+                g.orig_width,
+                g.orig_height,
+                g.orig_width as f64 * g.scale_x,
+                g.orig_height as f64 * g.scale_y,
+                dims.0 / cols.max(1),
+                dims.1 / rows.max(1)
+            ),
+        };
+        Err(EngineError::Data(crate::data::DataError::Image {
+            path: d.path.clone(),
+            reason,
+        }))
+    }
+
     /// Decodes and scores `paths` in batches, calling `on_each(index, result)` in order; stops
     /// early when it returns false. A bad image fails alone.
     pub fn inspect_paths(
@@ -314,9 +350,12 @@ impl PatchCore {
                 results.resize_with(decoded.len(), || None);
                 let mut ok = Vec::new();
                 for (i, r) in decoded.into_iter().enumerate() {
-                    match r {
+                    match r
+                        .map_err(EngineError::from)
+                        .and_then(|d| self.check_inspected(d))
+                    {
                         Ok(d) => ok.push((i, d)),
-                        Err(e) => results[i] = Some(Err(e.into())),
+                        Err(e) => results[i] = Some(Err(e)),
                     }
                 }
                 let (idx, dec): (Vec<usize>, Vec<Decoded>) = ok.into_iter().unzip();

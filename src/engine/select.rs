@@ -188,6 +188,7 @@ fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bank::CropMode;
 
     #[test]
     fn holds_out_every_seventh_image_and_needs_four() {
@@ -209,5 +210,31 @@ mod tests {
         assert_eq!(c[0].name, "block6+block14 (tf input)");
         let wrn = crate::backbone::find("wide_resnet50_2").unwrap();
         assert_eq!(candidates(wrn, &Method::defaults_for(wrn)).len(), 1);
+    }
+
+    #[test]
+    fn the_whole_image_adds_the_stride_32_context_stage_to_every_candidate() {
+        let spec = crate::backbone::find("efficientnet_lite2").unwrap();
+        let whole = CropMode::whole_for(&[(1263, 500)], 1263);
+        let m = Method::defaults_for(spec).in_geometry(spec, whole);
+        assert_eq!(m.stages, ["block6", "block14", "block20"]);
+        assert_eq!((m.grid_stage, m.crop), (0, whole));
+        let c = candidates(spec, &m);
+        assert_eq!(
+            c[1].method.stages,
+            ["block3", "block6", "block14", "block20"]
+        );
+        assert_eq!(c[1].method.grid_stage, 1);
+        // The paper's crop and the squash keep the paper's stages; so does WideResNet everywhere.
+        for crop in [
+            CropMode::Full { size: 224 },
+            Method::defaults_for(spec).crop,
+        ] {
+            let m = Method::defaults_for(spec).in_geometry(spec, crop);
+            assert_eq!(m.stages, ["block6", "block14"]);
+        }
+        let wrn = crate::backbone::find("wide_resnet50_2").unwrap();
+        let m = Method::defaults_for(wrn).in_geometry(wrn, whole);
+        assert_eq!(m.stages, ["layer2", "layer3"]);
     }
 }
