@@ -14,6 +14,7 @@ pub mod host;
 pub mod inspect;
 pub mod inspection;
 pub mod knn;
+pub mod memory;
 mod method;
 pub mod pipeline;
 pub mod precision;
