@@ -76,7 +76,6 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    crate::engine::memory::keep_freed_memory();
     let cli = Cli::parse();
     let aspect = cli.decode.max_aspect;
     if aspect.is_nan() || aspect < 1.0 || cli.decode.max_pixels == 0 {

@@ -192,7 +192,6 @@ impl PatchCore {
         let per_image = grid.0 * grid.1;
         let n = store.len();
         times.features_s = t.elapsed().as_secs_f64();
-        super::memory::release_free_memory();
 
         let t = Instant::now();
         coreset_opts.target = opts
@@ -221,7 +220,6 @@ impl PatchCore {
             .f_to_device(opts.device)?
             .f_index_select(0, &bank_source)?;
         times.coreset_s = t.elapsed().as_secs_f64();
-        super::memory::release_free_memory();
 
         let t = Instant::now();
         let searcher = searcher_for(&bank_rows, opts.precision)?;

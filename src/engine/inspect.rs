@@ -341,6 +341,7 @@ impl PatchCore {
         batch_size: usize,
         mut on_each: impl FnMut(usize, Result<Inspection, EngineError>) -> bool,
     ) {
+        super::memory::keep_freed_memory();
         for_each_decoded(
             paths,
             batch_size,
