@@ -123,30 +123,27 @@ fn efficientnet_lite(
     default_stages: &'static [&'static str],
     weights_file: &'static str,
 ) -> BackboneSpec {
+    let stages = variant.stages();
+    let last_at = |stride: u32| {
+        stages
+            .iter()
+            .rev()
+            .find(|s| s.stride == stride)
+            .map(|s| s.name)
+    };
     BackboneSpec {
         name: variant.name(),
-        stages: variant.stages(),
         default_stages,
         normalization: Normalization::TfSymmetric,
         weights_file,
         published_file: None,
         input_size: variant.coefficients().2,
-        // The last block at stride 4.
-        detail_stage: variant
-            .stages()
-            .iter()
-            .rev()
-            .find(|s| s.stride == 4)
-            .map(|s| s.name),
-        // The last block, at stride 32.
-        context_stage: variant
-            .stages()
-            .iter()
-            .rev()
-            .find(|s| s.stride == 32)
-            .map(|s| s.name),
+        detail_stage: last_at(4),
+        // The last block.
+        context_stage: last_at(32),
         bf16_faster_on_cuda: false,
         arch: Arch::EfficientNetLite(variant),
+        stages,
     }
 }
 
