@@ -41,6 +41,7 @@ fn meta(category: &str, test_dir: &Path, threshold: f32) -> BankMeta {
         reweight: false,
         squared: false,
         blur_sigma: 4.0,
+        image_score: Default::default(),
         coreset_ratio: 0.1,
         coreset_size: 2,
         coreset_projection: 4,

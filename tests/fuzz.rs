@@ -195,6 +195,7 @@ fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
         reweight: false,
         squared: false,
         blur_sigma: 4.0,
+        image_score: Default::default(),
         coreset_ratio: 0.1,
         coreset_size: 2,
         coreset_projection: 4,

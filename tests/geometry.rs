@@ -5,6 +5,7 @@ mod common;
 use common::{real_weights, small_fit_options};
 use image::{imageops, RgbImage};
 use patchcore::backbone::{self, Backbone};
+use patchcore::bank::ImageScore;
 use patchcore::data::{self, synthetic::SyntheticSpec, CropMode};
 use patchcore::engine::extractor::{tile_margin, Tiling};
 use patchcore::engine::{Extractor, Method, NoProgress, PatchCore, Precision};
@@ -144,6 +145,9 @@ fn the_whole_geometry_finds_a_defect_at_the_far_end_that_the_crop_never_sees() {
     let fit = |crop: CropMode| {
         let mut opts = small_fit_options("efficientnet_lite2", &tmp.path().join("src/parts"));
         opts.method.crop = crop;
+        if let CropMode::Whole { .. } = crop {
+            opts.method.image_score = ImageScore::MapPeak;
+        }
         PatchCore::fit(&train, &opts, &NoProgress).unwrap().0
     };
     let scores = |model: &PatchCore, paths: &[PathBuf]| -> Vec<f32> {
@@ -159,6 +163,30 @@ fn the_whole_geometry_finds_a_defect_at_the_far_end_that_the_crop_never_sees() {
                 "{:?}",
                 i.top_patch.box_original
             );
+            // The score is the map's peak (whole) or the top patch's (the paper's, crop); a
+            // map-peak's top patch is the cell under the peak.
+            let (at, peak) = i
+                .map
+                .values
+                .iter()
+                .enumerate()
+                .fold((0, 0.0f32), |b, (j, &v)| if v > b.1 { (j, v) } else { b });
+            match model.meta().image_score {
+                ImageScore::MapPeak => {
+                    let [rows, cols] = model.meta().grid;
+                    let (y, x) = (at as u32 / w, at as u32 % w);
+                    assert_eq!(i.score, peak);
+                    assert_eq!(
+                        (i.top_patch.row, i.top_patch.col),
+                        (y * rows / h, x * cols / w)
+                    );
+                }
+                ImageScore::TopPatch => {
+                    assert_eq!(i.score, i.top_patch.score);
+                    // Upsampling and blur average patch scores: the map never passes the top one.
+                    assert!(i.score >= peak, "{} < {peak}", i.score);
+                }
+            }
             out.push(i.score);
             true
         });
@@ -177,6 +205,11 @@ fn the_whole_geometry_finds_a_defect_at_the_far_end_that_the_crop_never_sees() {
     };
     let whole = fit(CropMode::whole_for(&[(576, 192)], 576));
     assert_eq!(whole.meta().crop.input_dims(), (576, 192));
+    // Calibrated on the same peaks: the image threshold is the highest good map's peak, which is
+    // also the pixel threshold (no ROI, no padding here).
+    let m = whole.meta();
+    assert_eq!(m.image_score, ImageScore::MapPeak);
+    assert_eq!(m.calibration.threshold, m.rules().pixel_threshold);
     let crop = fit(CropMode::Center {
         resize: 192,
         crop: 168,

@@ -416,6 +416,7 @@ fn version_1_banks_load_with_the_one_threshold_rule() {
     m.remove("rules");
     m.remove("calibration_geometry");
     m.remove("growth");
+    m.remove("image_score");
     *meta_key = serde_json::Value::String(meta.to_string());
     let mut text = header.to_string();
     while !text.len().is_multiple_of(8) {
@@ -429,6 +430,11 @@ fn version_1_banks_load_with_the_one_threshold_rule() {
 
     let loaded = BankFile::load(&v1).unwrap();
     assert_eq!(loaded.meta.format_version, 1);
+    // Banks before version 3 were scored by their top patch.
+    assert_eq!(
+        loaded.meta.image_score,
+        patchcore::bank::ImageScore::TopPatch
+    );
     assert!(loaded.roi.is_none() && loaded.calibration_maps.is_empty());
     let rules = loaded.meta.rules();
     let t = file.meta.calibration.threshold;
@@ -440,7 +446,7 @@ fn version_1_banks_load_with_the_one_threshold_rule() {
     let e =
         patchcore::engine::calibrate::recalibrate(&loaded.meta, &[], None).expect_err("no maps");
     assert!(e.to_string().contains("refit"), "{e}");
-    // Saved again, it becomes a version-2 file with the rule it was read with.
+    // Saved again, it becomes a current-version file with the rule it was read with.
     let resaved = dir.path().join("v1-resaved.safetensors");
     BankFile {
         meta: patchcore::bank::BankMeta {

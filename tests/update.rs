@@ -3,7 +3,7 @@
 mod common;
 
 use patchcore::backbone::{self, Backbone};
-use patchcore::bank::{BankFile, Versions};
+use patchcore::bank::{BankFile, ImageScore, Versions};
 use patchcore::data::{self, synthetic::SyntheticSpec};
 use patchcore::engine::coreset::random_projection;
 use patchcore::engine::update::far_score;
@@ -97,6 +97,53 @@ fn its_own_training_images_add_no_rows() {
     let after = &up.file.meta.calibration.scores;
     assert_eq!(after.len(), before.len() + f.ds.train.len());
     assert_eq!(&after[..before.len()], &before[..]);
+}
+
+#[test]
+fn a_map_peak_bank_scores_added_images_by_their_peak_and_keeps_the_fits_as_bounds() {
+    let f = fixture();
+    let mut opts = common::small_fit_options(BACKBONE, &f.ds.root);
+    opts.method.image_score = ImageScore::MapPeak;
+    let (_, file, _) = PatchCore::fit(&f.ds.train, &opts, &NoProgress).unwrap();
+    let dir = f.dir.path().join("map_peak");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bank = dir.join("parts.safetensors");
+    file.save(&bank).unwrap();
+    // Its own training images add no rows, so each one's calibration score is its score against
+    // the bank as inspection gives it: the peak of its map, not its top patch.
+    let add = &f.ds.train[..4];
+    let up = update(&bank, file.clone(), add, &options(2, false)).unwrap();
+    assert_eq!(up.entry.rows_added, 0);
+    let model =
+        PatchCore::load_with_weights(&bank, &weights(), Device::Cpu, Precision::F32).unwrap();
+    let mut inspected = Vec::new();
+    model.inspect_paths(add, 4, |_, r| {
+        let i = r.unwrap();
+        assert!(
+            i.score < i.top_patch.score,
+            "the peak of a blurred map lies below its top patch"
+        );
+        inspected.push(i.score);
+        true
+    });
+    let fitted = file.meta.calibration.scores.len();
+    let scores = &up.file.meta.calibration.scores;
+    for ((&got, &want), image) in scores[fitted..]
+        .iter()
+        .zip(&inspected)
+        .zip(&up.entry.images)
+    {
+        assert!((got - want).abs() <= 1e-4 * want, "{got} against {want}");
+        assert!((image.score - want).abs() <= 1e-4 * want);
+    }
+    // Rows that do get added leave the fit's images at their stored scores, reported as bounds.
+    let grown = update(&bank, file.clone(), &defects(), &options(2, true)).unwrap();
+    assert!(grown.entry.rows_added > 0);
+    assert_eq!(grown.bounded_calibration, fitted);
+    assert_eq!(
+        grown.file.meta.calibration.scores[..fitted],
+        file.meta.calibration.scores[..]
+    );
 }
 
 #[test]

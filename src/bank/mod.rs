@@ -24,9 +24,12 @@ pub use versions::{save_change, Versions, DEFAULT_VERSIONS_LIMIT_MB};
 /// Bumped whenever the meaning of a stored field changes; older readers refuse newer files.
 /// Version 2 added the region of interest, the decision rules and the calibration maps: a
 /// version-1 reader would silently inspect the whole image, so it must refuse these files.
-pub const FORMAT_VERSION: u32 = 2;
-/// Versions this build reads: version-1 banks load with no ROI and the one-threshold rule.
-pub const READABLE_VERSIONS: [u32; 2] = [1, FORMAT_VERSION];
+/// Version 3 added `image_score`: a version-2 reader would score a map-peak bank by its top
+/// patch against a threshold calibrated on map peaks.
+pub const FORMAT_VERSION: u32 = 3;
+/// Versions this build reads: version-1 banks load with no ROI and the one-threshold rule,
+/// versions 1 and 2 with the top patch as the image score.
+pub const READABLE_VERSIONS: [u32; 3] = [1, 2, FORMAT_VERSION];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {
@@ -86,6 +89,9 @@ pub struct BankMeta {
     pub reweight: bool,
     pub squared: bool,
     pub blur_sigma: f32,
+    /// How an image's score comes from its patch scores; banks before version 3 used the top patch.
+    #[serde(default)]
+    pub image_score: ImageScore,
     pub coreset_ratio: f32,
     pub coreset_size: u32,
     pub coreset_projection: u32,
@@ -178,6 +184,18 @@ impl BankMeta {
         let span = (c.max - c.min).max(f32::EPSILON);
         (score - c.min) / span
     }
+}
+
+/// How an image's score comes from its patch scores (`fit --image-score`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageScore {
+    /// The highest patch score (the paper's Eq. 6).
+    #[default]
+    TopPatch,
+    /// The peak of the anomaly map the operator sees (upsampled and blurred, inspected pixels
+    /// only): on an input of thousands of patches one noisy patch no longer decides alone.
+    MapPeak,
 }
 
 /// Storage precision of the bank rows (`fit --bank-dtype`).

@@ -2,7 +2,7 @@
 use super::args::RuntimeArgs;
 use super::progress::Bars;
 use crate::backbone;
-use crate::bank::{BankDtype, CropMode, FieldError, SelectionTrial};
+use crate::bank::{BankDtype, CropMode, FieldError, ImageScore, SelectionTrial};
 use crate::data;
 use crate::engine::{select, FitOptions, Method, PatchCore};
 use anyhow::{bail, Context, Result};
@@ -72,6 +72,10 @@ pub struct MethodArgs {
     /// Gaussian blur of the anomaly map; 0 disables it.
     #[arg(long)]
     pub blur_sigma: Option<f64>,
+    /// Image score: the top patch (the paper's; default for --crop and --squash) or the peak of
+    /// the anomaly map (default for the whole image).
+    #[arg(long)]
+    pub image_score: Option<ImageScore>,
 }
 
 impl MethodArgs {
@@ -127,6 +131,9 @@ impl MethodArgs {
         m.squared |= self.squared;
         if let Some(s) = self.blur_sigma {
             m.blur_sigma = s;
+        }
+        if let Some(s) = self.image_score {
+            m.image_score = s;
         }
         m.validate().map_err(flag_error)?;
         Ok((m, why))
@@ -316,11 +323,15 @@ pub fn run(a: FitArgs) -> Result<()> {
         choose(&dataset.train, &mut opts)?
     };
     eprintln!(
-        "fit: {} training images of {} with {} (stages {}) on {:?}",
+        "fit: {} training images of {} with {} (stages {}, image score: {}) on {:?}",
         dataset.train.len(),
         opts.category,
         opts.method.backbone,
         opts.method.stages.join("+"),
+        match opts.method.image_score {
+            ImageScore::TopPatch => "top patch",
+            ImageScore::MapPeak => "peak of the anomaly map",
+        },
         opts.device
     );
     match opts.method.crop {

@@ -1,7 +1,7 @@
 //! `patchcore update`: teaches a fitted bank new good images without a refit, keeping the
 //! previous version (README, "Teaching the bank").
 use super::args::RuntimeArgs;
-use crate::bank::{BankFile, Versions, DEFAULT_VERSIONS_LIMIT_MB};
+use crate::bank::{BankFile, ImageScore, Versions, DEFAULT_VERSIONS_LIMIT_MB};
 use crate::engine::{self, UpdateOptions};
 use crate::report::{now_rfc3339, Operator};
 use anyhow::{bail, Result};
@@ -69,9 +69,13 @@ pub fn run(args: UpdateArgs) -> Result<()> {
     );
     if up.bounded_calibration > 0 {
         println!(
-            "note: {} calibration image(s) rescored to an upper bound (their kept patches were not \
-             enough for an exact score)",
-            up.bounded_calibration
+            "note: {} calibration image(s) rescored to an upper bound ({})",
+            up.bounded_calibration,
+            match m.image_score {
+                ImageScore::TopPatch => "their kept patches were not enough for an exact score",
+                ImageScore::MapPeak =>
+                    "a map-peak bank keeps each image's score from before: added rows only lower it",
+            }
         );
     }
     let tm = &up.times;

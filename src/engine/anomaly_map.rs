@@ -2,7 +2,7 @@
 //! then a Gaussian blur (sigma 4) that matches `scipy.ndimage.gaussian_filter` (truncate 4.0,
 //! mode "reflect", i.e. half-sample symmetric borders) as the official code uses it.
 use super::EngineError;
-use crate::bank::{check_blur_sigma, MAX_BLUR_SIGMA};
+use crate::bank::{check_blur_sigma, ImageScore, MAX_BLUR_SIGMA};
 use tch::{Device, Kind, Tensor};
 
 /// scipy's kernel radius rule: `int(truncate * sigma + 0.5)`, with sigma capped at
@@ -93,6 +93,42 @@ pub fn anomaly_maps(
     gaussian_blur(&up, sigma)
 }
 
+/// Images per block when whole maps are made only for their peaks (bounded memory).
+const PEAK_BLOCK: i64 = 16;
+
+/// Image scores of `(B, h, w)` patch-score grids by `rule`, for grids with nothing ignored
+/// (`update`'s images: no ROI, no padding); inspection takes its peaks from the maps it shows.
+pub fn image_scores(
+    patch_scores: &Tensor,
+    rule: ImageScore,
+    dims: (u32, u32),
+    sigma: f64,
+) -> Result<Tensor, EngineError> {
+    match rule {
+        ImageScore::TopPatch => Ok(patch_scores.f_amax([1, 2], false)?),
+        ImageScore::MapPeak => {
+            let mut peaks = Vec::new();
+            for block in patch_scores.f_split(PEAK_BLOCK, 0)? {
+                peaks.push(anomaly_maps(&block, dims, sigma)?.f_amax([1, 2], false)?);
+            }
+            Ok(Tensor::f_cat(&peaks, 0)?)
+        }
+    }
+}
+
+/// Index and value of the highest of `values` where `inspect` is true (all when `None`); the
+/// first on ties. `(0, 0.0)` when nothing is inspected: scores are distances, 0 the best.
+pub fn peak(values: &[f32], inspect: Option<&[bool]>) -> (usize, f32) {
+    values
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| inspect.is_none_or(|m| m.get(*i) == Some(&true)))
+        .fold(
+            (0, 0.0f32),
+            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +166,37 @@ mod tests {
         assert_eq!(
             gaussian_kernel(1e9).len(),
             gaussian_kernel(MAX_BLUR_SIGMA).len()
+        );
+    }
+
+    #[test]
+    fn the_peak_is_the_first_highest_inspected_value() {
+        let v = [1.0, 5.0, 2.0, 5.0, 9.0];
+        assert_eq!(peak(&v, None), (4, 9.0));
+        let mask = [true, true, true, true, false];
+        assert_eq!(peak(&v, Some(&mask)), (1, 5.0));
+        assert_eq!(peak(&v, Some(&[false; 5])), (0, 0.0));
+        assert_eq!(peak(&[f32::NAN, 3.0], None), (1, 3.0));
+    }
+
+    #[test]
+    fn a_map_peak_lies_below_the_top_patch_and_follows_the_blur() {
+        // One hot cell: the upsampled, blurred map spreads it, so its peak is lower.
+        let mut grid = vec![1.0f32; 64];
+        grid[27] = 10.0;
+        let t = Tensor::from_slice(&grid).view([1, 8, 8]);
+        let top = image_scores(&t, ImageScore::TopPatch, (64, 64), 4.0).unwrap();
+        let peak4 = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0).unwrap();
+        let peak0 = image_scores(&t, ImageScore::MapPeak, (64, 64), 0.0).unwrap();
+        let (top, peak4, peak0) = (
+            top.double_value(&[0]),
+            peak4.double_value(&[0]),
+            peak0.double_value(&[0]),
+        );
+        assert_eq!(top, 10.0);
+        assert!(
+            peak4 < peak0 && peak0 <= top && peak4 > 1.0,
+            "{peak4} {peak0}"
         );
     }
 

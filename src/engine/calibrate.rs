@@ -2,12 +2,12 @@
 //! (one place that fit and a bank update both score them), and the thresholds derived from those
 //! grids under the region of interest, so an ROI or a rule change recalibrates without the
 //! training images, and an update rescores the kept patches without re-embedding the images.
-use super::anomaly_map::anomaly_maps;
+use super::anomaly_map::{anomaly_maps, peak};
 use super::inspect::patch_scores;
 use super::knn::Searcher;
 use super::pipeline::Progress;
 use super::{EngineError, Method};
-use crate::bank::{BankMeta, Calibration, CalibrationPatches};
+use crate::bank::{BankMeta, Calibration, CalibrationPatches, ImageScore};
 use crate::decide::{grid_mask, inspected, Roi, Rules};
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -114,25 +114,14 @@ pub fn leave_one_out(
     Ok(out)
 }
 
-/// The highest of `values` where `inspect` is true (all when `None`); 0 when none is inspected
-/// (scores are distances, so 0 is the best possible).
-fn top_inspected(values: &[f32], inspect: Option<&[bool]>) -> f32 {
-    values
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| inspect.is_none_or(|m| m.get(*i) == Some(&true)))
-        .map(|(_, &v)| v)
-        .fold(0.0f32, f32::max)
-}
-
 /// Calibration maps upsampled and blurred per block, as inference does it (bounded memory).
 const MAP_BLOCK: usize = 16;
 
 /// The calibration and default rules under `roi`, from the stored leave-one-out grids `maps`
-/// (`meta.calibration.scores.len()` grids on `meta.grid`): each image's score is the top
-/// inspected patch; the pixel threshold is the highest value any good image's anomaly map (same
-/// upsampling and blur as inference) reaches at an inspected pixel. The bank's `min_area` and
-/// pixel size are kept.
+/// (`meta.calibration.scores.len()` grids on `meta.grid`): each image's score is its top
+/// inspected patch or its map's inspected peak (`meta.image_score`); the pixel threshold is the
+/// highest value any good image's anomaly map (same upsampling and blur as inference) reaches at
+/// an inspected pixel. The bank's `min_area` and pixel size are kept.
 pub fn recalibrate(
     meta: &BankMeta,
     maps: &[f32],
@@ -162,18 +151,26 @@ pub fn recalibrate(
         .map(|g| inspected(roi, g))
         .collect();
     let mut scores = Vec::with_capacity(n);
-    for (grid, mask) in maps.chunks_exact(cells).zip(&crop_masks) {
-        let inspect = mask.as_ref().map(|m| grid_mask(m, dims, gh, gw));
-        scores.push(top_inspected(grid, inspect.as_deref()));
-    }
     let mut pixel_threshold = 0.0f32;
     let px = (dims.0 * dims.1) as usize;
     for (b, block) in maps.chunks(MAP_BLOCK * cells).enumerate() {
         let t = Tensor::f_from_slice(block)?.f_view([-1, gh as i64, gw as i64])?;
         let up = super::host::to_host_f32(&anomaly_maps(&t, dims, meta.blur_sigma.into())?)?;
-        for (j, map) in up.chunks_exact(px).enumerate() {
+        for ((j, map), grid) in up
+            .chunks_exact(px)
+            .enumerate()
+            .zip(block.chunks_exact(cells))
+        {
             let mask = crop_masks[b * MAP_BLOCK + j].as_deref();
-            pixel_threshold = pixel_threshold.max(top_inspected(map, mask));
+            let (_, map_peak) = peak(map, mask);
+            pixel_threshold = pixel_threshold.max(map_peak);
+            scores.push(match meta.image_score {
+                ImageScore::TopPatch => {
+                    let inspect = mask.map(|m| grid_mask(m, dims, gh, gw));
+                    peak(grid, inspect.as_deref()).1
+                }
+                ImageScore::MapPeak => map_peak,
+            });
         }
     }
     let base = meta

@@ -273,6 +273,7 @@ impl PatchCore {
             reweight: method.reweight,
             squared: method.squared,
             blur_sigma: method.blur_sigma as f32,
+            image_score: method.image_score,
             coreset_ratio: opts.coreset_ratio as f32,
             coreset_size: target as u32,
             coreset_projection: opts.projection_dim as u32,

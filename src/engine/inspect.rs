@@ -1,6 +1,6 @@
 //! Scoring: a fitted `PatchCore` loaded from its bank, and new images inspected against it
 //! (patch scores, the paper's Eq. 7 reweighting, anomaly maps, the top patch's box).
-use super::anomaly_map::anomaly_maps;
+use super::anomaly_map::{anomaly_maps, peak};
 use super::extractor::Extractor;
 use super::host::to_host_f32;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
@@ -9,7 +9,7 @@ use super::pipeline::{for_each_decoded, Decoded};
 use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
 use crate::backbone::{self, Backbone};
-use crate::bank::{BankDtype, BankError, BankFile, BankMeta};
+use crate::bank::{BankDtype, BankError, BankFile, BankMeta, ImageScore};
 use crate::decide::{content_cells, find_regions, grid_mask, inspected, Roi};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -142,38 +142,66 @@ impl PatchCore {
             .iter()
             .map(|d| inspected(self.roi.as_ref(), &d.geometry))
             .collect();
-        // Patch scores are distances (>= 0): zeroing an ignored cell keeps it from the top.
-        let scored = match crop_masks.iter().all(Option::is_none) {
-            true => patch.shallow_clone(),
-            false => {
-                let cells: Vec<f32> = crop_masks
-                    .iter()
-                    .flat_map(|m| match m {
-                        Some(m) => grid_mask(m, dims, h as u32, w as u32),
-                        None => vec![true; (h * w) as usize],
-                    })
-                    .map(f32::from)
-                    .collect();
-                let keep = Tensor::f_from_slice(&cells)?
-                    .f_view([b, h * w])?
-                    .f_to_device(patch.device())?;
-                patch.f_mul(&keep)?
-            }
-        };
-        let (mut image, top) = scored.f_max_dim(1, false)?;
-        if method.reweight {
-            image = image.f_mul(&self.reweight(
-                &flat.f_view([b, h * w, d])?,
-                &top,
-                &nb.index.f_view([b, h * w, -1])?,
-            )?)?;
-        }
         let t2 = Instant::now();
         let maps = anomaly_maps(&patch.f_view([b, h, w])?, dims, method.blur_sigma)?;
         let mut maps = to_host_f32(&maps)?;
-        let image = to_host_f32(&image)?;
-        let top_score = to_host_f32(&scored.f_gather(1, &top.f_unsqueeze(1)?, false)?)?;
-        let top: Vec<i64> = top.f_to_device(Device::Cpu)?.try_into()?;
+        let px = (dims.0 * dims.1) as usize;
+        for (map, mask) in maps.chunks_exact_mut(px).zip(&crop_masks) {
+            if let Some(mask) = mask {
+                // Ignored pixels show (and count in pixel metrics) as a perfect match.
+                map.iter_mut()
+                    .zip(mask)
+                    .filter(|(_, &keep)| !keep)
+                    .for_each(|(v, _)| *v = 0.0);
+            }
+        }
+        let (mut image, top): (Vec<f32>, Vec<i64>) = match method.image_score {
+            ImageScore::TopPatch => {
+                // Patch scores are distances (>= 0): zeroing an ignored cell keeps it from the top.
+                let scored = match crop_masks.iter().all(Option::is_none) {
+                    true => patch.shallow_clone(),
+                    false => {
+                        let cells: Vec<f32> = crop_masks
+                            .iter()
+                            .flat_map(|m| match m {
+                                Some(m) => grid_mask(m, dims, h as u32, w as u32),
+                                None => vec![true; (h * w) as usize],
+                            })
+                            .map(f32::from)
+                            .collect();
+                        let keep = Tensor::f_from_slice(&cells)?
+                            .f_view([b, h * w])?
+                            .f_to_device(patch.device())?;
+                        patch.f_mul(&keep)?
+                    }
+                };
+                let (image, top) = scored.f_max_dim(1, false)?;
+                (
+                    to_host_f32(&image)?,
+                    top.f_to_device(Device::Cpu)?.try_into()?,
+                )
+            }
+            // The top patch is the cell under the peak's pixel.
+            ImageScore::MapPeak => maps
+                .chunks_exact(px)
+                .map(|map| {
+                    let (at, value) = peak(map, None);
+                    let (y, x) = ((at / dims.0 as usize) as i64, (at % dims.0 as usize) as i64);
+                    let cell = (y * h / dims.1 as i64) * w + x * w / dims.0 as i64;
+                    (value, cell)
+                })
+                .unzip(),
+        };
+        let top_t = Tensor::f_from_slice(&top)?.f_to_device(patch.device())?;
+        if method.reweight {
+            let weight = to_host_f32(&self.reweight(
+                &flat.f_view([b, h * w, d])?,
+                &top_t,
+                &nb.index.f_view([b, h * w, -1])?,
+            )?)?;
+            image.iter_mut().zip(weight).for_each(|(s, w)| *s *= w);
+        }
+        let top_score = to_host_f32(&patch.f_gather(1, &top_t.f_unsqueeze(1)?, false)?)?;
         let t3 = Instant::now();
         let per = |a: Instant, z: Instant| (z - a).as_secs_f32() * 1000.0 / batch.len() as f32;
         let times = PhaseTimes {
@@ -182,23 +210,15 @@ impl PatchCore {
             search_ms: per(t1, t2),
             map_ms: per(t2, t3),
         };
-        let px = (dims.0 * dims.1) as usize;
         let rules = self.meta.rules();
         Ok(batch
             .iter()
-            .zip(maps.chunks_exact_mut(px))
+            .zip(maps.chunks_exact(px))
             .zip(&crop_masks)
             .enumerate()
             .map(|(i, ((dec, map), mask))| {
                 let (row, col) = ((top[i] / w) as u32, (top[i] % w) as u32);
                 let box_original = dec.geometry.cell_to_original(row, col, h as u32, w as u32);
-                if let Some(mask) = mask {
-                    // Ignored pixels show (and count in pixel metrics) as a perfect match.
-                    map.iter_mut()
-                        .zip(mask)
-                        .filter(|(_, &keep)| !keep)
-                        .for_each(|(v, _)| *v = 0.0);
-                }
                 let regions = find_regions(
                     map,
                     dims,

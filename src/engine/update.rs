@@ -9,6 +9,7 @@
 //! full-width radius would need every training patch searched against the bank at fit time (about
 //! a minute on bottle here). Scoring stays exact: the refusal test and the calibration use the
 //! exact search.
+use super::anomaly_map::image_scores;
 use super::calibrate::score_images;
 use super::coreset;
 use super::host::to_host_f32;
@@ -16,7 +17,7 @@ use super::inspect::{extractor_for, in_precision, in_storage_precision, patch_sc
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::decode_all;
 use super::{EngineError, Precision};
-use crate::bank::{AddedImage, BankFile, BankMeta, Calibration, HistoryEntry};
+use crate::bank::{AddedImage, BankFile, BankMeta, Calibration, HistoryEntry, ImageScore};
 use crate::decide::Rules;
 use crate::report::Operator;
 use image::RgbImage;
@@ -181,11 +182,19 @@ pub fn update(
         .f_to_device(opts.device)?;
     let stored = in_storage_precision(rows.shallow_clone(), meta.bank_dtype)?;
     let old = dense_searcher(&stored, opts.precision)?.search(&feats, method.k, None)?;
-    let before: Vec<f32> = to_host_f32(
-        &patch_scores(&old.sq_dist, &method)?
-            .f_view([add.len() as i64, per_image])?
-            .f_amax(1, false)?,
-    )?;
+    let [gh, gw] = meta.grid.map(i64::from);
+    let score_all = |patch: &Tensor| -> Result<Vec<f32>, EngineError> {
+        let grids = patch.f_view([-1, gh, gw])?;
+        let dims = method.input_dims();
+        to_host_f32(&image_scores(
+            &grids,
+            method.image_score,
+            dims,
+            method.blur_sigma,
+        )?)
+        .map_err(EngineError::from)
+    };
+    let before = score_all(&patch_scores(&old.sq_dist, &method)?)?;
     let far = far_score(meta);
     let too_far: Vec<String> = add
         .iter()
@@ -237,9 +246,8 @@ pub fn update(
     let old_images = meta.calibration.scores.len();
     let mut scores = meta.calibration.scores.clone();
     let mut bounded = 0;
-    let new_scores = if n_added == 0 {
-        let patch = patch_scores(&old.sq_dist, &method)?;
-        score_images(&feats, &old.sq_dist, &patch, per_image, keep, &mut kept)?
+    let new_sq = if n_added == 0 {
+        old.sq_dist.shallow_clone()
     } else {
         let searcher = dense_searcher(
             &in_storage_precision(added.shallow_clone(), meta.bank_dtype)?,
@@ -254,27 +262,39 @@ pub fn update(
             .f_view([kept_feats.size()[0], -1])?
             .f_to_device(opts.device)?;
         let merged = nearest_of(&kept_sq, &searcher.search(&kept_feats, k, None)?.sq_dist, k)?;
-        let best = to_host_f32(
-            &patch_scores(&merged, &method)?
-                .f_view([old_images as i64, keep])?
-                .f_amax(1, false)?,
-        )?;
-        for ((s, b), next) in scores.iter_mut().zip(best).zip(&kept.next) {
-            // Unkept patches score at most `next`: below it the exact score is unknown, so the
-            // bound is used (the threshold can only come out high, never reject a good part).
-            if b < *next {
-                bounded += 1;
+        match method.image_score {
+            // A map's peak rests on every patch around it, and only the top patches are kept:
+            // each stored score stays, a bound (added rows only lower patch scores).
+            ImageScore::MapPeak => bounded = old_images,
+            ImageScore::TopPatch => {
+                let best = to_host_f32(
+                    &patch_scores(&merged, &method)?
+                        .f_view([old_images as i64, keep])?
+                        .f_amax(1, false)?,
+                )?;
+                for ((s, b), next) in scores.iter_mut().zip(best).zip(&kept.next) {
+                    // Unkept patches score at most `next`: below it the exact score is unknown,
+                    // so the bound is used (the threshold can only come out high, never reject a
+                    // good part).
+                    if b < *next {
+                        bounded += 1;
+                    }
+                    *s = b.max(*next);
+                }
             }
-            *s = b.max(*next);
         }
         kept.sq_dist = to_host_f32(&merged)?;
         // The new images, each without the rows it added itself.
         let qsrc = Tensor::f_arange(add.len() as i64, (Kind::Int64, opts.device))?
             .f_repeat_interleave_self_int(per_image, 0, None)?;
         let own = searcher.search(&feats, k, Some((&qsrc, &added_src)))?;
-        let merged = nearest_of(&old.sq_dist, &own.sq_dist, k)?;
-        let patch = patch_scores(&merged, &method)?;
-        score_images(&feats, &merged, &patch, per_image, keep, &mut kept)?
+        nearest_of(&old.sq_dist, &own.sq_dist, k)?
+    };
+    let patch = patch_scores(&new_sq, &method)?;
+    let top = score_images(&feats, &new_sq, &patch, per_image, keep, &mut kept)?;
+    let new_scores = match method.image_score {
+        ImageScore::TopPatch => top,
+        ImageScore::MapPeak => score_all(&patch)?,
     };
     times.calibration_s = t.elapsed().as_secs_f64();
 
