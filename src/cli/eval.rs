@@ -2,6 +2,7 @@
 //! tie rule), PRO (AUPRO up to FPR 0.3) and the F1-max threshold.
 use super::args::RuntimeArgs;
 use super::progress::Bars;
+use crate::bank::ImageScore;
 use crate::data;
 use crate::decide::inspected;
 use crate::engine::{PatchCore, Progress};
@@ -60,6 +61,8 @@ pub struct Report {
     pub backbone: String,
     /// How images became model input (the bank's geometry).
     pub geometry: String,
+    /// How each image's score came from its patch scores (the bank's `image_score`).
+    pub image_score: ImageScore,
     /// `[width, height]` at which pixel AUROC and PRO are computed: the maps' resolution.
     pub pixel_resolution: [u32; 2],
     pub n_images: usize,
@@ -197,6 +200,7 @@ pub fn run(a: EvalArgs) -> Result<Report> {
         bank: a.bank.clone(),
         backbone: model.meta().backbone.clone(),
         geometry: model.meta().crop.describe(),
+        image_score: model.meta().image_score,
         pixel_resolution: [width as u32, height as u32],
         n_images: inspections.len(),
         image_auroc,
@@ -224,8 +228,8 @@ pub fn run(a: EvalArgs) -> Result<Report> {
             .unwrap_or_else(|| "n/a".into())
     };
     println!(
-        "metrics: geometry {}; pixel AUROC and PRO at {} x {} (the maps' resolution, masks mapped onto it as the images are)",
-        report.geometry, report.pixel_resolution[0], report.pixel_resolution[1]
+        "metrics: geometry {}; image score {:?}; pixel AUROC and PRO at {} x {} (the maps' resolution, masks mapped onto it as the images are)",
+        report.geometry, report.image_score, report.pixel_resolution[0], report.pixel_resolution[1]
     );
     println!(
         "eval: {} images, image AUROC {:.2}, pixel AUROC {}, PRO {}, F1-max {:.3} at {:.4} (calibrated threshold {:.4})",
