@@ -239,13 +239,19 @@ fn tile(
                 img_area.right_bottom(),
             );
             painter.rect_filled(r, CornerRadius::ZERO, Color32::from_black_alpha(200));
-            let galley = painter.layout(
+            // A long reason is cut to the band (the tooltip has all of it): wrapped in full it
+            // ran over the file name below.
+            let mut job = egui::text::LayoutJob::simple(
                 e.to_string(),
                 FontId::proportional(10.0),
                 ERROR,
                 r.width() - 6.0,
             );
-            painter.galley(r.min + Vec2::new(3.0, 2.0), galley, ERROR);
+            job.wrap.max_rows = 3;
+            let galley = painter.layout_job(job);
+            painter
+                .with_clip_rect(r)
+                .galley(r.min + Vec2::new(3.0, 2.0), galley, ERROR);
         }
         ItemStatus::Scored(_) => {}
     }
@@ -297,7 +303,11 @@ fn tile(
         Stroke::new(1.0, visuals.widgets.noninteractive.bg_stroke.color)
     };
     painter.rect_stroke(rect, CornerRadius::same(4), stroke, StrokeKind::Inside);
-    resp.on_hover_text(item.path.display().to_string())
+    let hover = match &item.status {
+        ItemStatus::Failed(e) => format!("{}\n{e}", item.path.display()),
+        _ => item.path.display().to_string(),
+    };
+    resp.on_hover_text(hover)
 }
 
 /// "NEW" marker for images that came in through the inbox.

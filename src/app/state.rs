@@ -352,10 +352,12 @@ impl Inspector {
     }
 
     /// Closes a job; with an error, its images still pending get that error.
-    pub fn finish_job(&mut self, job: JobId, error: Option<&str>) {
+    /// Closes `job`. With a reason (the worker failed, or the job was cancelled), its images
+    /// still waiting become errors naming it: left as "scoring…" they would never get a decision.
+    pub fn finish_job(&mut self, job: JobId, unscored: Option<&str>) {
         if let Some(indices) = self.jobs.remove(&job) {
             for i in indices {
-                if let (Some(item), Some(e)) = (self.items.get_mut(i), error) {
+                if let (Some(item), Some(e)) = (self.items.get_mut(i), unscored) {
                     if matches!(item.status, ItemStatus::Pending) {
                         item.status = ItemStatus::Failed(format!("not scored: {e}"));
                     }
@@ -502,6 +504,7 @@ impl Inspector {
 #[cfg(test)]
 mod tests {
     use super::fixtures::{inspection, scored};
+    use super::ItemStatus;
     use std::path::Path;
 
     #[test]
@@ -513,5 +516,27 @@ mod tests {
             .set_result(7, 0, inspection(Path::new("/x"), 1.0), "t")
             .is_none());
         assert!(s.items.is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_jobs_waiting_images_become_errors_not_endless_scoring() {
+        let mut s = scored(&[("a.png", Some(3.0))]);
+        let paths = vec![
+            Path::new("/in/b.png").to_path_buf(),
+            Path::new("/in/c.png").into(),
+        ];
+        s.add_job(8, paths.clone(), true);
+        s.set_result(8, 0, inspection(&paths[0], 0.5), "t");
+        s.finish_job(8, Some("scoring was cancelled"));
+        let status = |p: &Path| &s.items[s.by_path[p]].status;
+        assert!(matches!(status(&paths[0]), ItemStatus::Scored(_)));
+        assert!(
+            matches!(status(&paths[1]), ItemStatus::Failed(e) if e == "not scored: scoring was cancelled")
+        );
+        assert!(matches!(
+            status(Path::new("/data/a.png")),
+            ItemStatus::Scored(_)
+        ));
+        assert!(!s.is_busy());
     }
 }

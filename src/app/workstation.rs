@@ -443,7 +443,10 @@ impl Workstation {
                     self.jobs.log(&summary);
                 }
                 let known = self.jobs.finish(job);
-                self.insp.finish_job(job, error.as_deref());
+                let unscored = error
+                    .as_deref()
+                    .or(cancelled.then_some("scoring was cancelled"));
+                self.insp.finish_job(job, unscored);
                 if let (true, Some(e)) = (known, error) {
                     // A crash was already reported by `WorkerError`; say it once.
                     if !self.notices.iter().any(|n| n.contains(&e)) {
