@@ -233,7 +233,11 @@ fn progress(ui: &mut Ui, jobs: &Jobs, insp: &mut Inspector, actions: &mut Vec<Ac
     if total == 0 || !insp.is_busy() {
         let c = insp.counts();
         if c.total > 0 {
-            ui.label(format!("{} images scored", c.total - c.pending));
+            let scored = c.total - c.pending - c.failed;
+            match c.failed {
+                0 => ui.label(format!("{scored} images scored")),
+                n => ui.label(format!("{scored} images scored, {n} not (errors)")),
+            };
         }
         if let Some(last) = &jobs.meter.last {
             ui.weak(format!(
