@@ -12,7 +12,7 @@ weighs the same); masks are resized as src/data/preprocess.rs resizes them (bili
 Prints one row per defect class (that class's images and every good one) and one for all.
 `--peak 0,8` adds image AUROC per class with each image scored by the peak of its dumped map (the image
 part, at the map's resolution) after an extra Gaussian blur of S map pixels (0: the map as dumped),
-beside eval's own score (the highest patch).
+beside eval's own score (the bank's image score: the highest patch, or the map's peak for a map-peak bank).
 Geometries that crop (the paper's `--crop`) do not see the whole image and are refused.
 Needs numpy, scipy and Pillow (the setup venv has them).
 """
@@ -109,7 +109,7 @@ def print_peaks(images, classes, sigmas):
     """Image AUROC per class: eval's score, then each image's map peak after each extra blur."""
     print("| image score | all | " + " | ".join(classes) + " |")
     print("|---" * (len(classes) + 2) + "|")
-    rows = [("highest patch (eval)", [i[1] for i in images])]
+    rows = [("eval's score", [i[1] for i in images])]
     for s in sigmas:
         rows.append((f"map peak, extra blur {s:g} px", [float((gaussian_filter(i[4], s) if s else i[4]).max()) for i in images]))
     for name, scores in rows:
