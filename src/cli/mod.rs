@@ -109,12 +109,52 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_text(&e));
             if e.downcast_ref::<predict::Uninspected>().is_some() {
                 ExitCode::from(predict::EXIT_UNINSPECTED)
             } else {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// The error and its causes joined by ": ", each cause left out when the text before it already
+/// holds it: our error types name their cause in their own message, and `{:#}` said it twice.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if text.is_empty() {
+            text = cause;
+        } else if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::chain_text;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let data = crate::data::DataError::Write {
+            path: "/proc/nope/x.csv".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(data);
+        assert_eq!(
+            chain_text(&e),
+            "cannot write /proc/nope/x.csv: no such file"
+        );
+        let e = e.context("exporting the rejects");
+        assert_eq!(
+            chain_text(&e),
+            "exporting the rejects: cannot write /proc/nope/x.csv: no such file"
+        );
+        let plain = anyhow::anyhow!("outer").context("top");
+        assert_eq!(chain_text(&plain), "top: outer");
     }
 }
