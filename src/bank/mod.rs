@@ -198,6 +198,16 @@ pub enum ImageScore {
     MapPeak,
 }
 
+impl ImageScore {
+    /// The rule in words, as `fit` and `eval` print it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ImageScore::TopPatch => "top patch",
+            ImageScore::MapPeak => "peak of the anomaly map",
+        }
+    }
+}
+
 /// Storage precision of the bank rows (`fit --bank-dtype`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

@@ -228,8 +228,8 @@ pub fn run(a: EvalArgs) -> Result<Report> {
             .unwrap_or_else(|| "n/a".into())
     };
     println!(
-        "metrics: geometry {}; image score {:?}; pixel AUROC and PRO at {} x {} (the maps' resolution, masks mapped onto it as the images are)",
-        report.geometry, report.image_score, report.pixel_resolution[0], report.pixel_resolution[1]
+        "metrics: geometry {}; image score: {}; pixel AUROC and PRO at {} x {} (the maps' resolution, masks mapped onto it as the images are)",
+        report.geometry, report.image_score.describe(), report.pixel_resolution[0], report.pixel_resolution[1]
     );
     println!(
         "eval: {} images, image AUROC {:.2}, pixel AUROC {}, PRO {}, F1-max {:.3} at {:.4} (calibrated threshold {:.4})",

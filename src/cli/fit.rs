@@ -328,10 +328,7 @@ pub fn run(a: FitArgs) -> Result<()> {
         opts.category,
         opts.method.backbone,
         opts.method.stages.join("+"),
-        match opts.method.image_score {
-            ImageScore::TopPatch => "top patch",
-            ImageScore::MapPeak => "peak of the anomaly map",
-        },
+        opts.method.image_score.describe(),
         opts.device
     );
     match opts.method.crop {
