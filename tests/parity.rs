@@ -186,6 +186,7 @@ fn end_to_end_cli_matches_official_scores_maps_and_top_patches() {
         &Tensor::from_slice(&exact_grid).view([20, 28, 28]),
         (224, 224),
         4.0,
+        None,
     )
     .unwrap();
     let exact_maps: Vec<f32> = exact_maps.view([-1]).try_into().unwrap();

@@ -77,20 +77,57 @@ pub fn gaussian_blur(maps: &Tensor, sigma: f64) -> Result<Tensor, EngineError> {
     Ok(x.f_view([b, h, w])?)
 }
 
-/// `(B, h, w)` patch scores to `(B, height, width)` anomaly maps.
-pub fn anomaly_maps(
-    patch_scores: &Tensor,
-    (width, height): (u32, u32),
-    sigma: f64,
-) -> Result<Tensor, EngineError> {
-    let (b, h, w) = patch_scores.size3()?;
+/// `(B, h, w)` grids to `(B, height, width)`: bilinear upsampling, then the blur.
+fn smooth(grid: &Tensor, (width, height): (u32, u32), sigma: f64) -> Result<Tensor, EngineError> {
+    let (b, h, w) = grid.size3()?;
     let (width, height) = (width as i64, height as i64);
-    let up = patch_scores
+    let up = grid
         .f_to_kind(Kind::Float)?
         .f_view([b, 1, h, w])?
         .f_upsample_bilinear2d([height, width], false, None, None)?
         .f_view([b, height, width])?;
     gaussian_blur(&up, sigma)
+}
+
+/// `(B, h, w)` patch scores to `(B, height, width)` anomaly maps. `scored` (`(B, h, w)`, 1 for
+/// a cell of the image, 0 for padding) makes each pixel a weighted mean of scored cells only
+/// (normalised convolution): padding holds no score, and blurred in as one it would pull down a
+/// padded part's border, where edge defects lie. `None` is the paper's map (nothing padded).
+pub fn anomaly_maps(
+    patch_scores: &Tensor,
+    dims: (u32, u32),
+    sigma: f64,
+    scored: Option<&Tensor>,
+) -> Result<Tensor, EngineError> {
+    let Some(scored) = scored else {
+        return smooth(patch_scores, dims, sigma);
+    };
+    let scored = scored.f_to_kind(Kind::Float)?;
+    let sum = smooth(&patch_scores.f_to_kind(Kind::Float)?.f_mul(&scored)?, dims, sigma)?;
+    let weight = smooth(&scored, dims, sigma)?;
+    // Far from any scored cell both are 0 (padding, zeroed by the caller's mask anyway).
+    Ok(sum.f_div(&weight.f_clamp_min(WEIGHT_FLOOR)?)?)
+}
+
+/// Least weight a map pixel is divided by: pixels with less lie in padding, far from any cell.
+const WEIGHT_FLOOR: f64 = 1e-6;
+
+/// `(B, h, w)` 0/1 tensor of each image's scored cells on `device`, or `None` when every cell
+/// of every image is (no padding: the paper's map, bit for bit).
+pub fn scored_cells(
+    cells: &[Vec<bool>],
+    (h, w): (i64, i64),
+    device: Device,
+) -> Result<Option<Tensor>, EngineError> {
+    if cells.iter().all(|c| c.iter().all(|&v| v)) {
+        return Ok(None);
+    }
+    let flat: Vec<f32> = cells.iter().flatten().map(|&v| f32::from(v)).collect();
+    Ok(Some(
+        Tensor::f_from_slice(&flat)?
+            .f_view([cells.len() as i64, h, w])?
+            .f_to_device(device)?,
+    ))
 }
 
 /// Images per block when whole maps are made only for their peaks (bounded memory).
@@ -109,7 +146,7 @@ pub fn image_scores(
         ImageScore::MapPeak => {
             let mut peaks = Vec::new();
             for block in patch_scores.f_split(PEAK_BLOCK, 0)? {
-                peaks.push(anomaly_maps(&block, dims, sigma)?.f_amax([1, 2], false)?);
+                peaks.push(anomaly_maps(&block, dims, sigma, None)?.f_amax([1, 2], false)?);
             }
             Ok(Tensor::f_cat(&peaks, 0)?)
         }

@@ -2,13 +2,13 @@
 //! (one place that fit and a bank update both score them), and the thresholds derived from those
 //! grids under the region of interest, so an ROI or a rule change recalibrates without the
 //! training images, and an update rescores the kept patches without re-embedding the images.
-use super::anomaly_map::{anomaly_maps, peak};
+use super::anomaly_map::{anomaly_maps, peak, scored_cells};
 use super::inspect::patch_scores;
 use super::knn::Searcher;
 use super::pipeline::Progress;
 use super::{EngineError, Method};
 use crate::bank::{BankMeta, Calibration, CalibrationPatches, ImageScore};
-use crate::decide::{grid_mask, inspected, Roi, Rules};
+use crate::decide::{content_cells, grid_mask, inspected, Roi, Rules};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Patches kept per calibration image: 32 x 1,024 floats, 128 KB per image. A rescore is exact
@@ -155,7 +155,19 @@ pub fn recalibrate(
     let px = (dims.0 * dims.1) as usize;
     for (b, block) in maps.chunks(MAP_BLOCK * cells).enumerate() {
         let t = Tensor::f_from_slice(block)?.f_view([-1, gh as i64, gw as i64])?;
-        let up = super::host::to_host_f32(&anomaly_maps(&t, dims, meta.blur_sigma.into())?)?;
+        // Made as inspection makes them: padding cells (scored here, leave-one-out) take no part.
+        let geometry = &meta.calibration_geometry[b * MAP_BLOCK..][..t.size()[0] as usize];
+        let content: Vec<Vec<bool>> = geometry
+            .iter()
+            .map(|g| content_cells(g, gh, gw))
+            .collect();
+        let scored = scored_cells(&content, (gh as i64, gw as i64), Device::Cpu)?;
+        let up = super::host::to_host_f32(&anomaly_maps(
+            &t,
+            dims,
+            meta.blur_sigma.into(),
+            scored.as_ref(),
+        )?)?;
         for ((j, map), grid) in up
             .chunks_exact(px)
             .enumerate()

@@ -1,6 +1,6 @@
 //! Scoring: a fitted `PatchCore` loaded from its bank, and new images inspected against it
 //! (patch scores, the paper's Eq. 7 reweighting, anomaly maps, the top patch's box).
-use super::anomaly_map::{anomaly_maps, peak};
+use super::anomaly_map::{anomaly_maps, peak, scored_cells};
 use super::extractor::Extractor;
 use super::host::to_host_f32;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
@@ -134,7 +134,12 @@ impl PatchCore {
         let flat = emb.f_view([-1, d])?;
         let t1 = Instant::now();
         let dims = method.input_dims();
-        let nb = self.search_content(&flat, batch, (h, w))?;
+        // Each image's own cells (not padding): searched, and the only ones its map is made of.
+        let cells: Vec<Vec<bool>> = batch
+            .iter()
+            .map(|d| content_cells(&d.geometry, h as u32, w as u32))
+            .collect();
+        let nb = self.search_content(&flat, &cells)?;
         let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
         // Map pixels and patch cells inspected (the ROI's, not padding), per image: each has
         // its own geometry.
@@ -143,7 +148,13 @@ impl PatchCore {
             .map(|d| inspected(self.roi.as_ref(), &d.geometry))
             .collect();
         let t2 = Instant::now();
-        let maps = anomaly_maps(&patch.f_view([b, h, w])?, dims, method.blur_sigma)?;
+        let scored = scored_cells(&cells, (h, w), patch.device())?;
+        let maps = anomaly_maps(
+            &patch.f_view([b, h, w])?,
+            dims,
+            method.blur_sigma,
+            scored.as_ref(),
+        )?;
         let mut maps = to_host_f32(&maps)?;
         let px = (dims.0 * dims.1) as usize;
         for (map, mask) in maps.chunks_exact_mut(px).zip(&crop_masks) {
@@ -251,22 +262,18 @@ impl PatchCore {
             .collect())
     }
 
-    /// Nearest bank rows of each patch of `flat` (`batch`'s images on an `h` x `w` grid) that
-    /// shows its image; padding cells are not searched and get distance 0 to row 0 (a perfect
-    /// match): a short part centred in a long input costs only its own cells.
-    fn search_content(
-        &self,
-        flat: &Tensor,
-        batch: &[Decoded],
-        (h, w): (i64, i64),
-    ) -> Result<Neighbours, TchError> {
+    /// Nearest bank rows of each patch of `flat` whose cell shows its image (`cells`, per image);
+    /// padding cells are not searched and get distance 0 to row 0 (a perfect match): a short
+    /// part centred in a long input costs only its own cells.
+    fn search_content(&self, flat: &Tensor, cells: &[Vec<bool>]) -> Result<Neighbours, TchError> {
         let k = self.extractor.method().k;
-        if batch.iter().all(|d| d.geometry.is_filled()) {
+        if cells.iter().flatten().all(|&c| c) {
             return self.searcher.search(flat, k, None);
         }
-        let cells: Vec<i64> = batch
+        let cells: Vec<i64> = cells
             .iter()
-            .flat_map(|d| content_cells(&d.geometry, h as u32, w as u32))
+            .flatten()
+            .copied()
             .enumerate()
             .filter(|(_, keep)| *keep)
             .map(|(i, _)| i as i64)

@@ -111,7 +111,8 @@ pub fn update(
     {
         // Padded calibration images: their kept patches were chosen with the padding in view.
         return Err(EngineError::Config(format!(
-            "{}: this bank's training images have several sizes, padded to one input, and              `update` does not leave padding out yet: refit with the new images added",
+            "{}: this bank's training images have several sizes, padded to one input, and \
+             `update` does not leave padding out yet: refit with the new images added",
             bank.display()
         )));
     }
@@ -127,7 +128,8 @@ pub fn update(
     for (path, decoded) in add.iter().zip(decode_all(add, file.meta.crop)) {
         match (crate::report::sha256_file(path), decoded) {
             (Ok(_), Ok(d)) if !d.geometry.is_filled() => problems.push(format!(
-                "{}: {} x {} does not fill the bank's {} x {} input (it would be padded, and                  `update` does not leave padding out yet)",
+                "{}: {} x {} does not fill the bank's {} x {} input (it would be padded, and \
+                 `update` does not leave padding out yet)",
                 path.display(),
                 d.geometry.orig_width,
                 d.geometry.orig_height,
