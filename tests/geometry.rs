@@ -274,3 +274,118 @@ fn the_whole_geometry_finds_a_defect_at_the_far_end_that_the_crop_never_sees() {
         "the centre crop cannot see the far end: {crop}"
     );
 }
+
+/// Parts of two lengths share one input, the shorter padded: its map leaves the padding out, so
+/// the part's border keeps its level; and a bank fitted before that (format 3) with padded
+/// calibration images gets thresholds made again from its calibration grids when loaded.
+#[test]
+fn padded_parts_keep_their_border_and_older_padded_banks_are_recalibrated_on_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SyntheticSpec {
+        size: 128,
+        n_train: 16,
+        n_test_good: 2,
+        n_test_defect_per_type: 1,
+        ..Default::default()
+    };
+    let ds = data::generate(&tmp.path().join("src"), "parts", &spec).unwrap();
+    let dir = tmp.path().join("mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let narrow = |src: &Path, name: &str| -> PathBuf {
+        let img = data::load_rgb8(src).unwrap();
+        let out = dir.join(name);
+        imageops::crop_imm(&img, 20, 0, 88, 128)
+            .to_image()
+            .save(&out)
+            .unwrap();
+        out
+    };
+    // Every other training part is 88 px wide, centred in the 128 x 128 input with 20 px of
+    // padding on each side.
+    let train: Vec<PathBuf> = ds
+        .train
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match i % 2 {
+            0 => p.clone(),
+            _ => narrow(p, &format!("train{i}.png")),
+        })
+        .collect();
+    let mut opts = small_fit_options("efficientnet_lite2", &tmp.path().join("src/parts"));
+    opts.method.crop = CropMode::whole_for(&[(128, 128), (88, 128)], 128);
+    let (model, file, _) = PatchCore::fit(&train, &opts, &NoProgress).unwrap();
+    assert!(file
+        .meta
+        .calibration_geometry
+        .iter()
+        .any(|g| !g.is_filled()));
+    let good = ds.test.iter().find(|s| !s.is_anomalous()).unwrap();
+    let short = narrow(&good.path, "short.png");
+    model.inspect_paths(&[short], 1, |_, r| {
+        let i = r.unwrap();
+        assert_eq!(i.geometry.off_x, -20.0);
+        let col = |x: usize| -> f32 {
+            let w = i.map.width as usize;
+            let v: Vec<f32> = i.map.values.iter().skip(x).step_by(w).copied().collect();
+            v.iter().sum::<f32>() / v.len() as f32
+        };
+        let inner: f32 = (40..88).map(col).sum::<f32>() / 48.0;
+        // The paper's map, padding blurred in as zeros, sags at the border (here to 0.78 of the
+        // inside; padding left out: 0.90 and 0.94).
+        for x in [20, 107] {
+            assert!(
+                col(x) > 0.85 * inner,
+                "column {x}: {} against {inner}",
+                col(x)
+            );
+        }
+        true
+    });
+    // The same bank as format 3 would have been stored, its thresholds made by the old maps
+    // (here: anything else), is recalibrated on load; one without padding is left as stored.
+    let bank = tmp.path().join("old.safetensors");
+    let mut old = file.clone();
+    old.meta.calibration.threshold *= 2.0;
+    save_as_format_3(&old, &bank);
+    let loaded =
+        PatchCore::load_with_weights(&bank, &opts.weights, Device::Cpu, Precision::F32).unwrap();
+    let m = loaded.meta();
+    assert_eq!(m.calibration.threshold, file.meta.calibration.threshold);
+    assert_eq!(m.rules(), file.meta.rules());
+    assert!(
+        m.calibration.source.contains("recalibrated on load"),
+        "{}",
+        m.calibration.source
+    );
+    let mut filled = old.clone();
+    let full = *old
+        .meta
+        .calibration_geometry
+        .iter()
+        .find(|g| g.is_filled())
+        .expect("a 128 x 128 calibration image");
+    filled.meta.calibration_geometry.fill(full);
+    save_as_format_3(&filled, &bank);
+    let loaded =
+        PatchCore::load_with_weights(&bank, &opts.weights, Device::Cpu, Precision::F32).unwrap();
+    assert_eq!(
+        loaded.meta().calibration.threshold,
+        old.meta.calibration.threshold
+    );
+}
+
+/// Saves `file` at `path` as a format-3 writer would have labelled it (`save` writes the current
+/// format): the one digit changes in place, so every offset stays.
+fn save_as_format_3(file: &patchcore::bank::BankFile, path: &Path) {
+    file.save(path).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    let key = format!("\\\"format_version\\\":{}", patchcore::bank::FORMAT_VERSION);
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .expect("the format version in the header");
+    bytes[at + key.len() - 1] = b'3';
+    std::fs::write(path, bytes).unwrap();
+    let meta = patchcore::bank::read_meta(path).unwrap();
+    assert_eq!(meta.format_version, 3);
+}

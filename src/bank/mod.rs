@@ -25,11 +25,14 @@ pub use versions::{save_change, Versions, DEFAULT_VERSIONS_LIMIT_MB};
 /// Version 2 added the region of interest, the decision rules and the calibration maps: a
 /// version-1 reader would silently inspect the whole image, so it must refuse these files.
 /// Version 3 added `image_score`: a version-2 reader would score a map-peak bank by its top
-/// patch against a threshold calibrated on map peaks.
-pub const FORMAT_VERSION: u32 = 3;
+/// patch against a threshold calibrated on map peaks. Version 4 leaves padding out of padded
+/// images' maps: a version-3 reader would pull a part's border down against thresholds made
+/// without that.
+pub const FORMAT_VERSION: u32 = 4;
 /// Versions this build reads: version-1 banks load with no ROI and the one-threshold rule,
-/// versions 1 and 2 with the top patch as the image score.
-pub const READABLE_VERSIONS: [u32; 3] = [1, 2, FORMAT_VERSION];
+/// versions 1 and 2 with the top patch as the image score, versions up to 3 with padded
+/// calibration images recalibrated on load (`engine::calibrate::load_current`).
+pub const READABLE_VERSIONS: [u32; 4] = [1, 2, 3, FORMAT_VERSION];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {

@@ -132,7 +132,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     )?;
     // Before any scoring: an unwritable CSV destination fails now, not after the last image.
     let mut csv = a.csv.as_deref().map(CsvStream::create).transpose()?;
-    let mut rules = meta.rules();
+    let mut rules = model.meta().rules();
     if let Some(t) = a.threshold {
         (rules.review_from, rules.reject_from) = (t, t);
     }

@@ -3,7 +3,7 @@
 //! recalibrates the thresholds from the calibration maps the bank holds, without the images.
 use crate::bank::BankFile;
 use crate::decide::{Roi, Rules};
-use crate::engine::calibrate::{recalibrate, save_rules, set_roi};
+use crate::engine::calibrate::{load_current, recalibrate, save_rules, set_roi};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ pub struct RulesArgs {
 }
 
 fn load(bank: &Path) -> Result<BankFile> {
-    BankFile::load(bank).with_context(|| "loading the bank")
+    load_current(bank).with_context(|| "loading the bank")
 }
 
 fn print_rules(file: &BankFile) {

@@ -103,7 +103,11 @@ pub fn anomaly_maps(
         return smooth(patch_scores, dims, sigma);
     };
     let scored = scored.f_to_kind(Kind::Float)?;
-    let sum = smooth(&patch_scores.f_to_kind(Kind::Float)?.f_mul(&scored)?, dims, sigma)?;
+    let sum = smooth(
+        &patch_scores.f_to_kind(Kind::Float)?.f_mul(&scored)?,
+        dims,
+        sigma,
+    )?;
     let weight = smooth(&scored, dims, sigma)?;
     // Far from any scored cell both are 0 (padding, zeroed by the caller's mask anyway).
     Ok(sum.f_div(&weight.f_clamp_min(WEIGHT_FLOOR)?)?)
@@ -204,6 +208,29 @@ mod tests {
             gaussian_kernel(1e9).len(),
             gaussian_kernel(MAX_BLUR_SIGMA).len()
         );
+    }
+
+    #[test]
+    fn padding_takes_no_part_in_a_padded_map() {
+        // A 4 x 8 grid whose middle four columns show the part (every cell 5), padding around.
+        let (mut grid, mut cells) = (vec![0.0f32; 32], vec![false; 32]);
+        for i in (0..32).filter(|i| (2..6).contains(&(i % 8))) {
+            (grid[i], cells[i]) = (5.0, true);
+        }
+        let t = Tensor::from_slice(&grid).view([1, 4, 8]);
+        let scored = scored_cells(&[cells], (4, 8), Device::Cpu).unwrap();
+        let padded = anomaly_maps(&t, (64, 32), 4.0, scored.as_ref()).unwrap();
+        let paper = anomaly_maps(&t, (64, 32), 4.0, None).unwrap();
+        // The part spans pixels 16..48: flat at 5 to its border, where the paper's map sags.
+        for x in 16..48 {
+            let v = padded.double_value(&[0, 16, x]);
+            assert!((v - 5.0).abs() < 1e-4, "{x}: {v}");
+        }
+        assert!(paper.double_value(&[0, 16, 16]) < 4.0);
+        // Nothing padded: no weights, the paper's map exactly.
+        assert!(scored_cells(&[vec![true; 32]], (4, 8), Device::Cpu)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -157,10 +157,7 @@ pub fn recalibrate(
         let t = Tensor::f_from_slice(block)?.f_view([-1, gh as i64, gw as i64])?;
         // Made as inspection makes them: padding cells (scored here, leave-one-out) take no part.
         let geometry = &meta.calibration_geometry[b * MAP_BLOCK..][..t.size()[0] as usize];
-        let content: Vec<Vec<bool>> = geometry
-            .iter()
-            .map(|g| content_cells(g, gh, gw))
-            .collect();
+        let content: Vec<Vec<bool>> = geometry.iter().map(|g| content_cells(g, gh, gw)).collect();
         let scored = scored_cells(&content, (gh as i64, gw as i64), Device::Cpu)?;
         let up = super::host::to_host_f32(&anomaly_maps(
             &t,
@@ -204,6 +201,39 @@ pub fn recalibrate(
     Ok((calibration, rules))
 }
 
+/// The bank file at `path`, with thresholds that fit this build's maps. Since format 4 a padded
+/// image's map leaves its padding out (`anomaly_maps`); a bank fitted before, with padded
+/// calibration images, got its thresholds from maps whose padding pulled the part's border down
+/// in inspection but pushed it up in calibration, so they are made again from its stored
+/// calibration grids (exact: the training images are not needed). Every other bank is as stored.
+pub fn load_current(path: &std::path::Path) -> Result<crate::bank::BankFile, EngineError> {
+    let mut file = crate::bank::BankFile::load(path)?;
+    let padded = file
+        .meta
+        .calibration_geometry
+        .iter()
+        .any(|g| !g.is_filled());
+    if file.meta.format_version >= PADDING_AWARE_MAPS || !padded {
+        return Ok(file);
+    }
+    let (calibration, rules) =
+        recalibrate(&file.meta, &file.calibration_maps, file.roi.as_ref())
+            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?;
+    file.meta.calibration = Calibration {
+        source: format!(
+            "{}, recalibrated on load (format {} maps leave padding out)",
+            calibration.source, PADDING_AWARE_MAPS
+        ),
+        ..calibration
+    };
+    file.meta.rules = Some(rules);
+    file.meta.format_version = PADDING_AWARE_MAPS;
+    Ok(file)
+}
+
+/// The bank format whose padded images' maps leave padding out.
+const PADDING_AWARE_MAPS: u32 = 4;
+
 /// Sets (or with `None` removes) the ROI of the bank file at `path` and recalibrates under it
 /// from the stored calibration maps; the bank is rewritten atomically as a new version. What `patchcore roi` and
 /// the app's ROI editor both call.
@@ -211,7 +241,7 @@ pub fn set_roi(
     path: &std::path::Path,
     roi: Option<Roi>,
 ) -> Result<crate::bank::BankFile, EngineError> {
-    let mut file = crate::bank::BankFile::load(path)?;
+    let mut file = load_current(path)?;
     let before = file.meta.calibration.threshold;
     let action = match &roi {
         Some(r) => format!(
@@ -242,7 +272,7 @@ pub fn save_rules(
             path.display()
         )));
     }
-    let mut file = crate::bank::BankFile::load(path)?;
+    let mut file = load_current(path)?;
     let before = file.meta.calibration.threshold;
     file.meta.rules = Some(rules);
     let action = format!("rules: {}", rules.summary());

@@ -9,7 +9,7 @@ use super::pipeline::{for_each_decoded, Decoded};
 use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
 use crate::backbone::{self, Backbone};
-use crate::bank::{BankDtype, BankError, BankFile, BankMeta, ImageScore};
+use crate::bank::{BankDtype, BankError, BankMeta, ImageScore};
 use crate::decide::{content_cells, find_regions, grid_mask, inspected, Roi};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ impl PatchCore {
         device: Device,
         precision: Precision,
     ) -> Result<PatchCore, EngineError> {
-        let file = BankFile::load(bank)?;
+        let file = super::calibrate::load_current(bank)?;
         let (meta, roi) = (file.meta, file.roi);
         let extractor = extractor_for(bank, &meta, weights, device, precision)?;
         let rows = Tensor::f_from_slice(&file.rows)?
