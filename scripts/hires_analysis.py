@@ -85,11 +85,21 @@ def plan(w, h, crop):
     if kind == "whole":
         ow, oh = max(p["width"], 1), max(p["height"], 1)
         s = min(p["long"] / max(p["native"], 1), ow / max(w, 1), oh / max(h, 1))
-        rw = min(max(round_half_away(max(w, 1) * s), 1), ow)
-        rh = min(max(round_half_away(max(h, 1) * s), 1), oh)
+        g = p.get("snap", 0)  # the grid a padded part is placed on (0: centred as it comes)
+
+        def size(n, out):
+            n = round_half_away(max(n, 1) * s)
+            snapped = round_half_away(n / g) * g if g else 0
+            return min(max(snapped if snapped > 0 else n, 1), out)
+
+        def offset(out, n):
+            centre = (out - n) // 2
+            return centre // g * g if g else centre
+
+        rw, rh = size(w, ow), size(h, oh)
         if ow - rw < WHOLE_ALIGN and oh - rh < WHOLE_ALIGN:
             return ow, oh, 0, 0, ow, oh  # fills the input, stretched under one cell
-        return rw, rh, -((ow - rw) // 2), -((oh - rh) // 2), ow, oh
+        return rw, rh, -offset(ow, rw), -offset(oh, rh), ow, oh
     sys.exit(f"unknown geometry {kind!r} in the bank")
 
 
@@ -168,6 +178,13 @@ def self_check():
     mask[:, :50] = 255
     m = mask_for_map(mask, small)
     assert m[0].tolist() == [False] * 6 + [True] * 2 + [False] * 8, m[0]
+    # Parts on the grid (tests/data.rs: padded_parts_sit_on_the_grid_and_older_banks_centre_them).
+    snapped = {"whole": {"width": 128, "height": 128, "long": 128, "native": 128, "snap": 8}}
+    assert plan(88, 128, snapped) == (88, 128, -16, 0, 128, 128)
+    assert plan(85, 128, snapped) == (88, 128, -16, 0, 128, 128)
+    assert plan(100, 37, snapped) == (104, 40, -8, -40, 128, 128)
+    assert plan(3, 3, snapped) == (3, 3, -56, -56, 128, 128)
+    assert plan(100, 37, {"whole": {"width": 128, "height": 128, "long": 128, "native": 128}}) == (100, 37, -14, -45, 128, 128)
     print("self-check passed")
 
 

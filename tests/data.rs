@@ -146,14 +146,15 @@ fn whole_geometry_keeps_the_aspect_and_pads_only_another_shape() {
         (g.scale_x - 504.0 / 500.0).abs() < 1e-12 && (g.scale_y - 1264.0 / 1263.0).abs() < 1e-12
     );
     assert!(out.pixels().all(|p| p.0 == [200, 100, 50]));
-    // The same input given a landscape image: aspect kept, centred, black padding above and below.
+    // The same input given a landscape image: aspect kept (to within a cell: 252 rows become
+    // 256, whole cells), on the grid near the centre, black padding above and below.
     let (out, g) = preprocess(&RgbImage::from_pixel(800, 400, Rgb([9, 9, 9])), mode);
     assert_eq!(out.dimensions(), (504, 1264));
-    assert_eq!((g.scale_x, g.scale_y), (504.0 / 800.0, 504.0 / 800.0));
+    assert_eq!((g.scale_x, g.scale_y), (504.0 / 800.0, 256.0 / 400.0));
     let content = g.content_mask();
     let rows_with_image: Vec<u32> = (0..1264).filter(|&y| content[(y * 504) as usize]).collect();
-    assert_eq!(rows_with_image.len(), 252);
-    assert_eq!(rows_with_image[0], (1264 - 252) / 2);
+    assert_eq!(rows_with_image.len(), 256);
+    assert_eq!(rows_with_image[0], 504);
     assert_eq!(out.get_pixel(250, 10).0, [0, 0, 0]);
     assert_eq!(out.get_pixel(250, 632).0, [9, 9, 9]);
     // The top patch's box of the last cell ends at the image's corner, in original pixels.
@@ -166,6 +167,34 @@ fn whole_geometry_keeps_the_aspect_and_pads_only_another_shape() {
     let again: patchcore::data::Geometry =
         serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
     assert_eq!(again, g);
+}
+
+#[test]
+fn padded_parts_sit_on_the_grid_and_older_banks_centre_them() {
+    // (resized width, height, offset x, y) of a part in a 128 x 128 input at scale 1.
+    let place = |w: u32, h: u32, snap: u32| {
+        let mode = CropMode::Whole {
+            width: 128,
+            height: 128,
+            long: 128,
+            native: 128,
+            snap,
+        };
+        let g = preprocess(&RgbImage::new(w, h), mode).1;
+        let size = |n: u32, s: f64| (n as f64 * s).round() as u32;
+        (size(w, g.scale_x), size(h, g.scale_y), g.off_x, g.off_y)
+    };
+    // Whole cells, the offset a multiple of 8: every outline on a cell border.
+    assert_eq!(place(88, 128, 8), (88, 128, -16.0, 0.0));
+    assert_eq!(place(85, 128, 8), (88, 128, -16.0, 0.0));
+    assert_eq!(place(100, 37, 8), (104, 40, -8.0, -40.0));
+    // Under half a cell a part is not stretched to one (it stays too small to inspect).
+    assert_eq!(place(3, 3, 8), (3, 3, -56.0, -56.0));
+    // A bank fitted before (no `snap`) centres the part as it comes.
+    assert_eq!(place(100, 37, 0), (100, 37, -14.0, -45.0));
+    let old = r#"{"whole":{"width":128,"height":128,"long":128,"native":128}}"#;
+    let old: CropMode = serde_json::from_str(old).unwrap();
+    assert!(matches!(old, CropMode::Whole { snap: 0, .. }));
 }
 
 #[test]
@@ -303,6 +332,7 @@ fn masks_follow_the_image_and_binarise_at_128() {
             height: 24,
             long: 48,
             native: 64,
+            snap: 8,
         },
     ] {
         let m = load_mask(&path, mode).unwrap();

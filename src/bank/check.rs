@@ -105,7 +105,9 @@ impl ScoringSettings<'_> {
                 height,
                 long,
                 native,
+                snap,
             } => {
+                in_range("crop.snap", snap.into(), 0, MAX_SIDE)?;
                 in_range("crop.width", width.into(), 1, MAX_SIDE)?;
                 in_range("crop.height", height.into(), 1, MAX_SIDE)?;
                 in_range("crop.long", long.into(), 1, MAX_SIDE)?;

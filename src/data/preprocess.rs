@@ -27,6 +27,12 @@ pub enum CropMode {
         height: u32,
         long: u32,
         native: u32,
+        /// A padded part is placed on this grid (0: centred as it comes, banks fitted before
+        /// session 13): its size rounded to whole cells and its offset a multiple of one, so
+        /// every part's outline falls on a cell border and its outline patches look alike from
+        /// part to part (`fit` sets `WHOLE_ALIGN`).
+        #[serde(default)]
+        snap: u32,
     },
 }
 
@@ -85,6 +91,7 @@ impl CropMode {
             height: height as u32,
             long,
             native,
+            snap: WHOLE_ALIGN,
         }
     }
 }
@@ -149,13 +156,29 @@ fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
                 out_h: size,
             }
         }
-        CropMode::Whole { long, native, .. } => {
+        CropMode::Whole {
+            long, native, snap, ..
+        } => {
             let (out_w, out_h) = mode.input_dims();
             let s = (long as f64 / native.max(1) as f64)
                 .min(out_w as f64 / w.max(1) as f64)
                 .min(out_h as f64 / h.max(1) as f64);
-            let fit = |n: u32, out: u32| ((n.max(1) as f64 * s).round() as u32).clamp(1, out);
+            let fit = |n: u32, out: u32| {
+                let n = (n.max(1) as f64 * s).round();
+                // A part under half a cell is not stretched to one: it stays too small to inspect.
+                let snapped = (n / snap.max(1) as f64).round() * snap as f64;
+                let n = if snapped > 0.0 { snapped } else { n };
+                (n as u32).clamp(1, out)
+            };
             let (rw, rh) = (fit(w, out_w), fit(h, out_h));
+            // Centred, then back onto the grid (when snapping).
+            let offset = |out: u32, n: u32| -> i64 {
+                let centre = ((out - n) / 2) as i64;
+                match snap {
+                    0 => centre,
+                    g => centre / g as i64 * g as i64,
+                }
+            };
             if out_w - rw < WHOLE_ALIGN && out_h - rh < WHOLE_ALIGN {
                 // Within one feature cell of the input's aspect: fill it, stretched by less
                 // than a cell, rather than pad a sliver.
@@ -171,8 +194,8 @@ fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
                 Plan {
                     width: rw,
                     height: rh,
-                    left: -(((out_w - rw) / 2) as i64),
-                    top: -(((out_h - rh) / 2) as i64),
+                    left: -offset(out_w, rw),
+                    top: -offset(out_h, rh),
                     out_w,
                     out_h,
                 }
