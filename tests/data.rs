@@ -195,6 +195,14 @@ fn padded_parts_sit_on_the_grid_and_older_banks_centre_them() {
     let old = r#"{"whole":{"width":128,"height":128,"long":128,"native":128}}"#;
     let old: CropMode = serde_json::from_str(old).unwrap();
     assert!(matches!(old, CropMode::Whole { snap: 0, .. }));
+    // `fit` and eval say which placement a bank uses.
+    assert!(!old.describe().contains("grid"), "{}", old.describe());
+    let new = CropMode::whole_for(&[(100, 37)], 100);
+    assert!(
+        new.describe().ends_with("padded parts on the 8-px grid)"),
+        "{}",
+        new.describe()
+    );
 }
 
 #[test]

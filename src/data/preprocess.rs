@@ -58,9 +58,15 @@ impl CropMode {
                 format!("crop (shorter side to {resize}, centre {crop} x {crop})")
             }
             CropMode::Full { size } => format!("squash ({size} x {size}, aspect not kept)"),
-            CropMode::Whole { long, native, .. } => format!(
-                "whole ({w} x {h} input, aspect kept, images scaled by {long}/{native} = {:.3})",
-                long as f64 / native.max(1) as f64
+            CropMode::Whole {
+                long, native, snap, ..
+            } => format!(
+                "whole ({w} x {h} input, aspect kept, images scaled by {long}/{native} = {:.3}{})",
+                long as f64 / native.max(1) as f64,
+                match snap {
+                    0 => String::new(),
+                    g => format!(", padded parts on the {g}-px grid"),
+                }
             ),
         }
     }
