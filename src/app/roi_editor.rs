@@ -6,6 +6,7 @@ use super::decode::Size;
 use super::jobs::Task;
 use super::textures::{ImageState, TextureCache};
 use super::workstation::Workstation;
+use crate::bank::BankFile;
 use crate::decide::Roi;
 use egui::{Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, Ui, Vec2};
 use std::path::PathBuf;
@@ -292,7 +293,7 @@ impl Workstation {
         self.roi_editor.start(path, g.orig_width, g.orig_height);
         self.jobs.spawn_task(move || {
             Task::RoiLoaded(
-                crate::engine::calibrate::load_current(&bank)
+                BankFile::load(&bank)
                     .map(|f| f.roi)
                     .map_err(|e| e.to_string()),
             )

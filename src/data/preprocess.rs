@@ -171,9 +171,12 @@ fn plan(w: u32, h: u32, mode: CropMode) -> Plan {
                 .min(out_h as f64 / h.max(1) as f64);
             let fit = |n: u32, out: u32| {
                 let n = (n.max(1) as f64 * s).round();
+                let cells = match snap {
+                    0 => 0.0,
+                    g => (n / g as f64).round() * g as f64,
+                };
                 // A part under half a cell is not stretched to one: it stays too small to inspect.
-                let snapped = (n / snap.max(1) as f64).round() * snap as f64;
-                let n = if snapped > 0.0 { snapped } else { n };
+                let n = if cells > 0.0 { cells } else { n };
                 (n as u32).clamp(1, out)
             };
             let (rw, rh) = (fit(w, out_w), fit(h, out_h));
