@@ -4,7 +4,8 @@ mod common;
 
 use patchcore::backbone::{self, Backbone};
 use patchcore::bank::{BankFile, ImageScore, Versions};
-use patchcore::data::{self, synthetic::SyntheticSpec};
+use patchcore::data::{self, synthetic::SyntheticSpec, CropMode};
+use patchcore::decide::content_cells;
 use patchcore::engine::coreset::random_projection;
 use patchcore::engine::update::far_score;
 use patchcore::engine::{
@@ -143,6 +144,83 @@ fn a_map_peak_bank_scores_added_images_by_their_peak_and_keeps_the_fits_as_bound
     assert_eq!(
         grown.file.meta.calibration.scores[..fitted],
         file.meta.calibration.scores[..]
+    );
+}
+
+/// Training parts of two widths share one input, the narrower padded. `update` leaves padding
+/// out as inspection does: the padded training images add no rows (their padding, which the fit
+/// never put in the bank, would), each is scored as `predict` scores it, and a bank fitted before
+/// `update` left padding out (its kept calibration patches may show padding) is refused.
+#[test]
+fn a_padded_bank_learns_its_parts_without_their_padding() {
+    let f = fixture();
+    let dir = f.dir.path().join("padded");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Every other training part cut to 176 of its 256 columns: 88 of the 128-px input's at half
+    // size, padded on both sides.
+    let train: Vec<PathBuf> =
+        f.ds.train
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match i % 2 {
+                0 => p.clone(),
+                _ => {
+                    let out = dir.join(format!("train{i}.png"));
+                    let img = data::load_rgb8(p).unwrap();
+                    image::imageops::crop_imm(&img, 40, 0, 176, 256)
+                        .to_image()
+                        .save(&out)
+                        .unwrap();
+                    out
+                }
+            })
+            .collect();
+    let mut opts = common::small_fit_options(BACKBONE, &f.ds.root);
+    opts.method.crop = CropMode::whole_for(&[(256, 256), (176, 256)], 128);
+    opts.method.image_score = ImageScore::MapPeak;
+    let (_, file, _) = PatchCore::fit(&train, &opts, &NoProgress).unwrap();
+    // The fit's calibration searched no padding: its padding cells score 0.
+    let [gh, gw] = file.meta.grid;
+    let mut padding = 0;
+    for (g, grid) in file
+        .meta
+        .calibration_geometry
+        .iter()
+        .zip(file.calibration_maps.chunks_exact((gh * gw) as usize))
+    {
+        for (shown, &v) in content_cells(g, gh, gw).into_iter().zip(grid) {
+            assert!(shown || v == 0.0, "a padding cell scored {v}");
+            padding += usize::from(!shown);
+        }
+    }
+    assert!(padding > 0, "half the calibration images are padded");
+    let bank = dir.join("parts.safetensors");
+    file.save(&bank).unwrap();
+    let up = update(&bank, file.clone(), &train, &options(2, false)).unwrap();
+    assert_eq!(up.entry.rows_added, 0, "{:?}", up.entry.images);
+    let model =
+        PatchCore::load_with_weights(&bank, &weights(), Device::Cpu, Precision::F32).unwrap();
+    let mut inspected = Vec::new();
+    model.inspect_paths(&train, 4, |_, r| {
+        inspected.push(r.unwrap().score);
+        true
+    });
+    for (image, want) in up.entry.images.iter().zip(inspected) {
+        assert!(
+            (image.score - want).abs() <= 1e-4 * want,
+            "{}: {} against {want}",
+            image.path.display(),
+            image.score
+        );
+    }
+    let mut older = file;
+    older.meta.growth.as_mut().unwrap().padding_left_out = false;
+    let err = update(&bank, older, &train[..1], &options(2, false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fitted before `update` left padding out"),
+        "{err}"
     );
 }
 

@@ -13,6 +13,10 @@ pub struct Growth {
     /// Patches kept per calibration image (the highest-scoring ones, with their neighbour
     /// distances), enough to rescore it against new rows without its image.
     pub calibration_keep: u32,
+    /// The kept patches show the image only (padding never searched nor kept; fits since
+    /// session 14). Absent in older banks, whose padded calibration images may keep padding.
+    #[serde(default)]
+    pub padding_left_out: bool,
 }
 
 /// One image an update learned from.

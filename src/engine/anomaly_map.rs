@@ -3,6 +3,8 @@
 //! mode "reflect", i.e. half-sample symmetric borders) as the official code uses it.
 use super::EngineError;
 use crate::bank::{check_blur_sigma, ImageScore, MAX_BLUR_SIGMA};
+use crate::data::Geometry;
+use crate::decide::content_cells;
 use tch::{Device, Kind, Tensor};
 
 /// scipy's kernel radius rule: `int(truncate * sigma + 0.5)`, with sigma capped at
@@ -137,20 +139,41 @@ pub fn scored_cells(
 /// Images per block when whole maps are made only for their peaks (bounded memory).
 const PEAK_BLOCK: i64 = 16;
 
-/// Image scores of `(B, h, w)` patch-score grids by `rule`, for grids with nothing ignored
-/// (`update`'s images: no ROI, no padding); inspection takes its peaks from the maps it shows.
+/// Image scores of `(B, h, w)` patch-score grids by `rule` for images placed by `geometry`
+/// (`update`'s: no ROI). Padding takes no part, as in inspection: its cells must score 0 (the
+/// search leaves them out), the map is made of the image's own cells, and its peak lies on the
+/// image. Inspection takes its peaks from the maps it shows.
 pub fn image_scores(
     patch_scores: &Tensor,
     rule: ImageScore,
     dims: (u32, u32),
     sigma: f64,
+    geometry: &[Geometry],
 ) -> Result<Tensor, EngineError> {
     match rule {
         ImageScore::TopPatch => Ok(patch_scores.f_amax([1, 2], false)?),
         ImageScore::MapPeak => {
+            let (_, h, w) = patch_scores.size3()?;
+            let device = patch_scores.device();
             let mut peaks = Vec::new();
-            for block in patch_scores.f_split(PEAK_BLOCK, 0)? {
-                peaks.push(anomaly_maps(&block, dims, sigma, None)?.f_amax([1, 2], false)?);
+            let blocks = patch_scores.f_split(PEAK_BLOCK, 0)?;
+            for (block, geo) in blocks.iter().zip(geometry.chunks(PEAK_BLOCK as usize)) {
+                let cells: Vec<Vec<bool>> = geo
+                    .iter()
+                    .map(|g| content_cells(g, h as u32, w as u32))
+                    .collect();
+                let scored = scored_cells(&cells, (h, w), device)?;
+                let mut maps = anomaly_maps(block, dims, sigma, scored.as_ref())?;
+                if scored.is_some() {
+                    let shown: Vec<bool> = geo.iter().flat_map(|g| g.content_mask()).collect();
+                    let off = Tensor::f_from_slice(&shown)?
+                        .f_view_as(&maps)?
+                        .f_to_device(device)?
+                        .f_logical_not()?;
+                    maps = maps.f_masked_fill(&off, f64::NEG_INFINITY)?;
+                }
+                // As `peak`: 0 when nothing is shown.
+                peaks.push(maps.f_amax([1, 2], false)?.f_clamp_min(0.0)?);
             }
             Ok(Tensor::f_cat(&peaks, 0)?)
         }
@@ -249,9 +272,10 @@ mod tests {
         let mut grid = vec![1.0f32; 64];
         grid[27] = 10.0;
         let t = Tensor::from_slice(&grid).view([1, 8, 8]);
-        let top = image_scores(&t, ImageScore::TopPatch, (64, 64), 4.0).unwrap();
-        let peak4 = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0).unwrap();
-        let peak0 = image_scores(&t, ImageScore::MapPeak, (64, 64), 0.0).unwrap();
+        let filled = [input(64)];
+        let top = image_scores(&t, ImageScore::TopPatch, (64, 64), 4.0, &filled).unwrap();
+        let peak4 = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &filled).unwrap();
+        let peak0 = image_scores(&t, ImageScore::MapPeak, (64, 64), 0.0, &filled).unwrap();
         let (top, peak4, peak0) = (
             top.double_value(&[0]),
             peak4.double_value(&[0]),
@@ -262,6 +286,50 @@ mod tests {
             peak4 < peak0 && peak0 <= top && peak4 > 1.0,
             "{peak4} {peak0}"
         );
+    }
+
+    /// A `width` x 64 image at the left of a 64 x 64 input (filled when `width` is 64).
+    fn input(width: u32) -> Geometry {
+        Geometry {
+            orig_width: width,
+            orig_height: 64,
+            scale_x: 1.0,
+            scale_y: 1.0,
+            off_x: 0.0,
+            off_y: 0.0,
+            width: 64,
+            height: 64,
+        }
+    }
+
+    #[test]
+    fn a_padded_image_peaks_on_its_own_cells_without_the_padding_pulling_it_down() {
+        // The image fills the grid's left half (cells scored 1), its hot cell at its border;
+        // padding cells are not searched (0).
+        let mut grid = vec![0.0f32; 64];
+        for r in 0..8 {
+            grid[r * 8..r * 8 + 4].fill(1.0);
+        }
+        grid[3 * 8 + 3] = 10.0;
+        let t = Tensor::from_slice(&grid).view([1, 8, 8]);
+        let aware = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &[input(32)])
+            .unwrap()
+            .double_value(&[0]);
+        let paper = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &[input(64)])
+            .unwrap()
+            .double_value(&[0]);
+        assert!(aware > paper && aware < 10.0, "{aware} {paper}");
+        // Padding alone scores nothing: a hot padding cell is not a peak.
+        let mut grid = vec![1.0f32; 64];
+        for r in 0..8 {
+            grid[r * 8 + 4..r * 8 + 8].fill(0.0);
+        }
+        grid[3 * 8 + 6] = 10.0;
+        let t = Tensor::from_slice(&grid).view([1, 8, 8]);
+        let peak = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &[input(32)])
+            .unwrap()
+            .double_value(&[0]);
+        assert!((peak - 1.0).abs() < 1e-4, "{peak}");
     }
 
     #[test]

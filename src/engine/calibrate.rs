@@ -68,7 +68,9 @@ pub struct LeaveOneOut {
 
 /// Scores `images` (indices into the training set) against the bank with each image's own bank
 /// rows excluded: `read(i)` gives image `i`'s `(per_image, D)` patch rows, `bank_source` each
-/// bank row's training image; each image's `keep` highest patches are kept.
+/// bank row's training image; each image's `keep` highest patches are kept. `cells[j]` says
+/// which of `images[j]`'s patches show it: padding is not searched (it scores 0, takes no part
+/// in the maps, and is never kept).
 #[allow(clippy::too_many_arguments)]
 pub fn leave_one_out(
     searcher: &Searcher,
@@ -77,6 +79,7 @@ pub fn leave_one_out(
     per_image: i64,
     keep: i64,
     images: &[usize],
+    cells: &[Vec<bool>],
     batch_size: usize,
     read: &mut dyn FnMut(usize) -> Result<Tensor, EngineError>,
     progress: &dyn Progress,
@@ -88,7 +91,8 @@ pub fn leave_one_out(
         maps: Vec::with_capacity(images.len() * per_image as usize),
         kept: CalibrationPatches::default(),
     };
-    for group in images.chunks(batch_size.max(1)) {
+    let batch = batch_size.max(1);
+    for (group, group_cells) in images.chunks(batch).zip(cells.chunks(batch)) {
         let mut q = Vec::with_capacity(group.len());
         let mut src = Vec::with_capacity(group.len() * per_image as usize);
         for &i in group {
@@ -97,7 +101,8 @@ pub fn leave_one_out(
         }
         let q = Tensor::f_cat(&q, 0)?;
         let qsrc = Tensor::f_from_slice(&src)?.f_to_device(device)?;
-        let nb = searcher.search(&q, method.k, Some((&qsrc, bank_source)))?;
+        let shown: Vec<bool> = group_cells.iter().flatten().copied().collect();
+        let nb = searcher.search_cells(&q, method.k, Some((&qsrc, bank_source)), &shown)?;
         let patch = patch_scores(&nb.sq_dist, method)?;
         out.maps.extend(super::host::to_host_f32(&patch)?);
         out.scores.extend(score_images(

@@ -231,6 +231,10 @@ impl PatchCore {
             per_image,
             keep,
             &calib,
+            &calib
+                .iter()
+                .map(|&i| content_cells(&geometry[i], grid.0 as u32, grid.1 as u32))
+                .collect::<Vec<_>>(),
             opts.batch_size,
             &mut |i| match &mut calib_store {
                 // The calibration images' rows were stored in `calib`'s order.
@@ -292,6 +296,7 @@ impl PatchCore {
             growth: Some(Growth {
                 covering_radius: selection.radius,
                 calibration_keep: keep as u32,
+                padding_left_out: true,
             }),
             version: 1,
             history: Vec::new(),

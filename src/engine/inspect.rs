@@ -4,7 +4,7 @@ use super::anomaly_map::{anomaly_maps, peak, scored_cells};
 use super::extractor::Extractor;
 use super::host::to_host_f32;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
-use super::knn::{Neighbours, Searcher, DEFAULT_CHUNK_BYTES};
+use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::{for_each_decoded, Decoded};
 use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
@@ -139,7 +139,12 @@ impl PatchCore {
             .iter()
             .map(|d| content_cells(&d.geometry, h as u32, w as u32))
             .collect();
-        let nb = self.search_content(&flat, &cells)?;
+        let nb = self.searcher.search_cells(
+            &flat,
+            method.k,
+            None,
+            &cells.iter().flatten().copied().collect::<Vec<_>>(),
+        )?;
         let patch = patch_scores(&nb.sq_dist, method)?.f_view([b, h * w])?;
         // Map pixels and patch cells inspected (the ROI's, not padding), per image: each has
         // its own geometry.
@@ -260,38 +265,6 @@ impl PatchCore {
                 }
             })
             .collect())
-    }
-
-    /// Nearest bank rows of each patch of `flat` whose cell shows its image (`cells`, per image);
-    /// padding cells are not searched and get distance 0 to row 0 (a perfect match): a short
-    /// part centred in a long input costs only its own cells.
-    fn search_content(&self, flat: &Tensor, cells: &[Vec<bool>]) -> Result<Neighbours, TchError> {
-        let k = self.extractor.method().k;
-        if cells.iter().flatten().all(|&c| c) {
-            return self.searcher.search(flat, k, None);
-        }
-        let cells: Vec<i64> = cells
-            .iter()
-            .flatten()
-            .copied()
-            .enumerate()
-            .filter(|(_, keep)| *keep)
-            .map(|(i, _)| i as i64)
-            .collect();
-        let n = flat.size()[0];
-        let k = k.min(self.searcher.len()).max(1);
-        let device = flat.device();
-        let mut sq_dist = Tensor::f_zeros([n, k], (Kind::Float, device))?;
-        let mut index = Tensor::f_zeros([n, k], (Kind::Int64, device))?;
-        if !cells.is_empty() {
-            let idx = Tensor::f_from_slice(&cells)?.f_to_device(device)?;
-            let found = self
-                .searcher
-                .search(&flat.f_index_select(0, &idx)?, k, None)?;
-            sq_dist = sq_dist.f_index_copy(0, &idx, &found.sq_dist)?;
-            index = index.f_index_copy(0, &idx, &found.index)?;
-        }
-        Ok(Neighbours { sq_dist, index })
     }
 
     /// Eq. 7: down-weights the score when the nearest bank row `m*` sits in a dense region of the

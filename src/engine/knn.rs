@@ -235,6 +235,41 @@ impl Searcher {
         })
     }
 
+    /// `search` over the queries whose `cells` entry is true (one per query row): the others,
+    /// padding around a part, are not searched and get distance 0 to row 0 (a perfect match), so
+    /// a short part centred in a long input costs only its own cells. `exclude`'s query sources
+    /// are per query row, as in `search`.
+    pub fn search_cells(
+        &self,
+        queries: &Tensor,
+        k: i64,
+        exclude: Option<(&Tensor, &Tensor)>,
+        cells: &[bool],
+    ) -> Result<Neighbours, TchError> {
+        if cells.iter().all(|&c| c) {
+            return self.search(queries, k, exclude);
+        }
+        let kept: Vec<i64> = (0..cells.len() as i64)
+            .filter(|&i| cells[i as usize])
+            .collect();
+        let n = queries.size()[0];
+        let k = k.min(self.len()).max(1);
+        let device = queries.device();
+        let mut sq_dist = Tensor::f_zeros([n, k], (Kind::Float, device))?;
+        let mut index = Tensor::f_zeros([n, k], (Kind::Int64, device))?;
+        if !kept.is_empty() {
+            let idx = Tensor::f_from_slice(&kept)?.f_to_device(device)?;
+            let qsrc = exclude
+                .map(|(q, _)| q.f_index_select(0, &idx))
+                .transpose()?;
+            let exclude = exclude.zip(qsrc.as_ref()).map(|((_, r), q)| (q, r));
+            let found = self.search(&queries.f_index_select(0, &idx)?, k, exclude)?;
+            sq_dist = sq_dist.f_index_copy(0, &idx, &found.sq_dist)?;
+            index = index.f_index_copy(0, &idx, &found.index)?;
+        }
+        Ok(Neighbours { sq_dist, index })
+    }
+
     fn search_chunk(
         &self,
         q: &Tensor,

@@ -18,7 +18,7 @@ use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::decode_all;
 use super::{EngineError, Precision};
 use crate::bank::{AddedImage, BankFile, BankMeta, Calibration, HistoryEntry, ImageScore};
-use crate::decide::Rules;
+use crate::decide::{content_cells, Rules};
 use crate::report::Operator;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -103,16 +103,18 @@ pub fn update(
             bank.display()
         )));
     }
-    if file
-        .meta
-        .calibration_geometry
-        .iter()
-        .any(|g| !g.is_filled())
+    if !growth.padding_left_out
+        && file
+            .meta
+            .calibration_geometry
+            .iter()
+            .any(|g| !g.is_filled())
     {
-        // Padded calibration images: their kept patches were chosen with the padding in view.
+        // Padded calibration images of an older fit: its kept patches may show padding.
         return Err(EngineError::Config(format!(
-            "{}: this bank's training images have several sizes, padded to one input, and \
-             `update` does not leave padding out yet: refit with the new images added",
+            "{}: this bank's training images have several sizes, padded to one input, and it \
+             was fitted before `update` left padding out (its kept calibration patches may \
+             show padding): refit it to update it",
             bank.display()
         )));
     }
@@ -125,20 +127,13 @@ pub fn update(
     let mut problems = Vec::new();
     let mut hashes = Vec::with_capacity(add.len());
     let mut crops: Vec<RgbImage> = Vec::with_capacity(add.len());
+    let mut geometry = Vec::with_capacity(add.len());
     for (path, decoded) in add.iter().zip(decode_all(add, file.meta.crop)) {
         match (crate::report::sha256_file(path), decoded) {
-            (Ok(_), Ok(d)) if !d.geometry.is_filled() => problems.push(format!(
-                "{}: {} x {} does not fill the bank's {} x {} input (it would be padded, and \
-                 `update` does not leave padding out yet)",
-                path.display(),
-                d.geometry.orig_width,
-                d.geometry.orig_height,
-                d.geometry.width,
-                d.geometry.height
-            )),
             (Ok(h), Ok(d)) => {
                 hashes.push(h);
                 crops.push(d.crop);
+                geometry.push(d.geometry);
             }
             (Err(e), _) => problems.push(format!("{}: cannot read: {e}", path.display())),
             (_, Err(e)) => problems.push(e.to_string()),
@@ -176,6 +171,16 @@ pub fn update(
     }
     let feats = Tensor::f_cat(&blocks, 0)?;
     drop(blocks);
+    let [gh, gw] = meta.grid.map(i64::from);
+    // The new images' own cells: padding is neither searched, scored nor added to the bank.
+    let shown: Vec<bool> = geometry
+        .iter()
+        .flat_map(|g| content_cells(g, gh as u32, gw as u32))
+        .collect();
+    let content: Vec<i64> = (0..shown.len() as i64)
+        .filter(|&i| shown[i as usize])
+        .collect();
+    let content = Tensor::f_from_slice(&content)?.f_to_device(opts.device)?;
     times.features_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -183,8 +188,8 @@ pub fn update(
         .f_view([-1, dim])?
         .f_to_device(opts.device)?;
     let stored = in_storage_precision(rows.shallow_clone(), meta.bank_dtype)?;
-    let old = dense_searcher(&stored, opts.precision)?.search(&feats, method.k, None)?;
-    let [gh, gw] = meta.grid.map(i64::from);
+    let old =
+        dense_searcher(&stored, opts.precision)?.search_cells(&feats, method.k, None, &shown)?;
     let score_all = |patch: &Tensor| -> Result<Vec<f32>, EngineError> {
         let grids = patch.f_view([-1, gh, gw])?;
         let dims = method.input_dims();
@@ -193,6 +198,7 @@ pub fn update(
             method.image_score,
             dims,
             method.blur_sigma,
+            &geometry,
         )?)
         .map_err(EngineError::from)
     };
@@ -233,11 +239,12 @@ pub fn update(
     .f_to_device(opts.device)?;
     // The rows as stored (f16 banks: rounded), projected as the selection projected them.
     let bank_proj = stored.f_to_kind(Kind::Float)?.f_matmul(&projection)?;
-    let new_proj = feats.f_matmul(&projection)?;
+    let new_proj = feats.f_index_select(0, &content)?.f_matmul(&projection)?;
     let picks = grow(&bank_proj, &new_proj, radius)?;
     let n_added = picks.len() as i64;
     let base = meta.n_train_images as i64;
-    let pick_index = Tensor::f_from_slice(&picks)?.f_to_device(opts.device)?;
+    let pick_index =
+        content.f_index_select(0, &Tensor::f_from_slice(&picks)?.f_to_device(opts.device)?)?;
     let added = feats.f_index_select(0, &pick_index)?;
     let added_src = pick_index.f_divide_scalar_mode(per_image, "floor")?;
     times.growth_s = t.elapsed().as_secs_f64();
@@ -289,7 +296,7 @@ pub fn update(
         // The new images, each without the rows it added itself.
         let qsrc = Tensor::f_arange(add.len() as i64, (Kind::Int64, opts.device))?
             .f_repeat_interleave_self_int(per_image, 0, None)?;
-        let own = searcher.search(&feats, k, Some((&qsrc, &added_src)))?;
+        let own = searcher.search_cells(&feats, k, Some((&qsrc, &added_src)), &shown)?;
         nearest_of(&old.sq_dist, &own.sq_dist, k)?
     };
     let patch = patch_scores(&new_sq, &method)?;
@@ -346,7 +353,7 @@ pub fn update(
     let m = &mut file.meta;
     m.coreset_size += n_added as u32;
     m.n_train_images += add.len() as u32;
-    m.n_patches += (add.len() as i64 * per_image) as u64;
+    m.n_patches += content.size()[0] as u64;
     m.calibration = calibration;
     // The bands follow the new calibration as fit derives them; the pixel threshold comes from
     // the fit's calibration maps (the added rows can only lower them: kept as a bound).
