@@ -149,8 +149,9 @@ fn a_map_peak_bank_scores_added_images_by_their_peak_and_keeps_the_fits_as_bound
 
 /// Training parts of two widths share one input, the narrower padded. `update` leaves padding
 /// out as inspection does: the padded training images add no rows (their padding, which the fit
-/// never put in the bank, would), each is scored as `predict` scores it, and a bank fitted before
-/// `update` left padding out (its kept calibration patches may show padding) is refused.
+/// never put in the bank, would), each is scored as `predict` scores it, an image too small to
+/// fill a cell is refused, and a bank fitted before `update` left padding out (its kept
+/// calibration patches may show padding) is refused.
 #[test]
 fn a_padded_bank_learns_its_parts_without_their_padding() {
     let f = fixture();
@@ -213,6 +214,13 @@ fn a_padded_bank_learns_its_parts_without_their_padding() {
             image.score
         );
     }
+    // An image too small to fill a cell would teach nothing and score 0: refused, as `predict` does.
+    let tiny = dir.join("tiny.png");
+    image::RgbImage::new(3, 3).save(&tiny).unwrap();
+    let err = update(&bank, file.clone(), &[tiny], &options(2, false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing would be inspected"), "{err}");
     let mut older = file;
     older.meta.growth.as_mut().unwrap().padding_left_out = false;
     let err = update(&bank, older, &train[..1], &options(2, false))

@@ -10,6 +10,7 @@ use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
 use crate::backbone::{self, Backbone};
 use crate::bank::{BankDtype, BankError, BankMeta, ImageScore};
+use crate::data::DataError;
 use crate::decide::{content_cells, find_regions, grid_mask, inspected, Roi};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -297,42 +298,6 @@ impl PatchCore {
             .f_add_scalar(1.0)
     }
 
-    /// `d` back when at least one patch cell of it is inspected. An image that covers no cell
-    /// (tiny at the bank's scale, or wholly outside its ROI) would score 0 and pass unseen, so it
-    /// is an error naming why.
-    fn check_inspected(&self, d: Decoded) -> Result<Decoded, EngineError> {
-        let Some(mask) = inspected(self.roi.as_ref(), &d.geometry) else {
-            return Ok(d);
-        };
-        let [rows, cols] = self.meta.grid;
-        let dims = self.meta.crop.input_dims();
-        if grid_mask(&mask, dims, rows, cols).contains(&true) {
-            return Ok(d);
-        }
-        let g = &d.geometry;
-        let reason = match &self.roi {
-            Some(_) if mask.contains(&true) => format!(
-                "the bank's region of interest covers too little of it to fill half of any {} x {} px patch cell: nothing would be inspected",
-                dims.0 / cols.max(1),
-                dims.1 / rows.max(1)
-            ),
-            Some(_) => "none of it lies in the bank's region of interest: nothing would be inspected".into(),
-            None => format!(
-                "{} x {} px becomes {:.0} x {:.0} px at the bank's working resolution, too little to fill half of any {} x {} px patch cell: nothing would be inspected",
-                g.orig_width,
-                g.orig_height,
-                g.orig_width as f64 * g.scale_x,
-                g.orig_height as f64 * g.scale_y,
-                dims.0 / cols.max(1),
-                dims.1 / rows.max(1)
-            ),
-        };
-        Err(EngineError::Data(crate::data::DataError::Image {
-            path: d.path.clone(),
-            reason,
-        }))
-    }
-
     /// Decodes and scores `paths` in batches, calling `on_each(index, result)` in order; stops
     /// early when it returns false. A bad image fails alone.
     pub fn inspect_paths(
@@ -352,8 +317,8 @@ impl PatchCore {
                 let mut ok = Vec::new();
                 for (i, r) in decoded.into_iter().enumerate() {
                     match r
+                        .and_then(|d| check_inspected(d, self.roi.as_ref(), &self.meta))
                         .map_err(EngineError::from)
-                        .and_then(|d| self.check_inspected(d))
                     {
                         Ok(d) => ok.push((i, d)),
                         Err(e) => results[i] = Some(Err(e)),
@@ -393,4 +358,44 @@ pub(super) fn patch_scores(sq_dist: &Tensor, method: &Method) -> Result<Tensor, 
         sq_dist.f_sqrt()?
     };
     d.f_mean_dim(1, false, Kind::Float)
+}
+
+/// `d` back when at least one patch cell of it is inspected. An image that covers no cell
+/// (tiny at the bank's scale, or wholly outside its ROI) would score 0 and pass unseen, so it
+/// is an error naming why.
+pub(super) fn check_inspected(
+    d: Decoded,
+    roi: Option<&Roi>,
+    meta: &BankMeta,
+) -> Result<Decoded, DataError> {
+    let Some(mask) = inspected(roi, &d.geometry) else {
+        return Ok(d);
+    };
+    let [rows, cols] = meta.grid;
+    let dims = meta.crop.input_dims();
+    if grid_mask(&mask, dims, rows, cols).contains(&true) {
+        return Ok(d);
+    }
+    let g = &d.geometry;
+    let reason = match roi {
+        Some(_) if mask.contains(&true) => format!(
+            "the bank's region of interest covers too little of it to fill half of any {} x {} px patch cell: nothing would be inspected",
+            dims.0 / cols.max(1),
+            dims.1 / rows.max(1)
+        ),
+        Some(_) => "none of it lies in the bank's region of interest: nothing would be inspected".into(),
+        None => format!(
+            "{} x {} px becomes {:.0} x {:.0} px at the bank's working resolution, too little to fill half of any {} x {} px patch cell: nothing would be inspected",
+            g.orig_width,
+            g.orig_height,
+            g.orig_width as f64 * g.scale_x,
+            g.orig_height as f64 * g.scale_y,
+            dims.0 / cols.max(1),
+            dims.1 / rows.max(1)
+        ),
+    };
+    Err(DataError::Image {
+        path: d.path.clone(),
+        reason,
+    })
 }

@@ -13,7 +13,9 @@ use super::anomaly_map::image_scores;
 use super::calibrate::score_images;
 use super::coreset;
 use super::host::to_host_f32;
-use super::inspect::{extractor_for, in_precision, in_storage_precision, patch_scores};
+use super::inspect::{
+    check_inspected, extractor_for, in_precision, in_storage_precision, patch_scores,
+};
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::decode_all;
 use super::{EngineError, Precision};
@@ -129,6 +131,8 @@ pub fn update(
     let mut crops: Vec<RgbImage> = Vec::with_capacity(add.len());
     let mut geometry = Vec::with_capacity(add.len());
     for (path, decoded) in add.iter().zip(decode_all(add, file.meta.crop)) {
+        // As inspection: an image too small to fill a cell would score 0 and teach nothing.
+        let decoded = decoded.and_then(|d| check_inspected(d, None, &file.meta));
         match (crate::report::sha256_file(path), decoded) {
             (Ok(h), Ok(d)) => {
                 hashes.push(h);
