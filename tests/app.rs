@@ -1022,7 +1022,7 @@ fn real_worker_scores_a_fitted_bank() {
         projection_dim: 32,
         seed: 0,
         bank_dtype: BankDtype::F32,
-        calibration_images: 0,
+        calibration_images: Some(0),
         max_patches: 0,
         category: "parts".into(),
         train_dir: ds.root.join("train"),

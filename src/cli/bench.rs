@@ -6,6 +6,7 @@ use super::fit::{BankArgs, MethodArgs, Source};
 use super::progress::Bars;
 use crate::data::{self, synthetic, Geometry};
 use crate::decide::{find_regions, Roi};
+use crate::engine::pipeline::images_per_batch;
 use crate::engine::{AnomalyMap, PatchCore};
 use crate::report::{check_writable, write_atomic};
 use anyhow::{bail, Context, Result};
@@ -258,7 +259,8 @@ fn bench_one(
         backbone: meta.backbone.clone(),
         device: format!("{:?}", opts.device),
         precision: opts.precision.name().to_string(),
-        batch_size: a.runtime.batch_size,
+        // What each pass held: on the CPU fewer than asked past 32 MP of input.
+        batch_size: images_per_batch(a.runtime.batch_size, meta.crop, opts.device),
         fit_images: train.len(),
         bank_rows: meta.coreset_size,
         fit_features_s: times.features_s,

@@ -4,6 +4,7 @@ use super::progress::Bars;
 use crate::backbone;
 use crate::bank::{BankDtype, CropMode, FieldError, ImageScore, SelectionTrial};
 use crate::data;
+use crate::engine::fit::{CALIBRATION_PATCHES, DEFAULT_CALIBRATION_IMAGES};
 use crate::engine::{select, FitOptions, Method, PatchCore};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -236,8 +237,10 @@ pub struct BankArgs {
     #[arg(long, value_enum, default_value_t = BankDtype::F32)]
     pub bank_dtype: BankDtype,
     /// Training images scored leave-one-out for the threshold (evenly spread); 0 = all.
-    #[arg(long, default_value_t = 64)]
-    pub calibration_images: usize,
+    /// Default: 64, fewer at high resolution (at most 262,144 patches, at least 8 images);
+    /// a number given is scored in full.
+    #[arg(long)]
+    pub calibration_images: Option<usize>,
     /// Patches entering the coreset at most; past it each image gives an equal random share
     /// (memory and selection time stay bounded at high resolution); 0 = all.
     #[arg(long, default_value_t = 400_000)]
@@ -362,6 +365,15 @@ pub fn run(a: FitArgs) -> Result<()> {
         c.min,
         c.max
     );
+    if let Some(note) = calibration_note(
+        c.scores.len(),
+        file.meta.n_train_images as usize,
+        (gw * gh) as usize,
+        a.bank.calibration_images,
+        times.calibration_s,
+    ) {
+        println!("note: {note}");
+    }
     println!(
         "time: selection {:.1} s, features {:.1} s, coreset {:.1} s, calibration {:.1} s, save {:.1} s, total {:.1} s",
         select_s,
@@ -432,9 +444,65 @@ fn per_channel(flag: &str, v: &[f32]) -> Result<[f32; 3]> {
     }
 }
 
+/// Fewer calibration images than this make a threshold (the highest good score among them) that
+/// good parts often pass: the high-resolution benchmark's 8 put 3 of 12 good bars above it.
+const FEW_CALIBRATION_IMAGES: usize = 16;
+
+/// What `fit` says when the threshold rests on fewer images than asked or than is safe: `used`
+/// of `train` images with `per_image` patches each, `asked` by the user (or the default), in
+/// `seconds`.
+fn calibration_note(
+    used: usize,
+    train: usize,
+    per_image: usize,
+    asked: Option<usize>,
+    seconds: f64,
+) -> Option<String> {
+    let capped = asked.is_none() && used < DEFAULT_CALIBRATION_IMAGES.min(train);
+    let few = used < FEW_CALIBRATION_IMAGES.min(train);
+    if !capped && !few {
+        return None;
+    }
+    let mut note = format!("the threshold comes from {used} of the {train} training images");
+    if capped {
+        note += &format!(
+            ", not {DEFAULT_CALIBRATION_IMAGES}: at {per_image} patches per image the default \
+             keeps the leave-one-out search to {CALIBRATION_PATCHES} patches"
+        );
+    }
+    if few {
+        note += "; with so few, good parts may score above it";
+    }
+    note += &format!(
+        "; --calibration-images N scores N (about {:.1} s per image here)",
+        seconds / used.max(1) as f64
+    );
+    Some(note)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::per_channel;
+    use super::{calibration_note, per_channel};
+
+    #[test]
+    fn fit_says_when_the_threshold_rests_on_few_or_budgeted_images() {
+        // 1 MP images: the budget keeps 16 of the default 64.
+        let note = calibration_note(16, 200, 16_384, None, 32.0).unwrap();
+        assert!(
+            note.contains("16 of the 200 training images, not 64"),
+            "{note}"
+        );
+        assert!(note.contains("2.0 s per image"), "{note}");
+        assert!(!note.contains("so few"), "{note}");
+        // Eight, even when asked for: too few for a threshold, said so.
+        let note = calibration_note(8, 60, 62_500, Some(8), 8.0).unwrap();
+        assert!(note.contains("good parts may score above it"), "{note}");
+        assert!(!note.contains("not 64"), "{note}");
+        // The default in full, a number asked for, or every image of a small set: nothing to say.
+        assert_eq!(calibration_note(64, 400, 3_696, None, 10.0), None);
+        assert_eq!(calibration_note(32, 400, 3_696, Some(32), 10.0), None);
+        assert_eq!(calibration_note(10, 10, 784, None, 1.0), None);
+    }
 
     #[test]
     fn pixel_statistics_take_one_or_three_values() {

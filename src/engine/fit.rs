@@ -6,7 +6,7 @@ use super::extractor::Extractor;
 use super::feature_store::FeatureStore;
 use super::host::to_host_f32;
 use super::inspect::{in_storage_precision, searcher_for};
-use super::pipeline::{for_each_decoded, Progress};
+use super::pipeline::{for_each_decoded, images_per_batch, Progress};
 use super::{EngineError, Method, PatchCore, Precision};
 use crate::backbone::Backbone;
 use crate::bank::{BankDtype, BankFile, BankMeta, Calibration, Growth, FORMAT_VERSION};
@@ -29,8 +29,9 @@ pub struct FitOptions {
     pub projection_dim: usize,
     pub seed: u64,
     pub bank_dtype: BankDtype,
-    /// Training images scored leave-one-out for calibration (evenly spread); 0 = all.
-    pub calibration_images: usize,
+    /// Training images scored leave-one-out for calibration (evenly spread; 0 = all). `None`:
+    /// `DEFAULT_CALIBRATION_IMAGES`, fewer at high resolution (`CALIBRATION_PATCHES`).
+    pub calibration_images: Option<usize>,
     /// Patches entering the coreset at most (0: all): past it each image gives an equal random
     /// share, so memory and selection time stay bounded as patches per image grow.
     pub max_patches: usize,
@@ -76,17 +77,26 @@ fn sample_patches(cells: &[bool], sample: usize, seed: u64, image: usize) -> Vec
     idx
 }
 
+/// Calibration images when none are asked for.
+pub const DEFAULT_CALIBRATION_IMAGES: usize = 64;
 /// Patches the leave-one-out calibration scores at most by default: past it fewer images are
 /// calibrated (at least `MIN_CALIBRATION_IMAGES`). Each patch is a search against the whole
-/// bank, so at 1 MP (16,384 patches an image) 64 images would take most of the fit.
-const CALIBRATION_PATCHES: usize = 1 << 18;
+/// bank, so at 1 MP (16,384 patches an image) 64 images would take most of the fit. A number
+/// asked for is scored in full: the user chose the time.
+pub const CALIBRATION_PATCHES: usize = 1 << 18;
 const MIN_CALIBRATION_IMAGES: usize = 8;
 
-/// Calibration images for `asked` (0: all) of `n` images with `per_image` patches each.
-fn calibration_count(asked: usize, n: usize, per_image: usize) -> usize {
-    let fits = (CALIBRATION_PATCHES / per_image.max(1)).max(MIN_CALIBRATION_IMAGES);
-    let asked = if asked == 0 { n } else { asked.min(n) };
-    asked.min(fits)
+/// Calibration images for `asked` (0: all; `None`: the budgeted default) of `n` images with
+/// `per_image` patches each.
+fn calibration_count(asked: Option<usize>, n: usize, per_image: usize) -> usize {
+    match asked {
+        Some(0) => n,
+        Some(a) => a.min(n),
+        None => {
+            let fits = (CALIBRATION_PATCHES / per_image.max(1)).max(MIN_CALIBRATION_IMAGES);
+            DEFAULT_CALIBRATION_IMAGES.min(n).min(fits)
+        }
+    }
 }
 
 /// Evenly spread subset of `0..n` of size `m` (all when `m` is 0 or >= n).
@@ -138,53 +148,48 @@ impl PatchCore {
         let mut failure = None;
         // Where each training image's crop sat, for laying an ROI over its calibration map.
         let mut geometry = Vec::with_capacity(train.len());
-        for_each_decoded(
-            train,
-            opts.batch_size,
-            opts.method.crop,
-            |offset, decoded, _| {
-                let step = || -> Result<(), EngineError> {
-                    let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-                    geometry.extend(decoded.iter().map(|d| d.geometry));
-                    let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
-                    let (emb, g) = extractor.embed(&crops)?;
-                    let per_image = (g.0 * g.1) as usize;
-                    if sample == 0 {
-                        grid = g;
-                        let n = calibration_count(opts.calibration_images, train.len(), per_image);
-                        calib = spread(train.len(), n);
-                        sample = sampled_per_image(per_image, train.len(), opts.max_patches);
-                        let pads = matches!(opts.method.crop, crate::data::CropMode::Whole { .. });
-                        if sample < per_image || pads {
-                            calib_store = Some(FeatureStore::new(dim as usize).map_err(io)?);
-                        }
+        let batch = images_per_batch(opts.batch_size, opts.method.crop, opts.device);
+        for_each_decoded(train, batch, opts.method.crop, |offset, decoded, _| {
+            let step = || -> Result<(), EngineError> {
+                let decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+                geometry.extend(decoded.iter().map(|d| d.geometry));
+                let crops: Vec<&RgbImage> = decoded.iter().map(|d| &d.crop).collect();
+                let (emb, g) = extractor.embed(&crops)?;
+                let per_image = (g.0 * g.1) as usize;
+                if sample == 0 {
+                    grid = g;
+                    let n = calibration_count(opts.calibration_images, train.len(), per_image);
+                    calib = spread(train.len(), n);
+                    sample = sampled_per_image(per_image, train.len(), opts.max_patches);
+                    let pads = matches!(opts.method.crop, crate::data::CropMode::Whole { .. });
+                    if sample < per_image || pads {
+                        calib_store = Some(FeatureStore::new(dim as usize).map_err(io)?);
                     }
-                    for (j, image) in emb.f_unbind(0)?.iter().enumerate() {
-                        let i = offset + j;
-                        let rows = match &mut calib_store {
-                            None => image.shallow_clone(),
-                            Some(cs) => {
-                                if calib.contains(&i) {
-                                    cs.append(image).map_err(io)?;
-                                }
-                                let geo = &decoded[j].geometry;
-                                let cells = content_cells(geo, g.0 as u32, g.1 as u32);
-                                let idx = sample_patches(&cells, sample, opts.seed, i);
-                                let idx =
-                                    Tensor::f_from_slice(&idx)?.f_to_device(image.device())?;
-                                image.f_index_select(0, &idx)?
+                }
+                for (j, image) in emb.f_unbind(0)?.iter().enumerate() {
+                    let i = offset + j;
+                    let rows = match &mut calib_store {
+                        None => image.shallow_clone(),
+                        Some(cs) => {
+                            if calib.contains(&i) {
+                                cs.append(image).map_err(io)?;
                             }
-                        };
-                        row_source.extend(std::iter::repeat_n(i as i64, rows.size()[0] as usize));
-                        reduced.push(&rows.f_matmul(&projection)?)?;
-                        store.append(&rows).map_err(io)?;
-                    }
-                    progress.advance(crops.len() as u64);
-                    Ok(())
-                };
-                step().map_err(|e| failure = Some(e)).is_ok()
-            },
-        );
+                            let geo = &decoded[j].geometry;
+                            let cells = content_cells(geo, g.0 as u32, g.1 as u32);
+                            let idx = sample_patches(&cells, sample, opts.seed, i);
+                            let idx = Tensor::f_from_slice(&idx)?.f_to_device(image.device())?;
+                            image.f_index_select(0, &idx)?
+                        }
+                    };
+                    row_source.extend(std::iter::repeat_n(i as i64, rows.size()[0] as usize));
+                    reduced.push(&rows.f_matmul(&projection)?)?;
+                    store.append(&rows).map_err(io)?;
+                }
+                progress.advance(crops.len() as u64);
+                Ok(())
+            };
+            step().map_err(|e| failure = Some(e)).is_ok()
+        });
         if let Some(e) = failure {
             return Err(e);
         }
@@ -235,7 +240,7 @@ impl PatchCore {
                 .iter()
                 .map(|&i| content_cells(&geometry[i], grid.0 as u32, grid.1 as u32))
                 .collect::<Vec<_>>(),
-            opts.batch_size,
+            batch,
             &mut |i| match &mut calib_store {
                 // The calibration images' rows were stored in `calib`'s order.
                 Some(cs) => {
@@ -329,5 +334,22 @@ impl PatchCore {
             file,
             times,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calibration_count;
+
+    #[test]
+    fn the_default_calibration_keeps_to_its_patch_budget_and_a_number_asked_for_does_not() {
+        // 1 MP: 262,144 / 16,384 = 16 images by default, never under 8, never over the set.
+        assert_eq!(calibration_count(None, 200, 16_384), 16);
+        assert_eq!(calibration_count(None, 200, 62_500), 8);
+        assert_eq!(calibration_count(None, 400, 784), 64);
+        assert_eq!(calibration_count(None, 5, 62_500), 5);
+        assert_eq!(calibration_count(Some(32), 200, 62_500), 32);
+        assert_eq!(calibration_count(Some(0), 200, 62_500), 200);
+        assert_eq!(calibration_count(Some(500), 200, 784), 200);
     }
 }

@@ -5,7 +5,7 @@ use super::extractor::Extractor;
 use super::host::to_host_f32;
 use super::inspection::{AnomalyMap, Inspection, PhaseTimes, TopPatch};
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
-use super::pipeline::{for_each_decoded, Decoded};
+use super::pipeline::{for_each_decoded, images_per_batch, Decoded};
 use super::precision::{self, Precision, PrecisionChoice};
 use super::{EngineError, Method};
 use crate::backbone::{self, Backbone};
@@ -309,7 +309,7 @@ impl PatchCore {
         super::memory::keep_freed_memory();
         for_each_decoded(
             paths,
-            batch_size,
+            images_per_batch(batch_size, self.meta.crop, self.device()),
             self.meta.crop,
             |offset, decoded, decode_ms| {
                 let mut results: Vec<Option<Result<Inspection, EngineError>>> = Vec::new();

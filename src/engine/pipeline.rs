@@ -17,6 +17,24 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// Input pixels one forward pass holds at most on the CPU: the default's largest (8 images of
+/// the 4 MP working-resolution cap). A pass's activations and patch features grow with its
+/// pixels (about a quarter of a GB per megapixel), so a larger `--resolution` takes fewer images
+/// per pass instead of exhausting memory (8 upscaled 8.7 MP images took over 15 GB).
+pub const CPU_BATCH_PIXELS: u64 = 32 << 20;
+
+/// Images per forward pass for `asked` at `crop`'s input size on `device`: on a GPU what was
+/// asked (its memory is the user's to size), on the CPU at most `CPU_BATCH_PIXELS`, at least one.
+pub fn images_per_batch(asked: usize, crop: CropMode, device: tch::Device) -> usize {
+    let asked = asked.max(1);
+    if device.is_cuda() {
+        return asked;
+    }
+    let (w, h) = crop.input_dims();
+    let fits = CPU_BATCH_PIXELS / (u64::from(w) * u64::from(h)).max(1);
+    asked.min(fits.max(1) as usize)
+}
+
 /// An image decoded and preprocessed, ready for the backbone.
 pub struct Decoded {
     pub path: PathBuf,
@@ -84,4 +102,22 @@ pub fn for_each_decoded<'p>(
             offset += chunk.len();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::images_per_batch;
+    use crate::bank::CropMode;
+    use tch::Device;
+
+    #[test]
+    fn a_cpu_pass_holds_at_most_32_megapixels_and_a_gpu_pass_what_was_asked() {
+        let square = |size| CropMode::Full { size };
+        assert_eq!(images_per_batch(8, square(1024), Device::Cpu), 8);
+        assert_eq!(images_per_batch(8, square(2048), Device::Cpu), 8);
+        assert_eq!(images_per_batch(8, square(3328), Device::Cpu), 3);
+        assert_eq!(images_per_batch(8, square(8192), Device::Cpu), 1);
+        assert_eq!(images_per_batch(0, square(224), Device::Cpu), 1);
+        assert_eq!(images_per_batch(64, square(1024), Device::Cuda(0)), 64);
+    }
 }

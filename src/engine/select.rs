@@ -91,7 +91,7 @@ pub fn select(
             method: c.method.clone(),
             coreset_ratio: opts.coreset_ratio.min(TUNING_CORESET_RATIO),
             coreset_size: None,
-            calibration_images: 1,
+            calibration_images: Some(1),
             ..opts.clone()
         };
         let (model, _, _) = PatchCore::fit(&fit_paths, &o, progress)?;

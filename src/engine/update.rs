@@ -17,7 +17,7 @@ use super::inspect::{
     check_inspected, extractor_for, in_precision, in_storage_precision, patch_scores,
 };
 use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
-use super::pipeline::decode_all;
+use super::pipeline::{decode_all, images_per_batch};
 use super::{EngineError, Precision};
 use crate::bank::{AddedImage, BankFile, BankMeta, Calibration, HistoryEntry, ImageScore};
 use crate::decide::{content_cells, Rules};
@@ -160,7 +160,7 @@ pub fn update(
     let dim = meta.embed_dim as i64;
     let mut blocks = Vec::new();
     let mut per_image = 0;
-    for chunk in crops.chunks(opts.batch_size.max(1)) {
+    for chunk in crops.chunks(images_per_batch(opts.batch_size, meta.crop, opts.device)) {
         let refs: Vec<&RgbImage> = chunk.iter().collect();
         let (emb, (h, w)) = extractor.embed(&refs)?;
         per_image = h * w;

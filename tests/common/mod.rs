@@ -199,7 +199,7 @@ pub fn small_fit_options(backbone: &str, root: &Path) -> patchcore::engine::FitO
         projection_dim: 128,
         seed: 0,
         bank_dtype: patchcore::bank::BankDtype::F32,
-        calibration_images: 0,
+        calibration_images: Some(0),
         max_patches: 0,
         category: "parts".into(),
         train_dir: root.join("train/good"),
