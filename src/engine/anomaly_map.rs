@@ -3,8 +3,6 @@
 //! mode "reflect", i.e. half-sample symmetric borders) as the official code uses it.
 use super::EngineError;
 use crate::bank::{check_blur_sigma, ImageScore, MAX_BLUR_SIGMA};
-use crate::data::Geometry;
-use crate::decide::content_cells;
 use tch::{Device, Kind, Tensor};
 
 /// scipy's kernel radius rule: `int(truncate * sigma + 0.5)`, with sigma capped at
@@ -137,46 +135,53 @@ pub fn scored_cells(
 }
 
 /// Images per block when whole maps are made only for their peaks (bounded memory).
-const PEAK_BLOCK: i64 = 16;
+const PEAK_BLOCK: usize = 16;
 
-/// Image scores of `(B, h, w)` patch-score grids by `rule` for images placed by `geometry`
-/// (`update`'s: no ROI). Padding takes no part, as in inspection: its cells must score 0 (the
-/// search leaves them out), the map is made of the image's own cells, and its peak lies on the
-/// image. Inspection takes its peaks from the maps it shows.
+/// Each image's anomaly-map peak over its inspected pixels, from `(B, h, w)` patch-score
+/// `grids`: the map made as inspection makes it (`cells[i]`, image `i`'s own cells: padding takes
+/// no part), the peak over `masks[i]` (every pixel when `None`; 0 when nothing is inspected).
+/// Calibration and `update` score good images by it, so their thresholds are inspection's.
+pub fn map_peaks(
+    grids: &Tensor,
+    dims: (u32, u32),
+    sigma: f64,
+    cells: &[Vec<bool>],
+    masks: &[Option<Vec<bool>>],
+) -> Result<Vec<f32>, EngineError> {
+    let (_, h, w) = grids.size3()?;
+    let px = (dims.0 * dims.1) as usize;
+    let mut peaks = Vec::with_capacity(cells.len());
+    let blocks = grids.f_split(PEAK_BLOCK as i64, 0)?;
+    for ((block, cells), masks) in blocks
+        .iter()
+        .zip(cells.chunks(PEAK_BLOCK))
+        .zip(masks.chunks(PEAK_BLOCK))
+    {
+        let scored = scored_cells(cells, (h, w), block.device())?;
+        let maps = super::host::to_host_f32(&anomaly_maps(block, dims, sigma, scored.as_ref())?)?;
+        for (map, mask) in maps.chunks_exact(px).zip(masks) {
+            peaks.push(peak(map, mask.as_deref()).1);
+        }
+    }
+    Ok(peaks)
+}
+
+/// Image scores of `(B, h, w)` patch-score grids by `rule` (`update`'s images: no ROI), with
+/// `cells` and `masks` as in `map_peaks`. A top patch needs no mask: padding cells are not
+/// searched and score 0. Inspection takes its peaks from the maps it shows.
 pub fn image_scores(
     patch_scores: &Tensor,
     rule: ImageScore,
     dims: (u32, u32),
     sigma: f64,
-    geometry: &[Geometry],
-) -> Result<Tensor, EngineError> {
+    cells: &[Vec<bool>],
+    masks: &[Option<Vec<bool>>],
+) -> Result<Vec<f32>, EngineError> {
     match rule {
-        ImageScore::TopPatch => Ok(patch_scores.f_amax([1, 2], false)?),
-        ImageScore::MapPeak => {
-            let (_, h, w) = patch_scores.size3()?;
-            let device = patch_scores.device();
-            let mut peaks = Vec::new();
-            let blocks = patch_scores.f_split(PEAK_BLOCK, 0)?;
-            for (block, geo) in blocks.iter().zip(geometry.chunks(PEAK_BLOCK as usize)) {
-                let cells: Vec<Vec<bool>> = geo
-                    .iter()
-                    .map(|g| content_cells(g, h as u32, w as u32))
-                    .collect();
-                let scored = scored_cells(&cells, (h, w), device)?;
-                let mut maps = anomaly_maps(block, dims, sigma, scored.as_ref())?;
-                if scored.is_some() {
-                    let shown: Vec<bool> = geo.iter().flat_map(|g| g.content_mask()).collect();
-                    let off = Tensor::f_from_slice(&shown)?
-                        .f_view_as(&maps)?
-                        .f_to_device(device)?
-                        .f_logical_not()?;
-                    maps = maps.f_masked_fill(&off, f64::NEG_INFINITY)?;
-                }
-                // As `peak`: 0 when nothing is shown.
-                peaks.push(maps.f_amax([1, 2], false)?.f_clamp_min(0.0)?);
-            }
-            Ok(Tensor::f_cat(&peaks, 0)?)
-        }
+        ImageScore::TopPatch => Ok(super::host::to_host_f32(
+            &patch_scores.f_amax([1, 2], false)?,
+        )?),
+        ImageScore::MapPeak => map_peaks(patch_scores, dims, sigma, cells, masks),
     }
 }
 
@@ -272,14 +277,11 @@ mod tests {
         let mut grid = vec![1.0f32; 64];
         grid[27] = 10.0;
         let t = Tensor::from_slice(&grid).view([1, 8, 8]);
-        let filled = [input(64)];
-        let top = image_scores(&t, ImageScore::TopPatch, (64, 64), 4.0, &filled).unwrap();
-        let peak4 = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &filled).unwrap();
-        let peak0 = image_scores(&t, ImageScore::MapPeak, (64, 64), 0.0, &filled).unwrap();
+        let score = |rule, sigma| score_placed(&t, rule, sigma, 64);
         let (top, peak4, peak0) = (
-            top.double_value(&[0]),
-            peak4.double_value(&[0]),
-            peak0.double_value(&[0]),
+            score(ImageScore::TopPatch, 4.0),
+            score(ImageScore::MapPeak, 4.0),
+            score(ImageScore::MapPeak, 0.0),
         );
         assert_eq!(top, 10.0);
         assert!(
@@ -288,9 +290,10 @@ mod tests {
         );
     }
 
-    /// A `width` x 64 image at the left of a 64 x 64 input (filled when `width` is 64).
-    fn input(width: u32) -> Geometry {
-        Geometry {
+    /// The score by `rule` of an 8 x 8 grid over a `width` x 64 image at the left of a 64 x 64
+    /// input (filled when `width` is 64), its cells and pixels as `update` derives them.
+    fn score_placed(grid: &Tensor, rule: ImageScore, sigma: f64, width: u32) -> f32 {
+        let g = crate::data::Geometry {
             orig_width: width,
             orig_height: 64,
             scale_x: 1.0,
@@ -299,7 +302,10 @@ mod tests {
             off_y: 0.0,
             width: 64,
             height: 64,
-        }
+        };
+        let cells = [crate::decide::content_cells(&g, 8, 8)];
+        let masks = [crate::decide::inspected(None, &g)];
+        image_scores(grid, rule, (64, 64), sigma, &cells, &masks).unwrap()[0]
     }
 
     #[test]
@@ -312,12 +318,8 @@ mod tests {
         }
         grid[3 * 8 + 3] = 10.0;
         let t = Tensor::from_slice(&grid).view([1, 8, 8]);
-        let aware = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &[input(32)])
-            .unwrap()
-            .double_value(&[0]);
-        let paper = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &[input(64)])
-            .unwrap()
-            .double_value(&[0]);
+        let aware = score_placed(&t, ImageScore::MapPeak, 4.0, 32);
+        let paper = score_placed(&t, ImageScore::MapPeak, 4.0, 64);
         assert!(aware > paper && aware < 10.0, "{aware} {paper}");
         // Padding alone scores nothing: a hot padding cell is not a peak.
         let mut grid = vec![1.0f32; 64];
@@ -326,9 +328,7 @@ mod tests {
         }
         grid[3 * 8 + 6] = 10.0;
         let t = Tensor::from_slice(&grid).view([1, 8, 8]);
-        let peak = image_scores(&t, ImageScore::MapPeak, (64, 64), 4.0, &[input(32)])
-            .unwrap()
-            .double_value(&[0]);
+        let peak = score_placed(&t, ImageScore::MapPeak, 4.0, 32);
         assert!((peak - 1.0).abs() < 1e-4, "{peak}");
     }
 

@@ -2,7 +2,7 @@
 //! (one place that fit and a bank update both score them), and the thresholds derived from those
 //! grids under the region of interest, so an ROI or a rule change recalibrates without the
 //! training images, and an update rescores the kept patches without re-embedding the images.
-use super::anomaly_map::{anomaly_maps, peak, scored_cells};
+use super::anomaly_map::{map_peaks, peak};
 use super::inspect::patch_scores;
 use super::knn::Searcher;
 use super::pipeline::Progress;
@@ -119,9 +119,6 @@ pub fn leave_one_out(
     Ok(out)
 }
 
-/// Calibration maps upsampled and blurred per block, as inference does it (bounded memory).
-const MAP_BLOCK: usize = 16;
-
 /// The calibration and default rules under `roi`, from the stored leave-one-out grids `maps`
 /// (`meta.calibration.scores.len()` grids on `meta.grid`): each image's score is its top
 /// inspected patch or its map's inspected peak (`meta.image_score`); the pixel threshold is the
@@ -155,38 +152,26 @@ pub fn recalibrate(
         .iter()
         .map(|g| inspected(roi, g))
         .collect();
-    let mut scores = Vec::with_capacity(n);
-    let mut pixel_threshold = 0.0f32;
-    let px = (dims.0 * dims.1) as usize;
-    for (b, block) in maps.chunks(MAP_BLOCK * cells).enumerate() {
-        let t = Tensor::f_from_slice(block)?.f_view([-1, gh as i64, gw as i64])?;
-        // Made as inspection makes them: padding cells (scored here, leave-one-out) take no part.
-        let geometry = &meta.calibration_geometry[b * MAP_BLOCK..][..t.size()[0] as usize];
-        let content: Vec<Vec<bool>> = geometry.iter().map(|g| content_cells(g, gh, gw)).collect();
-        let scored = scored_cells(&content, (gh as i64, gw as i64), Device::Cpu)?;
-        let up = super::host::to_host_f32(&anomaly_maps(
-            &t,
-            dims,
-            meta.blur_sigma.into(),
-            scored.as_ref(),
-        )?)?;
-        for ((j, map), grid) in up
-            .chunks_exact(px)
-            .enumerate()
-            .zip(block.chunks_exact(cells))
-        {
-            let mask = crop_masks[b * MAP_BLOCK + j].as_deref();
-            let (_, map_peak) = peak(map, mask);
-            pixel_threshold = pixel_threshold.max(map_peak);
-            scores.push(match meta.image_score {
-                ImageScore::TopPatch => {
-                    let inspect = mask.map(|m| grid_mask(m, dims, gh, gw));
-                    peak(grid, inspect.as_deref()).1
-                }
-                ImageScore::MapPeak => map_peak,
-            });
-        }
-    }
+    // Made as inspection makes them: padding cells take no part.
+    let content: Vec<Vec<bool>> = meta
+        .calibration_geometry
+        .iter()
+        .map(|g| content_cells(g, gh, gw))
+        .collect();
+    let grids = Tensor::f_from_slice(maps)?.f_view([n as i64, gh as i64, gw as i64])?;
+    let map_peak = map_peaks(&grids, dims, meta.blur_sigma.into(), &content, &crop_masks)?;
+    let pixel_threshold = map_peak.iter().fold(0.0f32, |a, &b| a.max(b));
+    let scores = match meta.image_score {
+        ImageScore::TopPatch => maps
+            .chunks_exact(cells)
+            .zip(&crop_masks)
+            .map(|(grid, mask)| {
+                let inspect = mask.as_ref().map(|m| grid_mask(m, dims, gh, gw));
+                peak(grid, inspect.as_deref()).1
+            })
+            .collect(),
+        ImageScore::MapPeak => map_peak,
+    };
     let base = meta
         .calibration
         .source

@@ -20,7 +20,7 @@ use super::knn::{Searcher, DEFAULT_CHUNK_BYTES};
 use super::pipeline::{decode_all, images_per_batch};
 use super::{EngineError, Precision};
 use crate::bank::{AddedImage, BankFile, BankMeta, Calibration, HistoryEntry, ImageScore};
-use crate::decide::{content_cells, Rules};
+use crate::decide::{content_cells, inspected, Rules};
 use crate::report::Operator;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -177,10 +177,12 @@ pub fn update(
     drop(blocks);
     let [gh, gw] = meta.grid.map(i64::from);
     // The new images' own cells: padding is neither searched, scored nor added to the bank.
-    let shown: Vec<bool> = geometry
+    let cells: Vec<Vec<bool>> = geometry
         .iter()
-        .flat_map(|g| content_cells(g, gh as u32, gw as u32))
+        .map(|g| content_cells(g, gh as u32, gw as u32))
         .collect();
+    let masks: Vec<Option<Vec<bool>>> = geometry.iter().map(|g| inspected(None, g)).collect();
+    let shown: Vec<bool> = cells.iter().flatten().copied().collect();
     let content: Vec<i64> = (0..shown.len() as i64)
         .filter(|&i| shown[i as usize])
         .collect();
@@ -195,16 +197,14 @@ pub fn update(
     let old =
         dense_searcher(&stored, opts.precision)?.search_cells(&feats, method.k, None, &shown)?;
     let score_all = |patch: &Tensor| -> Result<Vec<f32>, EngineError> {
-        let grids = patch.f_view([-1, gh, gw])?;
-        let dims = method.input_dims();
-        to_host_f32(&image_scores(
-            &grids,
+        image_scores(
+            &patch.f_view([-1, gh, gw])?,
             method.image_score,
-            dims,
+            method.input_dims(),
             method.blur_sigma,
-            &geometry,
-        )?)
-        .map_err(EngineError::from)
+            &cells,
+            &masks,
+        )
     };
     let before = score_all(&patch_scores(&old.sq_dist, &method)?)?;
     let far = far_score(meta);
