@@ -36,6 +36,7 @@ fn meta(category: &str, test_dir: &Path, threshold: f32) -> BankMeta {
         patch_size: 3,
         pretrain_dim: 8,
         embed_dim: 4,
+        pyramid: 1,
         grid: [7, 7],
         k: 1,
         reweight: false,

@@ -261,6 +261,7 @@ fn fit_refuses_impossible_settings_naming_the_flag() {
         (&["--k", "0"][..], "--k is 0"),
         (&["--patch-size", "2"][..], "--patch-size is 2, must be odd"),
         (&["--blur-sigma", "1e9"][..], "--blur-sigma"),
+        (&["--pyramid", "4"][..], "--pyramid is 4"),
         (&["--pixel-std", "0"][..], "--pixel-std"),
         (&["--coreset-ratio", "0"][..], "--coreset-ratio is 0"),
         (

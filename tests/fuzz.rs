@@ -190,6 +190,7 @@ fn tiny_bank(bank_dtype: BankDtype) -> BankFile {
         patch_size: 3,
         pretrain_dim: 8,
         embed_dim: 4,
+        pyramid: 1,
         grid: [28, 28],
         k: 1,
         reweight: false,

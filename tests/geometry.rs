@@ -54,7 +54,11 @@ fn tiles_stitch_into_the_untiled_feature_grid() {
         .iter()
         .map(|s| *bb.stage(s).unwrap())
         .collect();
-    let margin = tile_margin(&stages, method.embed.patch_size, 32);
+    assert_eq!(
+        method.pyramid, 2,
+        "the whole default embeds two pyramid levels"
+    );
+    let margin = tile_margin(&stages, method.embed.patch_size, method.pyramid);
     let mut gaps = Vec::new();
     for margin in [margin / 2, margin] {
         let tiled = extractor(Some(Tiling { side: 512, margin }));

@@ -295,6 +295,16 @@ fn banks_with_impossible_settings_are_refused_naming_the_field() {
             Box::new(|m| m["patch_size"] = 2.into()),
         ),
         (
+            "pyramid0.safetensors",
+            "`pyramid` is 0",
+            Box::new(|m| m["pyramid"] = 0.into()),
+        ),
+        (
+            "pyramid9.safetensors",
+            "`pyramid` is 9",
+            Box::new(|m| m["pyramid"] = 9.into()),
+        ),
+        (
             "blur.safetensors",
             "`blur_sigma`",
             Box::new(|m| m["blur_sigma"] = 1e9.into()),
@@ -417,6 +427,7 @@ fn version_1_banks_load_with_the_one_threshold_rule() {
     m.remove("calibration_geometry");
     m.remove("growth");
     m.remove("image_score");
+    m.remove("pyramid");
     *meta_key = serde_json::Value::String(meta.to_string());
     let mut text = header.to_string();
     while !text.len().is_multiple_of(8) {
@@ -436,6 +447,8 @@ fn version_1_banks_load_with_the_one_threshold_rule() {
         patchcore::bank::ImageScore::TopPatch
     );
     assert!(loaded.roi.is_none() && loaded.calibration_maps.is_empty());
+    // Banks before version 5 embedded one pyramid level.
+    assert_eq!(loaded.meta.pyramid, 1);
     let rules = loaded.meta.rules();
     let t = file.meta.calibration.threshold;
     assert_eq!(

@@ -6,6 +6,9 @@ use super::{BankMeta, CropMode};
 /// Widest patch neighbourhood accepted: 5x the paper's 3 and already half the default 28-cell
 /// grid; wider ones only add zero padding and unfold memory.
 pub const MAX_PATCH_SIZE: i64 = 15;
+/// Pyramid levels at most: a fourth would see the input at an eighth of its size, coarser than
+/// any defect a patch grid can place.
+pub const MAX_PYRAMID: u32 = 3;
 /// Largest pooled feature dimension accepted (the paper uses 1,024; each bank row is this wide).
 pub const MAX_DIM: i64 = 16_384;
 /// Largest image side, crop or patch grid accepted; beyond it one input alone needs gigabytes.
@@ -58,6 +61,7 @@ pub struct ScoringSettings<'a> {
     pub patch_size: i64,
     pub pretrain_dim: i64,
     pub embed_dim: i64,
+    pub pyramid: u32,
     pub k: i64,
     pub blur_sigma: f64,
 }
@@ -126,6 +130,7 @@ impl ScoringSettings<'_> {
         }
         in_range("pretrain_dim", self.pretrain_dim, 1, MAX_DIM)?;
         in_range("embed_dim", self.embed_dim, 1, MAX_DIM)?;
+        in_range("pyramid", self.pyramid.into(), 1, MAX_PYRAMID.into())?;
         in_range("k", self.k, 1, i64::from(u32::MAX))?;
         check_blur_sigma(self.blur_sigma)
     }
@@ -172,6 +177,7 @@ impl BankMeta {
             patch_size: self.patch_size.into(),
             pretrain_dim: self.pretrain_dim.into(),
             embed_dim: self.embed_dim.into(),
+            pyramid: self.pyramid,
             k: self.k.into(),
             blur_sigma: self.blur_sigma.into(),
         }

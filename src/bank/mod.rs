@@ -27,12 +27,18 @@ pub use versions::{save_change, Versions, DEFAULT_VERSIONS_LIMIT_MB};
 /// Version 3 added `image_score`: a version-2 reader would score a map-peak bank by its top
 /// patch against a threshold calibrated on map peaks. Version 4 leaves padding out of padded
 /// images' maps: a version-3 reader would pull a part's border down against thresholds made
-/// without that.
-pub const FORMAT_VERSION: u32 = 4;
+/// without that. Version 5 adds `pyramid`: a version-4 reader would embed a two-level bank's
+/// queries from one level only, every distance to its rows wrong.
+pub const FORMAT_VERSION: u32 = 5;
 /// Versions this build reads: version-1 banks load with no ROI and the one-threshold rule,
 /// versions 1 and 2 with the top patch as the image score, versions up to 3 with padded
-/// calibration images recalibrated on load (`engine::calibrate::load_current`).
-pub const READABLE_VERSIONS: [u32; 4] = [1, 2, 3, FORMAT_VERSION];
+/// calibration images recalibrated on load (`engine::calibrate::load_current`), versions up to 4
+/// with one pyramid level.
+pub const READABLE_VERSIONS: [u32; 5] = [1, 2, 3, 4, FORMAT_VERSION];
+
+fn one_level() -> u32 {
+    1
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {
@@ -86,6 +92,9 @@ pub struct BankMeta {
     /// Dimension each stage is pooled to, and the final embedding dimension.
     pub pretrain_dim: u32,
     pub embed_dim: u32,
+    /// Image-pyramid levels embedded per patch (`Method::pyramid`); 1 in banks before version 5.
+    #[serde(default = "one_level")]
+    pub pyramid: u32,
     /// Patch grid of one image (rows, cols).
     pub grid: [u32; 2],
     pub k: u32,

@@ -77,6 +77,10 @@ pub struct MethodArgs {
     /// the anomaly map (default for the whole image).
     #[arg(long)]
     pub image_score: Option<ImageScore>,
+    /// Image-pyramid levels each patch carries the stages of: 1 (the paper's; default for --crop
+    /// and --squash), 2 adds the input at half size (default for the whole image), up to 3.
+    #[arg(long)]
+    pub pyramid: Option<u32>,
 }
 
 impl MethodArgs {
@@ -135,6 +139,9 @@ impl MethodArgs {
         }
         if let Some(s) = self.image_score {
             m.image_score = s;
+        }
+        if let Some(p) = self.pyramid {
+            m.pyramid = p;
         }
         m.validate().map_err(flag_error)?;
         Ok((m, why))
@@ -326,11 +333,15 @@ pub fn run(a: FitArgs) -> Result<()> {
         choose(&dataset.train, &mut opts)?
     };
     eprintln!(
-        "fit: {} training images of {} with {} (stages {}, image score: {}) on {:?}",
+        "fit: {} training images of {} with {} (stages {}{}, image score: {}) on {:?}",
         dataset.train.len(),
         opts.category,
         opts.method.backbone,
         opts.method.stages.join("+"),
+        match opts.method.pyramid {
+            1 => String::new(),
+            n => format!(", at {n} pyramid levels"),
+        },
         opts.method.image_score.describe(),
         opts.device
     );

@@ -12,16 +12,26 @@ pub const TILE_PIXELS: u64 = 4 << 20;
 
 /// Context each tile sees past the part it keeps, in input pixels: for each stage, its receptive
 /// field's reach plus the patch neighbourhood and the bilinear upsampling (one cell each side) at
-/// its stride; the largest, rounded up to `align`. `tests/geometry.rs` checks that it stitches
-/// exactly and that half of it leaves a seam.
-pub fn tile_margin(stages: &[StageInfo], patch_size: i64, align: u32) -> u32 {
+/// its stride; the lower pyramid levels' maps are computed untiled, so they need only the
+/// neighbourhood and upsampling at their cells. The largest, rounded up to the cells of the
+/// coarsest map (`tile_align`). `tests/geometry.rs` checks that it stitches exactly and that
+/// half of it leaves a seam.
+pub fn tile_margin(stages: &[StageInfo], patch_size: i64, pyramid: u32) -> u32 {
     let cells = (patch_size.max(1) as u32) / 2 + 1;
-    let margin = stages
+    let own = stages.iter().map(|s| s.reach + cells * s.stride);
+    let lower = stages
         .iter()
-        .map(|s| s.reach + cells * s.stride)
-        .max()
-        .unwrap_or(0);
-    margin.div_ceil(align.max(1)) * align.max(1)
+        .map(|s| cells * (s.stride << (pyramid.max(1) - 1)));
+    let margin = own.chain(lower).max().unwrap_or(0);
+    let align = tile_align(stages, pyramid);
+    margin.div_ceil(align) * align
+}
+
+/// Input pixels per cell of the coarsest map (the deepest stage at the lowest pyramid level):
+/// tiles are cut on its cell borders, so every tile's maps line up with the whole input's.
+pub fn tile_align(stages: &[StageInfo], pyramid: u32) -> u32 {
+    let stride = stages.iter().map(|s| s.stride).max().unwrap_or(1).max(1);
+    stride << (pyramid.max(1) - 1)
 }
 
 /// How large inputs are cut: `side` pixels kept per tile (a multiple of the coarsest stage's
@@ -86,7 +96,12 @@ impl Extractor {
             .filter_map(|s| spec.stages.iter().find(|st| st.name == s.as_str()))
             .copied()
             .collect();
-        let stage_channels: Vec<i64> = stages.iter().map(|st| i64::from(st.channels)).collect();
+        // Each pyramid level's maps of the same stages follow the first level's.
+        let stage_channels: Vec<i64> = stages
+            .iter()
+            .map(|st| i64::from(st.channels))
+            .collect::<Vec<_>>()
+            .repeat(method.pyramid as usize);
         let embedding = Embedding::new(
             &stage_channels,
             EmbedParams {
@@ -95,10 +110,10 @@ impl Extractor {
             },
             device,
         )?;
-        let align = spec.stages.iter().map(|s| s.stride).max().unwrap_or(1);
-        // About 2 MP kept per tile, a multiple of the coarsest stride.
+        let align = tile_align(&stages, method.pyramid);
+        // About 2 MP kept per tile, a multiple of the coarsest map's cell.
         let side = (1448 / align).max(1) * align;
-        let margin = tile_margin(&stages, method.embed.patch_size, align);
+        let margin = tile_margin(&stages, method.embed.patch_size, method.pyramid);
         Ok(Self {
             embedding,
             mean: channels(&mean)?,
@@ -154,22 +169,67 @@ impl Extractor {
     /// Patch rows `(B, h*w, D)` and the grid `(h, w)`; large inputs go through `embed_tiled`.
     pub fn embed(&self, crops: &[&RgbImage]) -> Result<(Tensor, (i64, i64)), EngineError> {
         let x = self.to_input(crops)?;
+        let lower = self.lower_levels(&x)?;
         let (_, _, h, w) = x.size4()?;
         if (h * w) as u64 > self.tile_above {
-            return self.embed_tiled(&x);
+            return self.embed_tiled(&x, &lower);
         }
-        self.embed_input(&x)
+        self.embed_input(&x, lower.into_iter().map(|l| l.map).collect())
+    }
+
+    /// The stage maps of the pyramid's lower levels (the input halved, quartered), each over
+    /// the whole input: a quarter of the pixels per level, so they are not tiled. Level by
+    /// level, in the order the embedding expects them after the first level's.
+    fn lower_levels(&self, x: &Tensor) -> Result<Vec<LevelMap>, EngineError> {
+        let mut maps = Vec::new();
+        let mut level = x.shallow_clone();
+        let strides = self.stage_strides();
+        for l in 1..self.method.pyramid {
+            // 2 x 2 pixels into one; an odd last row or column averages what it has.
+            level = level.f_avg_pool2d([2, 2], [2, 2], [0, 0], true, true, None::<i64>)?;
+            let stage_maps = tch::no_grad(|| self.backbone.forward(&level, &self.method.stages))?;
+            maps.extend(
+                stage_maps
+                    .into_iter()
+                    .zip(&strides)
+                    .map(|(map, &s)| LevelMap {
+                        map,
+                        cell: i64::from(s << l),
+                    }),
+            );
+        }
+        Ok(maps)
+    }
+
+    /// Input pixels per cell of each of the method's stages.
+    fn stage_strides(&self) -> Vec<u32> {
+        let spec = self.backbone.spec();
+        self.method
+            .stages
+            .iter()
+            .map(|s| {
+                spec.stages
+                    .iter()
+                    .find(|st| st.name == s.as_str())
+                    .map_or(1, |st| st.stride)
+            })
+            .collect()
     }
 
     /// Embeds `x` in overlapping tiles and stitches the kept cells into one grid: each tile
     /// keeps only its interior, so every cell comes from a tile that saw `margin` pixels of
     /// context around it (or the image border, as an untiled pass does).
-    fn embed_tiled(&self, x: &Tensor) -> Result<(Tensor, (i64, i64)), EngineError> {
+    fn embed_tiled(
+        &self,
+        x: &Tensor,
+        lower: &[LevelMap],
+    ) -> Result<(Tensor, (i64, i64)), EngineError> {
         let (b, _, h, w) = x.size4()?;
         let stride = self.grid_stride() as i64;
         if h % stride != 0 || w % stride != 0 {
             // Only inputs on whole grid cells can be cut on cell borders.
-            return self.embed_input(x);
+            let lower = lower.iter().map(|l| l.map.shallow_clone()).collect();
+            return self.embed_input(x, lower);
         }
         let (side, margin) = (self.tiling.side as i64, self.tiling.margin as i64);
         let (gh, gw) = (h / stride, w / stride);
@@ -182,7 +242,11 @@ impl Extractor {
                 let x1 = (x0 + side).min(w);
                 let (tx0, tx1) = ((x0 - margin).max(0), (x1 + margin).min(w));
                 let tile = x.f_narrow(2, ty0, ty1 - ty0)?.f_narrow(3, tx0, tx1 - tx0)?;
-                let (emb, (th, tw)) = self.embed_input(&tile)?;
+                let windows = lower
+                    .iter()
+                    .map(|l| l.window((ty0, ty1), (tx0, tx1)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (emb, (th, tw)) = self.embed_input(&tile, windows)?;
                 let d = emb.size3()?.2;
                 let kept = emb
                     .f_view([b, th, tw, d])?
@@ -207,13 +271,42 @@ impl Extractor {
             .map_or(1, |s| s.stride)
     }
 
-    /// One forward pass and the patch embedding of `x`.
-    fn embed_input(&self, x: &Tensor) -> Result<(Tensor, (i64, i64)), EngineError> {
-        let maps = tch::no_grad(|| self.backbone.forward(x, &self.method.stages))?;
+    /// One forward pass and the patch embedding of `x`, with the lower pyramid levels' maps
+    /// of the same pixels.
+    fn embed_input(
+        &self,
+        x: &Tensor,
+        lower: Vec<Tensor>,
+    ) -> Result<(Tensor, (i64, i64)), EngineError> {
+        let mut maps = tch::no_grad(|| self.backbone.forward(x, &self.method.stages))?;
+        maps.extend(lower);
         let grid = maps
             .get(self.method.grid_stage)
             .ok_or_else(|| EngineError::Config("grid stage index out of range".into()))?;
         let (_, _, gh, gw) = grid.size4()?;
         Ok((tch::no_grad(|| self.embedding.apply(&maps))?, (gh, gw)))
+    }
+}
+
+/// One stage map of a lower pyramid level, over the whole input.
+struct LevelMap {
+    map: Tensor,
+    /// Input pixels per cell.
+    cell: i64,
+}
+
+impl LevelMap {
+    /// The cells over input rows `ys` and columns `xs` (tile borders on whole cells, except at
+    /// the input's far edges, whose last cell is partial).
+    fn window(&self, ys: (i64, i64), xs: (i64, i64)) -> Result<Tensor, TchError> {
+        let (_, _, mh, mw) = self.map.size4()?;
+        let span = |(a, b): (i64, i64), n: i64| {
+            let first = (a / self.cell).min(n);
+            // A partial last cell counts (the input's far edge).
+            let end = ((b + self.cell - 1) / self.cell).min(n);
+            (first, (end - first).max(0))
+        };
+        let ((y, hh), (x, ww)) = (span(ys, mh), span(xs, mw));
+        self.map.f_narrow(2, y, hh)?.f_narrow(3, x, ww)
     }
 }

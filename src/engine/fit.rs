@@ -271,6 +271,7 @@ impl PatchCore {
             weights_sha256: extractor.backbone().weights_sha256().to_string(),
             stages: method.stages.clone(),
             grid_stage: method.grid_stage as u32,
+            pyramid: method.pyramid,
             mean: method.mean,
             std: method.std,
             crop: method.crop,

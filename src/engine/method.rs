@@ -14,6 +14,9 @@ pub struct Method {
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub embed: EmbedParams,
+    /// Image-pyramid levels whose stage maps every patch carries: 1 is the paper's; 2 adds the
+    /// same stages on the input at half size, twice the context per patch (`in_geometry`).
+    pub pyramid: u32,
     pub k: i64,
     pub reweight: bool,
     pub squared: bool,
@@ -37,6 +40,7 @@ impl Method {
                 crop: 224,
             },
             embed: EmbedParams::default(),
+            pyramid: 1,
             k: 1,
             reweight: false,
             squared: false,
@@ -49,12 +53,14 @@ impl Method {
     /// (`BackboneSpec::context_stage`): measured better on all three of magnetic tile, MVTec AD
     /// bottle at native size and the high-resolution benchmark (README, Geometry), and is scored
     /// by its map's peak: with thousands of patches per image, the top patch lets one noisy
-    /// patch reject a good part (README, Geometry). The paper's crop and the squash keep the
-    /// paper's stages and score.
+    /// patch reject a good part (README, Geometry). Its patches carry a second pyramid level: at
+    /// native size a patch sees too little of a large, faint defect (README, Geometry). The
+    /// paper's crop and the squash keep the paper's stages, score and single level.
     pub fn in_geometry(mut self, spec: &backbone::BackboneSpec, crop: CropMode) -> Method {
         self.crop = crop;
         if let CropMode::Whole { .. } = crop {
             self.image_score = ImageScore::MapPeak;
+            self.pyramid = 2;
             if let Some(stage) = spec.context_stage {
                 if !self.stages.iter().any(|s| s == stage) {
                     self.stages.push(stage.to_string());
@@ -79,6 +85,7 @@ impl Method {
                 embed_dim: meta.embed_dim as i64,
                 grid_stage: meta.grid_stage as usize,
             },
+            pyramid: meta.pyramid,
             k: meta.k as i64,
             reweight: meta.reweight,
             squared: meta.squared,
@@ -103,6 +110,7 @@ impl Method {
             patch_size: self.embed.patch_size,
             pretrain_dim: self.embed.pretrain_dim,
             embed_dim: self.embed.embed_dim,
+            pyramid: self.pyramid,
             k: self.k,
             blur_sigma: self.blur_sigma,
         }
