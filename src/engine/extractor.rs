@@ -51,6 +51,8 @@ pub struct Extractor {
     mean: Tensor,
     std: Tensor,
     kind: Kind,
+    /// Input pixels per cell of each of the method's stages, in its order.
+    strides: Vec<u32>,
     tiling: Tiling,
     /// Tiles only above this many input pixels.
     tile_above: u64,
@@ -121,6 +123,7 @@ impl Extractor {
             backbone,
             method,
             kind,
+            strides: stages.iter().map(|st| st.stride).collect(),
             tiling: Tiling { side, margin },
             tile_above: TILE_PIXELS,
         })
@@ -183,7 +186,6 @@ impl Extractor {
     fn lower_levels(&self, x: &Tensor) -> Result<Vec<LevelMap>, EngineError> {
         let mut maps = Vec::new();
         let mut level = x.shallow_clone();
-        let strides = self.stage_strides();
         for l in 1..self.method.pyramid {
             // 2 x 2 pixels into one; an odd last row or column averages what it has.
             level = level.f_avg_pool2d([2, 2], [2, 2], [0, 0], true, true, None::<i64>)?;
@@ -191,7 +193,7 @@ impl Extractor {
             maps.extend(
                 stage_maps
                     .into_iter()
-                    .zip(&strides)
+                    .zip(&self.strides)
                     .map(|(map, &s)| LevelMap {
                         map,
                         cell: i64::from(s << l),
@@ -199,21 +201,6 @@ impl Extractor {
             );
         }
         Ok(maps)
-    }
-
-    /// Input pixels per cell of each of the method's stages.
-    fn stage_strides(&self) -> Vec<u32> {
-        let spec = self.backbone.spec();
-        self.method
-            .stages
-            .iter()
-            .map(|s| {
-                spec.stages
-                    .iter()
-                    .find(|st| st.name == s.as_str())
-                    .map_or(1, |st| st.stride)
-            })
-            .collect()
     }
 
     /// Embeds `x` in overlapping tiles and stitches the kept cells into one grid: each tile
@@ -263,12 +250,10 @@ impl Extractor {
 
     /// Input pixels per cell of the patch grid.
     fn grid_stride(&self) -> u32 {
-        let spec = self.backbone.spec();
-        self.method
-            .stages
+        self.strides
             .get(self.method.grid_stage)
-            .and_then(|s| spec.stages.iter().find(|st| st.name == s.as_str()))
-            .map_or(1, |s| s.stride)
+            .copied()
+            .unwrap_or(1)
     }
 
     /// One forward pass and the patch embedding of `x`, with the lower pyramid levels' maps
