@@ -174,7 +174,9 @@ impl Extractor {
         let x = self.to_input(crops)?;
         let lower = self.lower_levels(&x)?;
         let (_, _, h, w) = x.size4()?;
-        if (h * w) as u64 > self.tile_above {
+        let stride = self.grid_stride() as i64;
+        // Only inputs on whole grid cells can be cut on cell borders.
+        if (h * w) as u64 > self.tile_above && h % stride == 0 && w % stride == 0 {
             return self.embed_tiled(&x, &lower);
         }
         self.embed_input(&x, lower.into_iter().map(|l| l.map).collect())
@@ -205,7 +207,8 @@ impl Extractor {
 
     /// Embeds `x` in overlapping tiles and stitches the kept cells into one grid: each tile
     /// keeps only its interior, so every cell comes from a tile that saw `margin` pixels of
-    /// context around it (or the image border, as an untiled pass does).
+    /// context around it (or the image border, as an untiled pass does). `x` is on whole grid
+    /// cells (`embed` checks).
     fn embed_tiled(
         &self,
         x: &Tensor,
@@ -213,11 +216,6 @@ impl Extractor {
     ) -> Result<(Tensor, (i64, i64)), EngineError> {
         let (b, _, h, w) = x.size4()?;
         let stride = self.grid_stride() as i64;
-        if h % stride != 0 || w % stride != 0 {
-            // Only inputs on whole grid cells can be cut on cell borders.
-            let lower = lower.iter().map(|l| l.map.shallow_clone()).collect();
-            return self.embed_input(x, lower);
-        }
         let (side, margin) = (self.tiling.side as i64, self.tiling.margin as i64);
         let (gh, gw) = (h / stride, w / stride);
         let mut rows: Vec<Tensor> = Vec::new();
